@@ -1,0 +1,437 @@
+//! Every frame, as two closed enums.
+//!
+//! Frames are flat objects: `type` names the event in `noun:verb` form and the other fields are
+//! camelCase. A request carries an `id`; its reply is an `ack` with the same `id` holding either a
+//! `result` or an `error`. Events pushed by the server carry no `id`.
+
+use serde::{Deserialize, Serialize};
+use strum::EnumDiscriminants;
+
+use crate::{ErrorCode, RoomId, UserId};
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = u64;
+
+/// A frame sent by a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, EnumDiscriminants)]
+#[strum_discriminants(name(ClientFrameKind), derive(strum::EnumIter, Hash))]
+#[serde(tag = "type")]
+pub enum ClientFrame {
+    /// Authenticates a connection that did not send `Authorization: Bearer`. Must be the first
+    /// frame. Answered by `session:ready`, or by close 4001.
+    #[serde(rename = "auth")]
+    Auth { token: String },
+
+    /// Application-level keepalive for clients that cannot see WebSocket pings. Answered by `pong`.
+    #[serde(rename = "ping")]
+    Ping {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+    },
+
+    /// Creates a room; the creator becomes its first member.
+    #[serde(rename = "room:create", rename_all = "camelCase")]
+    RoomCreate {
+        id: u64,
+        room_id: RoomId,
+        /// Display name; the room id when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(default)]
+        kind: RoomKind,
+        /// Required when `kind` is `password`, refused otherwise. Only a hash is stored.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password: Option<String>,
+    },
+
+    /// Joins a room (becoming a member) or, when already a member, re-subscribes after a
+    /// reconnect. With `sinceSeq` the reply replays every message after it.
+    #[serde(rename = "room:join", rename_all = "camelCase")]
+    RoomJoin {
+        id: u64,
+        room_id: RoomId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since_seq: Option<u64>,
+    },
+
+    /// Leaves a room: the user stops being a member on every device.
+    #[serde(rename = "room:leave", rename_all = "camelCase")]
+    RoomLeave { id: u64, room_id: RoomId },
+
+    /// Sends a message to a room the user is a member of.
+    #[serde(rename = "message:send", rename_all = "camelCase")]
+    MessageSend {
+        id: u64,
+        room_id: RoomId,
+        content: String,
+        /// Named `kind` because `type` names the frame.
+        #[serde(default)]
+        kind: MessageKind,
+        /// Chosen by the client, unique per sender and room: a retry with the same value returns
+        /// the original ack and is never delivered twice.
+        client_msg_id: String,
+    },
+
+    /// Sends a direct message; stored in the pair's `dm:<a>:<b>` room.
+    #[serde(rename = "dm:send", rename_all = "camelCase")]
+    DmSend {
+        id: u64,
+        recipient_id: UserId,
+        content: String,
+        #[serde(default)]
+        kind: MessageKind,
+        client_msg_id: String,
+    },
+
+    /// The user is typing in a room. Repeat at most every couple of seconds while typing: the
+    /// server sends `typing:stop` by itself 3 s after the last start.
+    #[serde(rename = "typing:start", rename_all = "camelCase")]
+    TypingStart { room_id: RoomId },
+
+    #[serde(rename = "typing:stop", rename_all = "camelCase")]
+    TypingStop { room_id: RoomId },
+
+    /// Sets the user's status, relayed to everyone who shares a room with them.
+    #[serde(rename = "presence:update", rename_all = "camelCase")]
+    PresenceUpdate {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        status: PresenceStatus,
+    },
+
+    /// Marks every message up to `seq` as read. Watermarks only move forward.
+    #[serde(rename = "message:read", rename_all = "camelCase")]
+    MessageRead {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        room_id: RoomId,
+        seq: u64,
+    },
+
+    /// Pages through a room's history: `beforeSeq` pages backwards, `afterSeq` forwards, neither
+    /// gives the latest page. `limit` is at most 100.
+    #[serde(rename = "history:fetch", rename_all = "camelCase")]
+    HistoryFetch {
+        id: u64,
+        room_id: RoomId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before_seq: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after_seq: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+}
+
+impl ClientFrame {
+    /// The request id to echo in the reply, if the frame carries one.
+    pub fn request_id(&self) -> Option<u64> {
+        match self {
+            Self::RoomCreate { id, .. }
+            | Self::RoomJoin { id, .. }
+            | Self::RoomLeave { id, .. }
+            | Self::MessageSend { id, .. }
+            | Self::DmSend { id, .. }
+            | Self::HistoryFetch { id, .. } => Some(*id),
+            Self::Ping { id } | Self::PresenceUpdate { id, .. } | Self::MessageRead { id, .. } => {
+                *id
+            }
+            Self::Auth { .. } | Self::TypingStart { .. } | Self::TypingStop { .. } => None,
+        }
+    }
+
+    pub fn kind(&self) -> ClientFrameKind {
+        self.into()
+    }
+}
+
+impl ClientFrameKind {
+    /// The value of the `type` field.
+    pub fn wire_name(self) -> &'static str {
+        match self {
+            Self::Auth => "auth",
+            Self::Ping => "ping",
+            Self::RoomCreate => "room:create",
+            Self::RoomJoin => "room:join",
+            Self::RoomLeave => "room:leave",
+            Self::MessageSend => "message:send",
+            Self::DmSend => "dm:send",
+            Self::TypingStart => "typing:start",
+            Self::TypingStop => "typing:stop",
+            Self::PresenceUpdate => "presence:update",
+            Self::MessageRead => "message:read",
+            Self::HistoryFetch => "history:fetch",
+        }
+    }
+
+    pub fn from_wire_name(name: &str) -> Option<Self> {
+        <Self as strum::IntoEnumIterator>::iter().find(|k| k.wire_name() == name)
+    }
+}
+
+/// A frame sent by the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, EnumDiscriminants)]
+#[strum_discriminants(name(ServerFrameKind), derive(strum::EnumIter, Hash))]
+#[serde(tag = "type")]
+pub enum ServerFrame {
+    /// The reply to a request: exactly one of `result` and `error` is present.
+    #[serde(rename = "ack")]
+    Ack {
+        id: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<AckResult>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<ErrorBody>,
+    },
+
+    /// A refused frame that carried no usable `id`. The connection stays open.
+    #[serde(rename = "error")]
+    Error { code: ErrorCode, message: String },
+
+    /// First frame of every authenticated session.
+    #[serde(rename = "session:ready", rename_all = "camelCase")]
+    SessionReady {
+        user: UserRef,
+        /// Unique across the cluster; useful in logs and support requests.
+        conn_id: String,
+        /// The server pings this often; it closes a connection silent for three intervals.
+        heartbeat_ms: u64,
+        /// Largest frame the server accepts; larger ones close the connection with 1009.
+        max_frame_bytes: u64,
+        /// Every room the user is a member of.
+        rooms: Vec<RoomSummary>,
+    },
+
+    #[serde(rename = "pong")]
+    Pong {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+    },
+
+    /// A new message in one of the user's rooms, in `seq` order per room.
+    #[serde(rename = "message:new")]
+    MessageNew { message: Message },
+
+    #[serde(rename = "user:joined:room", rename_all = "camelCase")]
+    UserJoinedRoom { room_id: RoomId, user: UserRef },
+
+    #[serde(rename = "user:left:room", rename_all = "camelCase")]
+    UserLeftRoom { room_id: RoomId, user_id: UserId },
+
+    #[serde(rename = "typing:start", rename_all = "camelCase")]
+    TypingStart { room_id: RoomId, user: UserRef },
+
+    #[serde(rename = "typing:stop", rename_all = "camelCase")]
+    TypingStop { room_id: RoomId, user_id: UserId },
+
+    /// The user's first connection opened.
+    #[serde(rename = "user:online")]
+    UserOnline { user: UserRef },
+
+    /// The user's last connection closed.
+    #[serde(rename = "user:offline", rename_all = "camelCase")]
+    UserOffline { user_id: UserId, last_seen: Millis },
+
+    #[serde(rename = "presence:update", rename_all = "camelCase")]
+    PresenceUpdate {
+        user_id: UserId,
+        status: PresenceStatus,
+    },
+
+    /// A member's read watermark moved forward.
+    #[serde(rename = "message:read", rename_all = "camelCase")]
+    MessageRead {
+        room_id: RoomId,
+        user_id: UserId,
+        seq: u64,
+    },
+
+    /// The node is going away; a close 1001 follows. Reconnect (another node answers) and resume.
+    #[serde(rename = "server:shutdown")]
+    ServerShutdown { reconnect: bool },
+}
+
+impl ServerFrame {
+    pub fn kind(&self) -> ServerFrameKind {
+        self.into()
+    }
+
+    /// A successful reply to request `id`.
+    pub fn ok(id: u64, result: AckResult) -> Self {
+        Self::Ack {
+            id,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    /// A refused request `id`.
+    pub fn refused(id: u64, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Ack {
+            id,
+            result: None,
+            error: Some(ErrorBody {
+                code,
+                message: message.into(),
+            }),
+        }
+    }
+}
+
+impl ServerFrameKind {
+    /// The value of the `type` field.
+    pub fn wire_name(self) -> &'static str {
+        match self {
+            Self::Ack => "ack",
+            Self::Error => "error",
+            Self::SessionReady => "session:ready",
+            Self::Pong => "pong",
+            Self::MessageNew => "message:new",
+            Self::UserJoinedRoom => "user:joined:room",
+            Self::UserLeftRoom => "user:left:room",
+            Self::TypingStart => "typing:start",
+            Self::TypingStop => "typing:stop",
+            Self::UserOnline => "user:online",
+            Self::UserOffline => "user:offline",
+            Self::PresenceUpdate => "presence:update",
+            Self::MessageRead => "message:read",
+            Self::ServerShutdown => "server:shutdown",
+        }
+    }
+}
+
+/// What a successful request returns, tagged by `kind`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum AckResult {
+    /// Done; nothing to return (`room:leave`, `presence:update`, `message:read`).
+    Ok,
+    /// `room:create` and `room:join`: the room, its online members and messages. Without
+    /// `sinceSeq` the messages are the latest 50. With it they are every message after it, unless
+    /// more were missed than the server replays: then `recovered` is false and they are the latest
+    /// page, and the client must treat older history as a gap to page through.
+    #[serde(rename_all = "camelCase")]
+    Room {
+        room: RoomInfo,
+        online: Vec<Member>,
+        messages: Vec<Message>,
+        recovered: bool,
+    },
+    /// `message:send` and `dm:send`: where the message was stored. `duplicate` is true when this
+    /// `clientMsgId` had been stored before and this is the original answer.
+    #[serde(rename_all = "camelCase")]
+    Sent {
+        room_id: RoomId,
+        message_id: String,
+        seq: u64,
+        created_at: Millis,
+        duplicate: bool,
+    },
+    /// `history:fetch`: messages in ascending `seq`.
+    #[serde(rename_all = "camelCase")]
+    History {
+        room_id: RoomId,
+        messages: Vec<Message>,
+        has_more: bool,
+    },
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    /// Human-readable; never contains server internals.
+    pub message: String,
+}
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    pub message_id: String,
+    pub room_id: RoomId,
+    /// Position in the room: strictly increasing and gap-free.
+    pub seq: u64,
+    pub sender: UserRef,
+    pub kind: MessageKind,
+    pub content: String,
+    pub client_msg_id: String,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageKind {
+    #[default]
+    Text,
+    /// `content` is an image URL.
+    Image,
+    /// `content` is a file URL.
+    File,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoomKind {
+    /// Anyone may join.
+    #[default]
+    Public,
+    /// Only members may join; the creator is the first.
+    Private,
+    /// Anyone with the password may join.
+    Password,
+    /// A two-member room holding a direct-message conversation; created by `dm:send`.
+    Direct,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PresenceStatus {
+    Online,
+    Away,
+    Busy,
+    /// Shown as offline while connected ("invisible").
+    Offline,
+}
+
+/// A user as others see them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct UserRef {
+    pub id: UserId,
+    pub name: String,
+}
+
+/// An online member of a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub user: UserRef,
+    pub status: PresenceStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomInfo {
+    pub room_id: RoomId,
+    pub name: String,
+    pub kind: RoomKind,
+    pub created_by: UserId,
+    /// The seq of the latest message; 0 for an empty room.
+    pub last_seq: u64,
+    pub member_count: u64,
+}
+
+/// One of the user's rooms, as listed in `session:ready`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomSummary {
+    pub room_id: RoomId,
+    pub name: String,
+    pub kind: RoomKind,
+    pub last_seq: u64,
+    /// The user's read watermark.
+    pub last_read_seq: u64,
+    /// `lastSeq - lastReadSeq`.
+    pub unread: u64,
+}
