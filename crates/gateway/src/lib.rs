@@ -1,1 +1,163 @@
+//! The Switchboard gateway: terminates WebSockets, authenticates them, and fans events out
+//! between sessions through the [`broker::Broker`], [`store::Store`] and
+//! [`presence::Presence`] seams. See ARCHITECTURE.md for the map and the invariants.
 
+pub mod app;
+pub mod auth;
+pub mod broker;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod outbound;
+pub mod passwords;
+pub mod presence;
+pub mod server;
+pub mod session;
+pub mod store;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use switchboard_protocol::{UserId, UserRef};
+use tokio::net::TcpListener;
+
+use crate::app::{App, Parts};
+use crate::auth::{JwtAuthenticator, KeyError, TokenSigner};
+use crate::broker::memory::MemoryBroker;
+use crate::config::Config;
+use crate::hub::{Hub, HubInbox};
+use crate::presence::memory::MemoryPresence;
+use crate::server::Role;
+use crate::store::memory::MemoryStore;
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot install the metrics recorder: {0}")]
+    Metrics(#[from] metrics_exporter_prometheus::BuildError),
+}
+
+/// Builds the node from its configuration: embedded backends, keys, metrics.
+pub fn build(config: Config) -> Result<Arc<App>, StartError> {
+    config.validate()?;
+    let node_id = config.node_id.clone().unwrap_or_else(|| {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        format!("n{}", &id[id.len() - 8..])
+    });
+    let dev_secret: Option<[u8; 32]> = config.dev_mode().then(rand::random);
+    let auth = JwtAuthenticator::from_config(&config, dev_secret.as_ref().map(|s| &s[..]))?;
+    let dev_signer = dev_secret.as_ref().map(|secret| TokenSigner::hs256(secret));
+    let broker = Arc::new(MemoryBroker::new());
+    let hub = Arc::new(Hub::new(broker.clone()));
+    broker.attach(Arc::new(HubInbox(Arc::clone(&hub))));
+    let parts = Parts {
+        store: Arc::new(MemoryStore::new(config.memory_history)),
+        broker,
+        presence: Arc::new(MemoryPresence::new()),
+        hub,
+        auth: Arc::new(auth),
+        dev_signer,
+        metrics: Some(metrics::install()?),
+    };
+    Ok(Arc::new(App::new(config, node_id, parts)))
+}
+
+/// Serves until SIGTERM or SIGINT, then drains: readiness flips, every session gets
+/// `server:shutdown` and close 1001, and the call returns within the drain timeout.
+pub async fn serve(app: Arc<App>) -> Result<(), StartError> {
+    let config = &app.config;
+    let bind = |addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })
+    };
+    let main = bind(config.listen).await?;
+    let admin = match config.admin_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    let local = main.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let mut loops = tokio::task::JoinSet::new();
+    loops.spawn(server::accept_loop(
+        Arc::clone(&app),
+        main,
+        Role::Main {
+            with_admin: admin.is_none(),
+        },
+    ));
+    if let Some(admin) = admin {
+        loops.spawn(server::accept_loop(Arc::clone(&app), admin, Role::Admin));
+    }
+    tracing::info!(addr = %local, node = %app.node_id, store = "memory", broker = "memory", "gateway listening");
+    if let Some(signer) = &app.dev_signer {
+        announce_dev_mode(signer, local);
+    }
+
+    wait_for_signal().await;
+    tracing::info!(
+        open = app.open.load(Ordering::Acquire),
+        "shutting down: draining connections"
+    );
+    app.draining.store(true, Ordering::Release);
+    app.shutdown.cancel();
+    app.sessions.close();
+    if tokio::time::timeout(config.drain_timeout(), app.sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(left = app.sessions.len(), "drain timeout: closing the rest");
+    }
+    while loops.join_next().await.is_some() {}
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn announce_dev_mode(signer: &TokenSigner, addr: std::net::SocketAddr) {
+    let Ok(id) = UserId::parse("dev") else { return };
+    let user = UserRef {
+        id,
+        name: "Dev".into(),
+    };
+    match signer.sign(&user, std::time::Duration::from_secs(24 * 3_600)) {
+        Ok(token) => tracing::warn!(
+            "dev mode: no SWITCHBOARD_JWT_SECRET set, tokens are signed with a random key. \
+             Chat page: http://{addr}/  Sample token (user \"dev\", 24 h): {token}"
+        ),
+        Err(error) => tracing::error!(%error, "cannot sign the dev token"),
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the node");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

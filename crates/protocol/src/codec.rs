@@ -28,6 +28,11 @@ pub enum EncodeError {
     MsgPack(#[from] rmp_serde::encode::Error),
 }
 
+/// The client offered subprotocols, none of them ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no supported subprotocol offered; offer switchboard.v1.json or switchboard.v1.msgpack")]
+pub struct UnsupportedSubprotocol;
+
 /// Why an incoming frame was refused, with the code and request id to answer with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
@@ -59,9 +64,11 @@ impl Codec {
 
     /// Picks the codec from the values of every `Sec-WebSocket-Protocol` header, in the client's
     /// order of preference. `Ok(None)`: nothing offered, so JSON without echoing a subprotocol.
-    /// `Err(())`: only unknown subprotocols offered, which the handshake must refuse (a browser
-    /// fails a connection whose server picks none of its offers).
-    pub fn negotiate<'a>(offers: impl IntoIterator<Item = &'a str>) -> Result<Option<Self>, ()> {
+    /// An error when only unknown subprotocols are offered, which the handshake must refuse (a
+    /// browser fails a connection whose server picks none of its offers).
+    pub fn negotiate<'a>(
+        offers: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Option<Self>, UnsupportedSubprotocol> {
         let mut offered_any = false;
         for name in offers.into_iter().flat_map(|v| v.split(',')) {
             if name.trim().is_empty() {
@@ -72,7 +79,11 @@ impl Codec {
                 return Ok(Some(codec));
             }
         }
-        if offered_any { Err(()) } else { Ok(None) }
+        if offered_any {
+            Err(UnsupportedSubprotocol)
+        } else {
+            Ok(None)
+        }
     }
 
     /// Whether frames travel as WebSocket binary (true) or text (false) messages.
@@ -219,6 +230,9 @@ mod tests {
             Codec::negotiate(["chat, switchboard.v1.msgpack", "switchboard.v1.json"]),
             Ok(Some(Codec::MsgPack))
         );
-        assert_eq!(Codec::negotiate(["switchboard.v0.json"]), Err(()));
+        assert_eq!(
+            Codec::negotiate(["switchboard.v0.json"]),
+            Err(UnsupportedSubprotocol)
+        );
     }
 }

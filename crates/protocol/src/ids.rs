@@ -184,7 +184,7 @@ mod tests {
         );
         let room = RoomId::direct(&a, &b).unwrap();
         assert_eq!(room.as_str(), "dm:alice:bob");
-        assert_eq!(room.direct_members(), Some((b.clone(), a.clone())));
+        assert_eq!(room.direct_members(), Some((b, a.clone())));
         assert_eq!(RoomId::direct(&a, &a), None);
         assert_eq!(RoomId::parse("dm:bob:alice"), Err(IdError::BadDirectRoom));
         assert_eq!(RoomId::parse("dm:alice"), Err(IdError::BadDirectRoom));

@@ -14,7 +14,7 @@ mod codes;
 mod frames;
 mod ids;
 
-pub use codec::{Codec, DecodeError, EncodeError};
+pub use codec::{Codec, DecodeError, EncodeError, UnsupportedSubprotocol};
 pub use codes::{CloseCode, ErrorCode};
 pub use frames::{
     AckResult, ClientFrame, ClientFrameKind, ErrorBody, Member, Message, MessageKind,

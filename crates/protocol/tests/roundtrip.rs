@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test helpers; a panic is the failure report
 //! Every frame survives both codecs unchanged, and both codecs agree on its shape.
 
 use std::collections::HashSet;

@@ -1,0 +1,131 @@
+//! Everything a session needs from its node, built once at start-up.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{Authenticator, TokenSigner};
+use crate::broker::{Broker, ConnId, Envelope};
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::metrics;
+use crate::presence::Presence;
+use crate::store::Store;
+
+pub struct App {
+    pub config: Config,
+    pub node_id: String,
+    /// The backends, behind their traits: session code never knows which one it talks to.
+    pub store: Arc<dyn Store>,
+    pub broker: Arc<dyn Broker>,
+    pub presence: Arc<dyn Presence>,
+    pub hub: Arc<Hub>,
+    pub auth: Arc<dyn Authenticator>,
+    /// Dev mode only: signs tokens for the chat page.
+    pub dev_signer: Option<TokenSigner>,
+    pub metrics: Option<PrometheusHandle>,
+    /// Cancelled when the node starts draining: sessions say goodbye and close with 1001.
+    pub shutdown: CancellationToken,
+    /// Every session task, so shutdown can wait for them within the drain time.
+    pub sessions: TaskTracker,
+    pub draining: AtomicBool,
+    /// Connections open on this node, counted before the upgrade so the limit holds.
+    pub open: AtomicUsize,
+    next_conn: AtomicU64,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The backends and keys an [`App`] is built from.
+#[derive(Debug)]
+pub struct Parts {
+    pub store: Arc<dyn Store>,
+    pub broker: Arc<dyn Broker>,
+    pub presence: Arc<dyn Presence>,
+    pub hub: Arc<Hub>,
+    pub auth: Arc<dyn Authenticator>,
+    pub dev_signer: Option<TokenSigner>,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+impl std::fmt::Debug for dyn Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+impl std::fmt::Debug for dyn Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Broker")
+    }
+}
+impl std::fmt::Debug for dyn Presence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Presence")
+    }
+}
+impl std::fmt::Debug for dyn Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Authenticator")
+    }
+}
+
+impl App {
+    pub fn new(config: Config, node_id: String, parts: Parts) -> Self {
+        Self {
+            config,
+            node_id,
+            store: parts.store,
+            broker: parts.broker,
+            presence: parts.presence,
+            hub: parts.hub,
+            auth: parts.auth,
+            dev_signer: parts.dev_signer,
+            metrics: parts.metrics,
+            shutdown: CancellationToken::new(),
+            sessions: TaskTracker::new(),
+            draining: AtomicBool::new(false),
+            open: AtomicUsize::new(0),
+            next_conn: AtomicU64::new(1),
+        }
+    }
+
+    pub fn next_conn_id(&self) -> ConnId {
+        ConnId::new(
+            &self.node_id,
+            self.next_conn.fetch_add(1, Ordering::Relaxed),
+        )
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    pub fn ws_config(&self) -> WebSocketConfig {
+        WebSocketConfig::default()
+            .read_buffer_size(self.config.read_buffer_bytes)
+            // Writes are flushed per batch; this is the size at which a batch is written early.
+            .write_buffer_size(16 * 1024)
+            .max_write_buffer_size(self.config.max_frame_bytes.max(1 << 20) * 2)
+            .max_message_size(Some(self.config.max_frame_bytes))
+            .max_frame_size(Some(self.config.max_frame_bytes))
+    }
+
+    /// Publishes an event; a failure is logged and counted, never fatal. Durable state is
+    /// already in the store, and receivers repair from it.
+    pub async fn publish(&self, envelope: Envelope) {
+        if let Err(error) = self.broker.publish(envelope).await {
+            metrics::broker_publish_failed();
+            tracing::warn!(%error, "publish failed");
+        }
+    }
+}

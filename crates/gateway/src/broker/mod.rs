@@ -1,0 +1,106 @@
+//! Fan-out between gateway nodes.
+//!
+//! A broker is **at-most-once**: an event may be lost (a Redis disconnect, a dropped
+//! subscription) but never duplicated or invented. Ordering and recovery of messages come from
+//! the store's per-room `seq`, not from the broker; a broker that may have lost events reports it
+//! through [`Inbox::gap`], never through silence.
+
+pub mod memory;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use switchboard_protocol::{RoomId, ServerFrame, UserId};
+
+/// A connection id, unique across the cluster: `<node>-<counter>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ConnId(Arc<str>);
+
+impl ConnId {
+    pub fn new(node: &str, n: u64) -> Self {
+        Self(format!("{node}-{n}").into())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where an event goes: everyone subscribed to a room, or every connection of a user.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Topic {
+    Room(RoomId),
+    User(UserId),
+}
+
+/// One event for one or more topics. A connection on several of the topics receives it once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope {
+    pub topics: Vec<Topic>,
+    pub event: Event,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Event {
+    /// A frame for the topics' connections, minus one connection (the sender's, which got an
+    /// ack) or every connection of one user (typing goes to the *other* members only).
+    Frame {
+        frame: ServerFrame,
+        skip_conn: Option<ConnId>,
+        skip_user: Option<UserId>,
+    },
+    /// The user became a member of `room` (sent to their user topic): their connections start
+    /// receiving the room's messages after `since_seq`.
+    MemberJoined {
+        user: UserId,
+        room: RoomId,
+        since_seq: u64,
+        skip_conn: Option<ConnId>,
+    },
+    /// The user stopped being a member of `room`.
+    MemberLeft { user: UserId, room: RoomId },
+    /// Close one connection, wherever it is (per-user connection limit).
+    Kick { conn: ConnId, code: u16 },
+}
+
+impl Envelope {
+    pub fn frame(topics: Vec<Topic>, frame: ServerFrame) -> Self {
+        Self {
+            topics,
+            event: Event::Frame {
+                frame,
+                skip_conn: None,
+                skip_user: None,
+            },
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Receives what the broker delivers to this node.
+pub trait Inbox: Send + Sync + 'static {
+    fn deliver(&self, envelope: &Envelope);
+    /// Events on these topics may have been lost; repair from the store before going on.
+    fn gap(&self, topics: &[Topic]);
+}
+
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// Publishes to every node subscribed to any of the envelope's topics, this one included.
+    async fn publish(&self, envelope: Envelope) -> Result<(), BrokerError>;
+    /// This node now has local interest in these topics.
+    async fn subscribe(&self, topics: &[Topic]) -> Result<(), BrokerError>;
+    /// This node no longer has local interest in these topics.
+    async fn unsubscribe(&self, topics: &[Topic]) -> Result<(), BrokerError>;
+}

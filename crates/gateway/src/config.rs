@@ -1,0 +1,363 @@
+//! Configuration: command-line flags, each with an environment variable.
+//!
+//! Every setting is listed in the README's configuration table. [`Config::validate`] reports
+//! every problem at once, so an operator fixes a bad deployment in one round.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gateway",
+    version,
+    about = "Switchboard real-time WebSocket gateway"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (the default).
+    Serve,
+    /// Print a token signed with the configured key (HS256 secret or RS256/ES256 private key).
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// User id, the token's `sub`.
+    #[arg(long)]
+    pub user: String,
+    /// Display name, the token's `name`; the user id when absent.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Lifetime, like `90s`, `30m`, `1h`, `7d`.
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    pub ttl: Duration,
+    /// PEM private key, needed to sign RS256/ES256 tokens.
+    #[arg(long, env = "SWITCHBOARD_JWT_PRIVATE_KEY_FILE")]
+    pub private_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "UPPER")]
+pub enum JwtAlgorithm {
+    Hs256,
+    Rs256,
+    Es256,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Every setting of a gateway node.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Main listener: WebSockets at /ws, plus health, metrics and (dev mode) the chat page.
+    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Separate listener for /metrics, /healthz and /readyz; on the main listener when unset.
+    #[arg(long, env = "SWITCHBOARD_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Name of this node in logs and connection ids; random when unset.
+    #[arg(long, env = "SWITCHBOARD_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// HS256 shared secret. With no key at all the gateway runs in dev mode.
+    #[arg(long, env = "SWITCHBOARD_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Token algorithm; pinned, tokens signed otherwise are refused.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_JWT_ALGORITHM",
+        value_enum,
+        default_value = "HS256"
+    )]
+    pub jwt_algorithm: JwtAlgorithm,
+    /// PEM public key for RS256/ES256.
+    #[arg(long, env = "SWITCHBOARD_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Required `iss` claim, checked when set.
+    #[arg(long, env = "SWITCHBOARD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim, checked when set.
+    #[arg(long, env = "SWITCHBOARD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Time allowed for the first-frame `auth` when no Authorization header was sent.
+    #[arg(long, env = "SWITCHBOARD_AUTH_TIMEOUT_MS", default_value_t = 5_000)]
+    pub auth_timeout_ms: u64,
+
+    /// The server pings every connection this often.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_HEARTBEAT_INTERVAL_MS",
+        default_value_t = 25_000
+    )]
+    pub heartbeat_interval_ms: u64,
+    /// A connection silent for this long is closed (4004).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_HEARTBEAT_TIMEOUT_MS",
+        default_value_t = 75_000
+    )]
+    pub heartbeat_timeout_ms: u64,
+    /// Largest accepted frame; larger ones close the connection (1009).
+    #[arg(long, env = "SWITCHBOARD_MAX_FRAME_BYTES", default_value_t = 65_536)]
+    pub max_frame_bytes: usize,
+    /// Longest message content, in characters.
+    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_CHARS", default_value_t = 5_000)]
+    pub max_message_chars: usize,
+    /// Frames per second a connection may send, sustained.
+    #[arg(long, env = "SWITCHBOARD_RATE_PER_SEC", default_value_t = 50)]
+    pub rate_per_sec: u32,
+    /// Frames a connection may send in a burst.
+    #[arg(long, env = "SWITCHBOARD_RATE_BURST", default_value_t = 100)]
+    pub rate_burst: u32,
+    /// Rate-limited frames within 10 s after which the connection is closed (4006).
+    #[arg(long, env = "SWITCHBOARD_RATE_STRIKES", default_value_t = 20)]
+    pub rate_strikes: u32,
+    /// Connections one user may hold; opening one more closes the oldest (4007).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_MAX_CONNECTIONS_PER_USER",
+        default_value_t = 8
+    )]
+    pub max_connections_per_user: usize,
+    /// Connections this node accepts; beyond it upgrades are refused with HTTP 503.
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Allowed `Origin` values, comma-separated; any origin when empty.
+    #[arg(long, env = "SWITCHBOARD_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Frames queued for one connection before it is closed as a slow consumer (4005).
+    #[arg(long, env = "SWITCHBOARD_OUTBOUND_QUEUE", default_value_t = 1_024)]
+    pub outbound_queue: usize,
+    /// Time a connection may take to accept one batch of writes before it is closed (4005).
+    #[arg(long, env = "SWITCHBOARD_WRITE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub write_timeout_ms: u64,
+    /// Bytes read from a socket at a time; small keeps idle connections cheap.
+    #[arg(long, env = "SWITCHBOARD_READ_BUFFER_BYTES", default_value_t = 4_096)]
+    pub read_buffer_bytes: usize,
+    /// Longest time graceful shutdown waits for connections to close.
+    #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub drain_timeout_ms: u64,
+    /// A typing indicator stops by itself this long after the last `typing:start`.
+    #[arg(long, env = "SWITCHBOARD_TYPING_TIMEOUT_MS", default_value_t = 3_000)]
+    pub typing_timeout_ms: u64,
+    /// Missed messages a `room:join {sinceSeq}` replays; beyond it the reply says recovered: false.
+    #[arg(long, env = "SWITCHBOARD_MAX_REPLAY", default_value_t = 1_000)]
+    pub max_replay: usize,
+    /// Messages the in-memory store keeps per room (embedded mode only).
+    #[arg(long, env = "SWITCHBOARD_MEMORY_HISTORY", default_value_t = 10_000)]
+    pub memory_history: usize,
+
+    /// Log filter, in `tracing` EnvFilter syntax.
+    #[arg(long, env = "SWITCHBOARD_LOG", default_value = "info")]
+    pub log: String,
+    #[arg(
+        long,
+        env = "SWITCHBOARD_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// Everything wrong with a configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+pub struct ConfigError(pub Vec<String>);
+
+impl Config {
+    /// Checks every setting and reports every problem at once.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut require = |ok: bool, problem: &str| {
+            if !ok {
+                problems.push(problem.to_owned());
+            }
+        };
+        match self.jwt_algorithm {
+            JwtAlgorithm::Hs256 => require(
+                self.jwt_public_key_file.is_none(),
+                "SWITCHBOARD_JWT_PUBLIC_KEY_FILE is set but SWITCHBOARD_JWT_ALGORITHM is HS256",
+            ),
+            JwtAlgorithm::Rs256 | JwtAlgorithm::Es256 => {
+                require(
+                    self.jwt_public_key_file.is_some(),
+                    "SWITCHBOARD_JWT_ALGORITHM RS256/ES256 needs SWITCHBOARD_JWT_PUBLIC_KEY_FILE",
+                );
+                require(
+                    self.jwt_secret.is_none(),
+                    "SWITCHBOARD_JWT_SECRET is set but SWITCHBOARD_JWT_ALGORITHM is not HS256",
+                );
+            }
+        }
+        if let Some(secret) = &self.jwt_secret {
+            require(
+                secret.len() >= 32,
+                "SWITCHBOARD_JWT_SECRET must be at least 32 bytes",
+            );
+        }
+        require(
+            self.heartbeat_interval_ms > 0,
+            "SWITCHBOARD_HEARTBEAT_INTERVAL_MS must be > 0",
+        );
+        require(
+            self.heartbeat_timeout_ms > self.heartbeat_interval_ms,
+            "SWITCHBOARD_HEARTBEAT_TIMEOUT_MS must be longer than the heartbeat interval",
+        );
+        require(
+            self.max_frame_bytes >= 1_024,
+            "SWITCHBOARD_MAX_FRAME_BYTES must be >= 1024",
+        );
+        require(
+            self.max_message_chars > 0,
+            "SWITCHBOARD_MAX_MESSAGE_CHARS must be > 0",
+        );
+        require(
+            self.rate_per_sec > 0,
+            "SWITCHBOARD_RATE_PER_SEC must be > 0",
+        );
+        require(self.rate_burst > 0, "SWITCHBOARD_RATE_BURST must be > 0");
+        require(
+            self.rate_strikes > 0,
+            "SWITCHBOARD_RATE_STRIKES must be > 0",
+        );
+        require(
+            self.max_connections_per_user > 0,
+            "SWITCHBOARD_MAX_CONNECTIONS_PER_USER must be > 0",
+        );
+        require(
+            self.max_connections > 0,
+            "SWITCHBOARD_MAX_CONNECTIONS must be > 0",
+        );
+        require(
+            self.outbound_queue >= 16,
+            "SWITCHBOARD_OUTBOUND_QUEUE must be >= 16",
+        );
+        require(
+            self.read_buffer_bytes >= 256,
+            "SWITCHBOARD_READ_BUFFER_BYTES must be >= 256",
+        );
+        require(
+            self.auth_timeout_ms > 0,
+            "SWITCHBOARD_AUTH_TIMEOUT_MS must be > 0",
+        );
+        require(
+            self.memory_history >= 100,
+            "SWITCHBOARD_MEMORY_HISTORY must be >= 100",
+        );
+        if let Some(node) = &self.node_id {
+            require(
+                !node.is_empty()
+                    && node.len() <= 32
+                    && node
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+                "SWITCHBOARD_NODE_ID must be 1-32 characters of A-Z a-z 0-9 - _",
+            );
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError(problems))
+        }
+    }
+
+    /// Dev mode: no key configured, so the node makes one up and serves the chat page.
+    pub fn dev_mode(&self) -> bool {
+        self.jwt_secret.is_none() && self.jwt_public_key_file.is_none()
+    }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+    pub fn heartbeat_timeout(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_timeout_ms)
+    }
+    pub fn auth_timeout(&self) -> Duration {
+        Duration::from_millis(self.auth_timeout_ms)
+    }
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
+    }
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+    pub fn typing_timeout(&self) -> Duration {
+        Duration::from_millis(self.typing_timeout_ms)
+    }
+}
+
+/// Parses `90s`, `30m`, `1h`, `7d` or a bare number of seconds.
+pub fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3_600,
+        "d" => n * 86_400,
+        _ => return Err(format!("invalid duration unit in {s:?}; use s, m, h or d")),
+    };
+    if secs == 0 {
+        return Err("duration must be positive".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        let mut argv = vec!["gateway"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).expect("parses").config
+    }
+
+    #[test]
+    fn defaults_are_valid_and_in_dev_mode() {
+        let config = parse(&[]);
+        config.validate().expect("defaults are valid");
+        assert!(config.dev_mode());
+        assert_eq!(config.heartbeat_interval(), Duration::from_secs(25));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let config = parse(&[
+            "--jwt-secret",
+            "short",
+            "--heartbeat-timeout-ms",
+            "10",
+            "--jwt-algorithm",
+            "RS256",
+        ]);
+        let err = config.validate().unwrap_err();
+        assert_eq!(err.0.len(), 4, "{err}");
+    }
+
+    #[test]
+    fn ttl_units() {
+        assert_eq!(parse_ttl("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_ttl("2h"), Ok(Duration::from_secs(7_200)));
+        assert_eq!(parse_ttl("15"), Ok(Duration::from_secs(15)));
+        assert!(parse_ttl("1y").is_err());
+        assert!(parse_ttl("0s").is_err());
+    }
+}

@@ -1,0 +1,164 @@
+//! Plain HTTP routes: health, readiness, metrics and, in dev mode, the chat page and its tokens.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Response, StatusCode, header};
+use http_body_util::Full;
+use switchboard_protocol::{UserId, UserRef};
+
+use crate::app::App;
+
+pub type Body = Full<Bytes>;
+
+/// The dev-mode chat page: plain HTML and JS, no build step.
+const CHAT_PAGE: &str = include_str!("../assets/index.html");
+
+/// Lifetime of tokens handed out by the dev-mode page.
+const DEV_TOKEN_TTL: Duration = Duration::from_secs(24 * 3_600);
+
+pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    respond(status, "text/plain; charset=utf-8", body)
+}
+
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    respond(status, "application/json", value.to_string())
+}
+
+/// A JSON error body `{"error": {"code", "message"}}` for refused requests.
+pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    json(
+        status,
+        &serde_json::json!({ "error": { "code": code, "message": message } }),
+    )
+}
+
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+/// Health and metrics routes; `None` when the path is not one of them.
+pub fn admin_route(app: &App, path: &str) -> Option<Response<Body>> {
+    Some(match path {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" if app.is_draining() => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+        "/readyz" => text(StatusCode::OK, "ready\n"),
+        "/metrics" => match &app.metrics {
+            Some(handle) => respond(StatusCode::OK, "text/plain; version=0.0.4", handle.render()),
+            None => text(StatusCode::NOT_FOUND, "metrics disabled\n"),
+        },
+        _ => return None,
+    })
+}
+
+/// Dev-mode routes; `None` when not in dev mode or the path is not one of them.
+pub fn dev_route(app: &Arc<App>, path: &str, query: Option<&str>) -> Option<Response<Body>> {
+    let signer = app.dev_signer.as_ref()?;
+    match path {
+        "/" | "/index.html" => Some(respond(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            CHAT_PAGE,
+        )),
+        "/dev/token" => {
+            let params = parse_query(query.unwrap_or_default());
+            let user = params
+                .iter()
+                .find(|(k, _)| k == "user")
+                .map(|(_, v)| v.as_str())
+                .unwrap_or_default();
+            let Ok(id) = UserId::parse(user) else {
+                return Some(error(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_IDENTIFIER",
+                    "user must be 1-64 characters of A-Z a-z 0-9 _ . - @",
+                ));
+            };
+            let name = params
+                .iter()
+                .find(|(k, _)| k == "name")
+                .map(|(_, v)| v.trim().to_owned())
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| id.to_string());
+            Some(match signer.sign(&UserRef { id, name }, DEV_TOKEN_TTL) {
+                Ok(token) => json(StatusCode::OK, &serde_json::json!({ "token": token })),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot sign dev token");
+                    error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "INTERNAL",
+                        "cannot sign token",
+                    )
+                }
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Decodes `a=1&b=x%20y` (with `+` as space). Malformed escapes are kept literally.
+fn parse_query(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (escaped, bytes[i]) {
+            (Some(b), _) => {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+            (None, b'+') => out.push(b' '),
+            (None, b) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_decode() {
+        assert_eq!(
+            parse_query("user=al%40ice&name=Alice+Smith&bad=%zz&x"),
+            vec![
+                ("user".into(), "al@ice".into()),
+                ("name".into(), "Alice Smith".into()),
+                ("bad".into(), "%zz".into()),
+                ("x".into(), String::new()),
+            ]
+        );
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%4"), "%4");
+    }
+}

@@ -1,0 +1,593 @@
+//! The node-local registry: which sessions are here, which rooms and users they follow, and the
+//! dispatch of broker events to their outbound queues.
+//!
+//! **Invariant:** per room, `message:new` frames reach the queues in strictly increasing `seq`
+//! without gaps. A [`Sequencer`] per room holds an early frame until the missing ones arrive.
+//! Each connection also has a *floor* per room: it receives only seqs above it, so the history a
+//! session read from the store and the live stream meet with no gap and no duplicate.
+//!
+//! **Invariant:** dispatch never waits. A full outbound queue kicks its session as a slow
+//! consumer; the hub never buffers on a session's behalf.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use switchboard_protocol::{CloseCode, Codec, RoomId, ServerFrame, UserId};
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use crate::broker::{Broker, ConnId, Envelope, Event, Inbox, Topic};
+use crate::metrics;
+use crate::outbound::{Kick, SharedFrame};
+
+/// Frames a room may hold back waiting for a missing seq before giving up on it.
+const MAX_HELD: usize = 1_024;
+
+/// Floor of a connection attached to a room but not yet live: it receives nothing.
+const NOT_LIVE: u64 = u64::MAX;
+
+/// How the hub reaches one session.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    pub user: UserId,
+    pub codec: Codec,
+    pub tx: mpsc::Sender<WsMessage>,
+    pub kick: Arc<Kick>,
+}
+
+impl SessionHandle {
+    /// Queues a frame; a full queue kicks the session as a slow consumer.
+    fn push(&self, message: WsMessage) -> bool {
+        match self.tx.try_send(message) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                if self.kick.kick(CloseCode::SlowConsumer) {
+                    metrics::slow_consumer();
+                }
+                false
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+pub struct Hub {
+    inner: Mutex<Inner>,
+    broker: Arc<dyn Broker>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    conns: HashMap<ConnId, ConnEntry>,
+    rooms: HashMap<RoomId, RoomEntry>,
+    users: HashMap<UserId, Vec<ConnId>>,
+}
+
+struct ConnEntry {
+    handle: SessionHandle,
+    rooms: HashSet<RoomId>,
+}
+
+#[derive(Default)]
+struct RoomEntry {
+    /// Attached connections and their floors.
+    subs: HashMap<ConnId, u64>,
+    seq: Sequencer,
+}
+
+impl Hub {
+    pub fn new(broker: Arc<dyn Broker>) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            broker,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Adds a session. Subscribes this node to the user's topic on their first local session.
+    pub async fn register(&self, conn: &ConnId, handle: SessionHandle) {
+        let user = handle.user.clone();
+        let first = {
+            let mut inner = self.lock();
+            inner.conns.insert(
+                conn.clone(),
+                ConnEntry {
+                    handle,
+                    rooms: HashSet::new(),
+                },
+            );
+            let conns = inner.users.entry(user.clone()).or_default();
+            conns.push(conn.clone());
+            conns.len() == 1
+        };
+        if first {
+            self.subscribe(vec![Topic::User(user)]).await;
+        }
+    }
+
+    /// Removes a session and everything it followed.
+    pub async fn unregister(&self, conn: &ConnId) {
+        let gone = {
+            let mut inner = self.lock();
+            let Some(entry) = inner.conns.remove(conn) else {
+                return;
+            };
+            let mut gone = Vec::new();
+            for room in entry.rooms {
+                if inner.unsubscribe_room(conn, &room) {
+                    gone.push(Topic::Room(room));
+                }
+            }
+            let user = entry.handle.user;
+            if let Some(conns) = inner.users.get_mut(&user) {
+                conns.retain(|c| c != conn);
+                if conns.is_empty() {
+                    inner.users.remove(&user);
+                    gone.push(Topic::User(user));
+                }
+            }
+            gone
+        };
+        self.unsubscribe(gone).await;
+    }
+
+    /// Attaches a session to rooms without delivering anything yet. Call [`Hub::go_live`] once
+    /// the session has read each room's position from the store.
+    pub async fn attach(&self, conn: &ConnId, rooms: &[RoomId]) {
+        let new = {
+            let mut inner = self.lock();
+            rooms
+                .iter()
+                .filter(|room| inner.attach(conn, room, NOT_LIVE))
+                .map(|r| Topic::Room(r.clone()))
+                .collect()
+        };
+        self.subscribe(new).await;
+    }
+
+    /// Starts live delivery of `room` to `conn` after `floor`, the last seq the session read.
+    ///
+    /// Returns the effective floor: when it is above `floor`, this node already delivered the
+    /// messages in between to others, and the session must read them from the store itself.
+    pub fn go_live(&self, conn: &ConnId, room: &RoomId, floor: u64) -> Option<u64> {
+        let mut inner = self.lock();
+        let entry = inner.rooms.get_mut(room)?;
+        let effective = match entry.seq.delivered {
+            Some(delivered) => floor.max(delivered),
+            None => {
+                entry.seq.start_at(floor);
+                floor
+            }
+        };
+        *entry.subs.get_mut(conn)? = effective;
+        inner.drain_room(room);
+        Some(effective)
+    }
+
+    /// Detaches a session from a room.
+    pub async fn detach(&self, conn: &ConnId, room: &RoomId) {
+        let gone = {
+            let mut inner = self.lock();
+            if let Some(entry) = inner.conns.get_mut(conn) {
+                entry.rooms.remove(room);
+            }
+            inner.unsubscribe_room(conn, room)
+        };
+        if gone {
+            self.unsubscribe(vec![Topic::Room(room.clone())]).await;
+        }
+    }
+
+    /// Whether the session follows the room (it does for every room its user is a member of).
+    pub fn is_attached(&self, conn: &ConnId, room: &RoomId) -> bool {
+        self.lock()
+            .conns
+            .get(conn)
+            .is_some_and(|c| c.rooms.contains(room))
+    }
+
+    /// The session's floor in a live room: live delivery covers every seq above it.
+    pub fn live_floor(&self, conn: &ConnId, room: &RoomId) -> Option<u64> {
+        self.lock()
+            .rooms
+            .get(room)?
+            .subs
+            .get(conn)
+            .copied()
+            .filter(|f| *f != NOT_LIVE)
+    }
+
+    /// This node's sessions of `user`.
+    pub fn sessions_of(&self, user: &UserId) -> usize {
+        self.lock().users.get(user).map_or(0, Vec::len)
+    }
+
+    async fn subscribe(&self, topics: Vec<Topic>) {
+        if !topics.is_empty()
+            && let Err(error) = self.broker.subscribe(&topics).await
+        {
+            tracing::warn!(%error, count = topics.len(), "subscribe failed");
+        }
+    }
+
+    async fn unsubscribe(&self, topics: Vec<Topic>) {
+        if !topics.is_empty()
+            && let Err(error) = self.broker.unsubscribe(&topics).await
+        {
+            tracing::warn!(%error, count = topics.len(), "unsubscribe failed");
+        }
+    }
+
+    fn spawn_subscribe(self: &Arc<Self>, topics: Vec<Topic>) {
+        if !topics.is_empty() {
+            let hub = Arc::clone(self);
+            tokio::spawn(async move { hub.subscribe(topics).await });
+        }
+    }
+}
+
+impl Inner {
+    /// Adds `conn` to `room` with `floor`; true when the room is new on this node.
+    fn attach(&mut self, conn: &ConnId, room: &RoomId, floor: u64) -> bool {
+        let Some(entry) = self.conns.get_mut(conn) else {
+            return false;
+        };
+        if !entry.rooms.insert(room.clone()) {
+            return false;
+        }
+        let new = !self.rooms.contains_key(room);
+        self.rooms
+            .entry(room.clone())
+            .or_default()
+            .subs
+            .insert(conn.clone(), floor);
+        new
+    }
+
+    /// Removes `conn` from `room`; true when the room has no session left on this node.
+    fn unsubscribe_room(&mut self, conn: &ConnId, room: &RoomId) -> bool {
+        let Some(entry) = self.rooms.get_mut(room) else {
+            return false;
+        };
+        entry.subs.remove(conn);
+        if entry.subs.is_empty() {
+            self.rooms.remove(room);
+            return true;
+        }
+        false
+    }
+
+    /// Delivers every held message of `room` that is now next in line.
+    fn drain_room(&mut self, room: &RoomId) {
+        while let Some(envelope) = self.rooms.get_mut(room).and_then(|r| r.seq.next_ready()) {
+            self.deliver_room_message(room, &envelope);
+        }
+    }
+
+    fn deliver_room_message(&self, room: &RoomId, envelope: &Envelope) {
+        let Event::Frame {
+            frame: frame @ ServerFrame::MessageNew { message },
+            skip_conn,
+            skip_user,
+        } = &envelope.event
+        else {
+            return;
+        };
+        let Some(entry) = self.rooms.get(room) else {
+            return;
+        };
+        let mut shared = SharedFrame::new(frame);
+        let mut sent = 0;
+        for (conn, &floor) in &entry.subs {
+            if message.seq <= floor || skip_conn.as_ref() == Some(conn) {
+                continue;
+            }
+            let Some(target) = self.conns.get(conn) else {
+                continue;
+            };
+            if skip_user.as_ref() == Some(&target.handle.user) {
+                continue;
+            }
+            if let Some(bytes) = shared.get(target.handle.codec)
+                && target.handle.push(bytes)
+            {
+                sent += 1;
+            }
+        }
+        metrics::frames_out(sent);
+    }
+
+    /// Delivers any frame other than a room message: once per connection across all topics.
+    fn deliver_frame(
+        &self,
+        topics: &[Topic],
+        frame: &ServerFrame,
+        skip_conn: Option<&ConnId>,
+        skip_user: Option<&UserId>,
+    ) {
+        let mut targets: Vec<&ConnId> = Vec::new();
+        for topic in topics {
+            match topic {
+                Topic::Room(room) => {
+                    if let Some(entry) = self.rooms.get(room) {
+                        targets.extend(
+                            entry
+                                .subs
+                                .iter()
+                                .filter(|(_, floor)| **floor != NOT_LIVE)
+                                .map(|(c, _)| c),
+                        );
+                    }
+                }
+                Topic::User(user) => {
+                    if skip_user != Some(user)
+                        && let Some(conns) = self.users.get(user)
+                    {
+                        targets.extend(conns.iter());
+                    }
+                }
+            }
+        }
+        if topics.len() > 1 {
+            targets.sort_unstable();
+            targets.dedup();
+        }
+        let mut shared = SharedFrame::new(frame);
+        let mut sent = 0;
+        for conn in targets {
+            if skip_conn == Some(conn) {
+                continue;
+            }
+            let Some(target) = self.conns.get(conn) else {
+                continue;
+            };
+            if skip_user == Some(&target.handle.user) {
+                continue;
+            }
+            if let Some(bytes) = shared.get(target.handle.codec)
+                && target.handle.push(bytes)
+            {
+                sent += 1;
+            }
+        }
+        metrics::frames_out(sent);
+    }
+}
+
+/// Handles what the broker delivers to this node. Needs `Arc<Hub>` to spawn subscriptions.
+#[derive(Debug)]
+pub struct HubInbox(pub Arc<Hub>);
+
+impl Inbox for HubInbox {
+    fn deliver(&self, envelope: &Envelope) {
+        let hub = &self.0;
+        match &envelope.event {
+            Event::Frame {
+                frame: ServerFrame::MessageNew { message },
+                ..
+            } => {
+                let room = &message.room_id;
+                let mut inner = hub.lock();
+                let Some(entry) = inner.rooms.get_mut(room) else {
+                    return;
+                };
+                match entry.seq.offer(message.seq) {
+                    Offer::Deliver => {
+                        inner.deliver_room_message(room, envelope);
+                        inner.drain_room(room);
+                    }
+                    Offer::Hold => {
+                        if entry.seq.hold(message.seq, envelope.clone()) {
+                            metrics::sequence_gap();
+                            tracing::warn!(%room, "gave up waiting for a missing seq");
+                        }
+                        inner.drain_room(room);
+                    }
+                    Offer::Stale => {}
+                }
+            }
+            Event::Frame {
+                frame,
+                skip_conn,
+                skip_user,
+            } => {
+                hub.lock().deliver_frame(
+                    &envelope.topics,
+                    frame,
+                    skip_conn.as_ref(),
+                    skip_user.as_ref(),
+                );
+            }
+            Event::MemberJoined {
+                user,
+                room,
+                since_seq,
+                skip_conn,
+            } => {
+                let new = {
+                    let mut inner = hub.lock();
+                    let conns: Vec<ConnId> = inner
+                        .users
+                        .get(user)
+                        .map(|c| {
+                            c.iter()
+                                .filter(|c| Some(*c) != skip_conn.as_ref())
+                                .cloned()
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let mut new = false;
+                    for conn in &conns {
+                        new |= inner.attach(conn, room, NOT_LIVE);
+                    }
+                    if let Some(entry) = inner.rooms.get_mut(room) {
+                        let floor = match entry.seq.delivered {
+                            Some(d) => d.max(*since_seq),
+                            None => {
+                                entry.seq.start_at(*since_seq);
+                                *since_seq
+                            }
+                        };
+                        for conn in &conns {
+                            if let Some(f) = entry.subs.get_mut(conn) {
+                                *f = floor;
+                            }
+                        }
+                    }
+                    new
+                };
+                if new {
+                    hub.spawn_subscribe(vec![Topic::Room(room.clone())]);
+                }
+            }
+            Event::MemberLeft { user, room } => {
+                let conns: Vec<ConnId> = hub.lock().users.get(user).cloned().unwrap_or_default();
+                let hub = Arc::clone(hub);
+                let room = room.clone();
+                tokio::spawn(async move {
+                    for conn in conns {
+                        hub.detach(&conn, &room).await;
+                    }
+                });
+            }
+            Event::Kick { conn, code } => {
+                if let (Some(entry), Some(code)) =
+                    (hub.lock().conns.get(conn), CloseCode::from_code(*code))
+                {
+                    entry.handle.kick.kick(code);
+                }
+            }
+        }
+    }
+
+    fn gap(&self, topics: &[Topic]) {
+        // The embedded broker never loses events; the Redis broker's repair lands with it.
+        tracing::warn!(count = topics.len(), "broker reported a gap");
+    }
+}
+
+/// What to do with an arriving room message.
+#[derive(Debug, PartialEq, Eq)]
+enum Offer {
+    /// Next in line: deliver now.
+    Deliver,
+    /// Early (or the room's position is not known yet): hold it.
+    Hold,
+    /// Already delivered: drop it.
+    Stale,
+}
+
+/// Per-room delivery order on this node.
+#[derive(Default)]
+struct Sequencer {
+    /// The last seq delivered; `None` until the first session goes live.
+    delivered: Option<u64>,
+    held: BTreeMap<u64, Envelope>,
+}
+
+impl Sequencer {
+    fn start_at(&mut self, seq: u64) {
+        self.delivered = Some(seq);
+        self.held = self.held.split_off(&(seq + 1));
+    }
+
+    fn offer(&mut self, seq: u64) -> Offer {
+        match self.delivered {
+            None => Offer::Hold,
+            Some(d) if seq <= d => Offer::Stale,
+            Some(d) if seq == d + 1 => {
+                self.delivered = Some(seq);
+                Offer::Deliver
+            }
+            Some(_) => Offer::Hold,
+        }
+    }
+
+    /// Holds an early message. When too many are held, skips the gap (returns true): the
+    /// messages after it must not wait forever.
+    fn hold(&mut self, seq: u64, envelope: Envelope) -> bool {
+        self.held.insert(seq, envelope);
+        if self.held.len() <= MAX_HELD {
+            return false;
+        }
+        match (self.delivered, self.held.keys().next()) {
+            (Some(_), Some(&first)) => {
+                self.delivered = Some(first - 1);
+                true
+            }
+            _ => {
+                // Position unknown and overflowing: drop the oldest to stay bounded.
+                self.held.pop_first();
+                true
+            }
+        }
+    }
+
+    fn next_ready(&mut self) -> Option<Envelope> {
+        let next = self.delivered? + 1;
+        let envelope = self.held.remove(&next)?;
+        self.delivered = Some(next);
+        Some(envelope)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope() -> Envelope {
+        Envelope::frame(vec![], ServerFrame::Pong { id: None })
+    }
+
+    #[test]
+    fn sequencer_holds_early_messages_until_the_gap_fills() {
+        let mut seq = Sequencer::default();
+        assert_eq!(seq.offer(5), Offer::Hold);
+        seq.hold(5, envelope());
+        seq.start_at(3);
+        assert!(seq.next_ready().is_none());
+        assert_eq!(seq.offer(4), Offer::Deliver);
+        assert!(seq.next_ready().is_some(), "5 follows 4");
+        assert_eq!(seq.delivered, Some(5));
+        assert_eq!(seq.offer(5), Offer::Stale);
+        assert_eq!(seq.offer(7), Offer::Hold);
+    }
+
+    #[test]
+    fn sequencer_skips_a_gap_rather_than_grow_without_bound() {
+        let mut seq = Sequencer::default();
+        seq.start_at(0);
+        let mut skipped = false;
+        for s in 2..=(MAX_HELD as u64 + 2) {
+            skipped |= seq.hold(s, envelope());
+        }
+        assert!(skipped);
+        let mut delivered = 0;
+        while seq.next_ready().is_some() {
+            delivered += 1;
+        }
+        assert_eq!(delivered, MAX_HELD + 1);
+        assert!(seq.held.is_empty());
+    }
+
+    #[test]
+    fn start_at_drops_what_the_store_read_covered() {
+        let mut seq = Sequencer::default();
+        seq.hold(3, envelope());
+        seq.hold(4, envelope());
+        seq.start_at(3);
+        assert!(seq.next_ready().is_some());
+        assert_eq!(seq.delivered, Some(4));
+    }
+}

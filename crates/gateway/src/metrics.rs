@@ -1,0 +1,112 @@
+//! Prometheus metrics. Every name is listed here and in docs/operations.md.
+//!
+//! Hot-path counters are resolved once into static handles: a fan-out to thousands of
+//! connections adds one atomic per dispatch, not a registry lookup per recipient.
+
+use std::sync::LazyLock;
+
+use metrics::{Counter, Gauge, counter, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use switchboard_protocol::{CloseCode, ErrorCode};
+
+pub const CONNECTIONS: &str = "switchboard_connections";
+pub const CONNECTIONS_OPENED: &str = "switchboard_connections_opened_total";
+pub const CLOSES: &str = "switchboard_closes_total";
+pub const HANDSHAKES_REFUSED: &str = "switchboard_handshakes_refused_total";
+pub const FRAMES_IN: &str = "switchboard_frames_in_total";
+pub const FRAMES_OUT: &str = "switchboard_frames_out_total";
+pub const ERRORS: &str = "switchboard_errors_total";
+pub const MESSAGES_STORED: &str = "switchboard_messages_stored_total";
+pub const SLOW_CONSUMERS: &str = "switchboard_slow_consumers_total";
+pub const SEQUENCE_GAPS: &str = "switchboard_sequence_gaps_total";
+pub const BROKER_PUBLISH_FAILURES: &str = "switchboard_broker_publish_failures_total";
+
+static FRAMES_OUT_COUNTER: LazyLock<Counter> = LazyLock::new(|| counter!(FRAMES_OUT));
+static CONNECTIONS_GAUGE: LazyLock<Gauge> = LazyLock::new(|| gauge!(CONNECTIONS));
+
+/// Installs the global recorder; call once, before serving.
+pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+    let handle = PrometheusBuilder::new().install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_gauge!(
+        CONNECTIONS,
+        "Open authenticated WebSocket connections on this node"
+    );
+    describe_counter!(
+        CONNECTIONS_OPENED,
+        "Authenticated WebSocket connections opened"
+    );
+    describe_counter!(CLOSES, "Connections closed by the server, by close code");
+    describe_counter!(
+        HANDSHAKES_REFUSED,
+        "Upgrades refused before the WebSocket opened, by HTTP status"
+    );
+    describe_counter!(FRAMES_IN, "Frames received from clients, by type");
+    describe_counter!(FRAMES_OUT, "Frames queued to clients (one per recipient)");
+    describe_counter!(ERRORS, "Error replies sent to clients, by code");
+    describe_counter!(
+        MESSAGES_STORED,
+        "Messages appended to the store (retries excluded)"
+    );
+    describe_counter!(
+        SLOW_CONSUMERS,
+        "Connections closed because their outbound queue overflowed"
+    );
+    describe_counter!(
+        SEQUENCE_GAPS,
+        "Room sequence gaps this node could not close by waiting"
+    );
+    describe_counter!(
+        BROKER_PUBLISH_FAILURES,
+        "Events the broker failed to publish"
+    );
+}
+
+pub fn connection_opened() {
+    CONNECTIONS_GAUGE.increment(1.0);
+    counter!(CONNECTIONS_OPENED).increment(1);
+}
+
+/// A session ended: with the server's close code, or `None` when the client closed or vanished.
+pub fn connection_closed(code: Option<CloseCode>) {
+    CONNECTIONS_GAUGE.decrement(1.0);
+    let code = code.map_or_else(|| "client".to_owned(), |c| c.code().to_string());
+    counter!(CLOSES, "code" => code).increment(1);
+}
+
+pub fn handshake_refused(status: u16) {
+    counter!(HANDSHAKES_REFUSED, "status" => status.to_string()).increment(1);
+}
+
+pub fn frame_in(kind: &'static str) {
+    counter!(FRAMES_IN, "type" => kind).increment(1);
+}
+
+pub fn frames_out(n: u64) {
+    FRAMES_OUT_COUNTER.increment(n);
+}
+
+pub fn error_reply(code: ErrorCode) {
+    counter!(ERRORS, "code" => code.as_str()).increment(1);
+}
+
+pub fn message_stored() {
+    counter!(MESSAGES_STORED).increment(1);
+}
+
+pub fn slow_consumer() {
+    counter!(SLOW_CONSUMERS).increment(1);
+}
+
+pub fn sequence_gap() {
+    counter!(SEQUENCE_GAPS).increment(1);
+}
+
+pub fn broker_publish_failed() {
+    counter!(BROKER_PUBLISH_FAILURES).increment(1);
+}

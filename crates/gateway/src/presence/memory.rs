@@ -1,0 +1,119 @@
+//! Presence for one node: connections live exactly as long as this process.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use switchboard_protocol::{PresenceStatus, UserId, UserRef};
+
+use super::{Connected, Presence, PresenceError};
+use crate::broker::ConnId;
+
+#[derive(Debug, Default)]
+pub struct MemoryPresence {
+    users: Mutex<HashMap<UserId, Entry>>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    user: UserRef,
+    status: PresenceStatus,
+    /// Oldest first.
+    connections: Vec<ConnId>,
+}
+
+impl MemoryPresence {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, Entry>> {
+        self.users
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl Presence for MemoryPresence {
+    async fn connect(&self, user: &UserRef, conn: &ConnId) -> Result<Connected, PresenceError> {
+        let mut users = self.lock();
+        let entry = users.entry(user.id.clone()).or_insert_with(|| Entry {
+            user: user.clone(),
+            status: PresenceStatus::Online,
+            connections: Vec::new(),
+        });
+        entry.user.name.clone_from(&user.name);
+        entry.connections.push(conn.clone());
+        Ok(Connected {
+            first: entry.connections.len() == 1,
+            connections: entry.connections.clone(),
+        })
+    }
+
+    async fn disconnect(&self, user: &UserId, conn: &ConnId) -> Result<Option<u64>, PresenceError> {
+        let mut users = self.lock();
+        let Some(entry) = users.get_mut(user) else {
+            return Ok(None);
+        };
+        let before = entry.connections.len();
+        entry.connections.retain(|c| c != conn);
+        if before > 0 && entry.connections.is_empty() {
+            users.remove(user);
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            return Ok(Some(now));
+        }
+        Ok(None)
+    }
+
+    async fn set_status(&self, user: &UserId, status: PresenceStatus) -> Result<(), PresenceError> {
+        if let Some(entry) = self.lock().get_mut(user) {
+            entry.status = status;
+        }
+        Ok(())
+    }
+
+    async fn online(
+        &self,
+        users: &[UserId],
+    ) -> Result<Vec<(UserRef, PresenceStatus)>, PresenceError> {
+        let map = self.lock();
+        Ok(users
+            .iter()
+            .filter_map(|id| map.get(id))
+            .filter(|e| e.status != PresenceStatus::Offline)
+            .map(|e| (e.user.clone(), e.status))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn first_and_last_connection_are_reported() {
+        let presence = MemoryPresence::new();
+        let alice = UserRef {
+            id: UserId::parse("alice").unwrap(),
+            name: "A".into(),
+        };
+        let (c1, c2) = (ConnId::new("n", 1), ConnId::new("n", 2));
+        assert!(presence.connect(&alice, &c1).await.unwrap().first);
+        let second = presence.connect(&alice, &c2).await.unwrap();
+        assert!(!second.first);
+        assert_eq!(second.connections, vec![c1.clone(), c2.clone()]);
+        assert_eq!(presence.disconnect(&alice.id, &c1).await.unwrap(), None);
+        assert!(presence.disconnect(&alice.id, &c2).await.unwrap().is_some());
+        assert!(
+            presence
+                .online(std::slice::from_ref(&alice.id))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}

@@ -1,0 +1,43 @@
+//! Who is online: each user's connections and status.
+//!
+//! A user is online while any of their connections is; `user:online` goes out on the first,
+//! `user:offline` on the last. Cluster implementations hold entries under node leases that expire
+//! unless refreshed, so a crashed node's users go offline without anyone cleaning up.
+
+pub mod memory;
+
+use async_trait::async_trait;
+use switchboard_protocol::{PresenceStatus, UserId, UserRef};
+
+use crate::broker::ConnId;
+
+/// What a new connection changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connected {
+    /// This is the user's only connection: they just came online.
+    pub first: bool,
+    /// Every connection of the user, oldest first, this one included.
+    pub connections: Vec<ConnId>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PresenceError {
+    #[error("presence unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[async_trait]
+pub trait Presence: Send + Sync + 'static {
+    async fn connect(&self, user: &UserRef, conn: &ConnId) -> Result<Connected, PresenceError>;
+
+    /// Forgets a connection; `Some(last_seen)` (Unix ms) when it was the user's last.
+    async fn disconnect(&self, user: &UserId, conn: &ConnId) -> Result<Option<u64>, PresenceError>;
+
+    async fn set_status(&self, user: &UserId, status: PresenceStatus) -> Result<(), PresenceError>;
+
+    /// Those of `users` who are online and visible, with their status.
+    async fn online(
+        &self,
+        users: &[UserId],
+    ) -> Result<Vec<(UserRef, PresenceStatus)>, PresenceError>;
+}

@@ -1,0 +1,174 @@
+//! `message:send`, `dm:send` and `message:read`.
+
+use std::sync::Arc;
+
+use switchboard_protocol::{AckResult, ErrorCode, MessageKind, RoomId, ServerFrame, UserId};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::Session;
+use crate::broker::{Envelope, Event, Topic};
+use crate::error::SessionError;
+use crate::metrics;
+use crate::store::NewMessage;
+
+/// Longest `clientMsgId`, in bytes.
+const MAX_CLIENT_MSG_ID: usize = 64;
+
+type Outcome = Result<Option<AckResult>, SessionError>;
+
+impl<S> Session<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    pub(super) async fn send_message(
+        &mut self,
+        room_id: RoomId,
+        content: String,
+        kind: MessageKind,
+        client_msg_id: String,
+    ) -> Outcome {
+        self.require_member(&room_id)?;
+        let content = self.check_content(content, &client_msg_id)?;
+        self.append(room_id, content, kind, client_msg_id).await
+    }
+
+    pub(super) async fn send_direct(
+        &mut self,
+        recipient: UserId,
+        content: String,
+        kind: MessageKind,
+        client_msg_id: String,
+    ) -> Outcome {
+        if recipient == self.user.id {
+            return Err(SessionError::refused(
+                ErrorCode::InvalidRecipient,
+                "cannot send a direct message to yourself",
+            ));
+        }
+        let content = self.check_content(content, &client_msg_id)?;
+        let app = Arc::clone(&self.app);
+        let room = app.store.direct_room(&self.user, &recipient).await?;
+        let room_id = room.info.room_id.clone();
+        if app.hub.live_floor(&self.conn, &room_id).is_none() {
+            // First direct message on this connection: make every session of both users follow
+            // the room before the message is published, so none of them misses it.
+            app.hub
+                .attach(&self.conn, std::slice::from_ref(&room_id))
+                .await;
+            let last = app
+                .store
+                .room(&room_id)
+                .await?
+                .map_or(room.info.last_seq, |r| r.info.last_seq);
+            let floor = app.hub.go_live(&self.conn, &room_id, last).unwrap_or(last);
+            for user in [&recipient, &self.user.id] {
+                app.publish(Envelope {
+                    topics: vec![Topic::User(user.clone())],
+                    event: Event::MemberJoined {
+                        user: user.clone(),
+                        room: room_id.clone(),
+                        since_seq: floor,
+                        skip_conn: Some(self.conn.clone()),
+                    },
+                })
+                .await;
+            }
+        }
+        self.append(room_id, content, kind, client_msg_id).await
+    }
+
+    /// Stores, then publishes: a message is fanned out only once it is in the store, and the
+    /// ack says where it is. A retry of a stored message is answered, not stored or sent again.
+    async fn append(
+        &mut self,
+        room: RoomId,
+        content: String,
+        kind: MessageKind,
+        client_msg_id: String,
+    ) -> Outcome {
+        let app = Arc::clone(&self.app);
+        let appended = app
+            .store
+            .append(NewMessage {
+                room: room.clone(),
+                sender: self.user.clone(),
+                kind,
+                content,
+                client_msg_id,
+            })
+            .await?;
+        let message = appended.message;
+        let ack = AckResult::Sent {
+            room_id: room.clone(),
+            message_id: message.message_id.clone(),
+            seq: message.seq,
+            created_at: message.created_at,
+            duplicate: appended.duplicate,
+        };
+        if !appended.duplicate {
+            metrics::message_stored();
+            // The typing indicator ends with the message.
+            self.typing.remove(&room);
+            app.publish(Envelope {
+                topics: vec![Topic::Room(room)],
+                event: Event::Frame {
+                    frame: ServerFrame::MessageNew { message },
+                    skip_conn: Some(self.conn.clone()),
+                    skip_user: None,
+                },
+            })
+            .await;
+        }
+        Ok(Some(ack))
+    }
+
+    fn check_content(&self, content: String, client_msg_id: &str) -> Result<String, SessionError> {
+        if client_msg_id.is_empty()
+            || client_msg_id.len() > MAX_CLIENT_MSG_ID
+            || !client_msg_id.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(SessionError::refused(
+                ErrorCode::InvalidField,
+                format!(
+                    "clientMsgId must be 1-{MAX_CLIENT_MSG_ID} printable ASCII characters without spaces"
+                ),
+            ));
+        }
+        if content.trim().is_empty() {
+            return Err(SessionError::refused(
+                ErrorCode::ContentEmpty,
+                "content is empty",
+            ));
+        }
+        let max = self.app.config.max_message_chars;
+        if content.chars().count() > max {
+            return Err(SessionError::refused(
+                ErrorCode::ContentTooLong,
+                format!("content is longer than {max} characters"),
+            ));
+        }
+        Ok(content)
+    }
+
+    pub(super) async fn mark_read(&mut self, room_id: RoomId, seq: u64) -> Outcome {
+        self.require_member(&room_id)?;
+        let app = Arc::clone(&self.app);
+        if let Some(seq) = app.store.mark_read(&self.user.id, &room_id, seq).await? {
+            let frame = ServerFrame::MessageRead {
+                room_id: room_id.clone(),
+                user_id: self.user.id.clone(),
+                seq,
+            };
+            app.publish(Envelope {
+                topics: vec![Topic::Room(room_id)],
+                event: Event::Frame {
+                    frame,
+                    skip_conn: Some(self.conn.clone()),
+                    skip_user: None,
+                },
+            })
+            .await;
+        }
+        Ok(Some(AckResult::Ok))
+    }
+}

@@ -1,0 +1,321 @@
+//! `room:create`, `room:join`, `room:leave` and `history:fetch`.
+
+use std::sync::Arc;
+
+use switchboard_protocol::{
+    AckResult, ErrorCode, JOIN_HISTORY, MAX_HISTORY_PAGE, Member, Message, RoomId, RoomInfo,
+    RoomKind, ServerFrame,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::Session;
+use crate::broker::{Envelope, Event, Topic};
+use crate::error::SessionError;
+use crate::passwords;
+use crate::store::{NewRoom, RoomRecord};
+
+/// Longest room display name, in characters.
+const MAX_ROOM_NAME_CHARS: usize = 100;
+
+type Outcome = Result<Option<AckResult>, SessionError>;
+
+impl<S> Session<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    pub(super) async fn create_room(
+        &mut self,
+        room_id: RoomId,
+        name: Option<String>,
+        kind: RoomKind,
+        password: Option<String>,
+    ) -> Outcome {
+        if room_id.is_direct() {
+            return Err(SessionError::refused(
+                ErrorCode::InvalidIdentifier,
+                "room ids starting with \"dm:\" are reserved for direct messages",
+            ));
+        }
+        let name = match name.as_deref().map(str::trim) {
+            None | Some("") => room_id.to_string(),
+            Some(name) if name.chars().count() > MAX_ROOM_NAME_CHARS => {
+                return Err(SessionError::refused(
+                    ErrorCode::InvalidField,
+                    format!("name is longer than {MAX_ROOM_NAME_CHARS} characters"),
+                ));
+            }
+            Some(name) => name.to_owned(),
+        };
+        let password_hash = match (kind, password) {
+            (RoomKind::Direct, _) => {
+                return Err(SessionError::refused(
+                    ErrorCode::InvalidField,
+                    "kind \"direct\" rooms are created by dm:send",
+                ));
+            }
+            (RoomKind::Password, Some(password)) if !password.is_empty() => {
+                Some(passwords::hash(password).await?)
+            }
+            (RoomKind::Password, _) => {
+                return Err(SessionError::refused(
+                    ErrorCode::InvalidField,
+                    "a password room needs a non-empty password",
+                ));
+            }
+            (_, Some(_)) => {
+                return Err(SessionError::refused(
+                    ErrorCode::InvalidField,
+                    "password is only allowed with kind \"password\"",
+                ));
+            }
+            (_, None) => None,
+        };
+        let record = self
+            .app
+            .store
+            .create_room(NewRoom {
+                id: room_id.clone(),
+                name,
+                kind,
+                password_hash,
+                creator: self.user.clone(),
+            })
+            .await?;
+        tracing::info!(room = %room_id, ?kind, user = %self.user.id, "room created");
+        self.enter_room(record, None, true).await.map(Some)
+    }
+
+    pub(super) async fn join_room(
+        &mut self,
+        room_id: RoomId,
+        password: Option<String>,
+        since_seq: Option<u64>,
+    ) -> Outcome {
+        let app = Arc::clone(&self.app);
+        let Some(record) = app.store.room(&room_id).await? else {
+            return Err(SessionError::refused(
+                ErrorCode::RoomNotFound,
+                format!("room {room_id} does not exist"),
+            ));
+        };
+        let mut joined = false;
+        if !app.store.is_member(&room_id, &self.user.id).await? {
+            match (record.info.kind, &record.password_hash) {
+                (RoomKind::Public, _) => {}
+                (RoomKind::Password, Some(hash)) => {
+                    let given = password.unwrap_or_default();
+                    if given.is_empty() || !passwords::verify(given, hash.clone()).await? {
+                        return Err(SessionError::refused(
+                            ErrorCode::WrongPassword,
+                            "wrong password",
+                        ));
+                    }
+                }
+                (RoomKind::Private | RoomKind::Direct | RoomKind::Password, _) => {
+                    return Err(SessionError::refused(
+                        ErrorCode::Forbidden,
+                        format!("room {room_id} is private"),
+                    ));
+                }
+            }
+            joined = app.store.add_member(&room_id, &self.user.id).await?;
+        }
+        self.enter_room(record, since_seq, joined).await.map(Some)
+    }
+
+    /// Follows a room the user is now a member of and builds the join reply: the history the
+    /// session must show, up to exactly where live delivery begins.
+    async fn enter_room(
+        &mut self,
+        record: RoomRecord,
+        since_seq: Option<u64>,
+        joined: bool,
+    ) -> Result<AckResult, SessionError> {
+        let app = Arc::clone(&self.app);
+        let room_id = record.info.room_id.clone();
+        let live_from = match app.hub.live_floor(&self.conn, &room_id) {
+            Some(floor) => floor,
+            None => {
+                app.hub
+                    .attach(&self.conn, std::slice::from_ref(&room_id))
+                    .await;
+                // Read the position only after attaching (see Session::open).
+                let last = app
+                    .store
+                    .room(&room_id)
+                    .await?
+                    .map_or(record.info.last_seq, |r| r.info.last_seq);
+                app.hub.go_live(&self.conn, &room_id, last).unwrap_or(last)
+            }
+        };
+        let (messages, recovered) = self.history_until(&room_id, live_from, since_seq).await?;
+        let members = app.store.members(&room_id).await?;
+        let online = app
+            .presence
+            .online(&members)
+            .await?
+            .into_iter()
+            .map(|(user, status)| Member { user, status })
+            .collect();
+        if joined {
+            let frame = ServerFrame::UserJoinedRoom {
+                room_id: room_id.clone(),
+                user: self.user.clone(),
+            };
+            app.publish(Envelope {
+                topics: vec![Topic::Room(room_id.clone())],
+                event: Event::Frame {
+                    frame,
+                    skip_conn: Some(self.conn.clone()),
+                    skip_user: None,
+                },
+            })
+            .await;
+            // The user's other sessions follow the room too.
+            app.publish(Envelope {
+                topics: vec![Topic::User(self.user.id.clone())],
+                event: Event::MemberJoined {
+                    user: self.user.id.clone(),
+                    room: room_id.clone(),
+                    since_seq: live_from,
+                    skip_conn: Some(self.conn.clone()),
+                },
+            })
+            .await;
+        }
+        let info = RoomInfo {
+            last_seq: live_from,
+            member_count: members.len() as u64,
+            ..record.info
+        };
+        Ok(AckResult::Room {
+            room: info,
+            online,
+            messages,
+            recovered,
+        })
+    }
+
+    /// The messages to show before live delivery (which covers every seq above `live_from`):
+    /// everything after `since`, or the latest page when there is no `since` or it is too far back.
+    async fn history_until(
+        &mut self,
+        room: &RoomId,
+        live_from: u64,
+        since: Option<u64>,
+    ) -> Result<(Vec<Message>, bool), SessionError> {
+        let store = &self.app.store;
+        match since {
+            Some(since) if since >= live_from => Ok((Vec::new(), true)),
+            Some(since) if (live_from - since) as usize <= self.app.config.max_replay => {
+                let missing = (live_from - since) as usize;
+                let messages = store.messages_after(room, since, missing).await?;
+                // A store that no longer holds them all (bounded memory) cannot recover.
+                let complete = messages.first().is_some_and(|m| m.seq == since + 1)
+                    && messages.len() == missing;
+                if complete {
+                    Ok((messages, true))
+                } else {
+                    Ok((
+                        store
+                            .messages_before(room, live_from + 1, JOIN_HISTORY)
+                            .await?,
+                        false,
+                    ))
+                }
+            }
+            Some(_) => Ok((
+                store
+                    .messages_before(room, live_from + 1, JOIN_HISTORY)
+                    .await?,
+                false,
+            )),
+            None => Ok((
+                store
+                    .messages_before(room, live_from + 1, JOIN_HISTORY)
+                    .await?,
+                true,
+            )),
+        }
+    }
+
+    pub(super) async fn leave_room(&mut self, room_id: RoomId) -> Outcome {
+        let app = Arc::clone(&self.app);
+        if !app.store.remove_member(&room_id, &self.user.id).await? {
+            return Err(SessionError::refused(
+                ErrorCode::NotAMember,
+                format!("not a member of room {room_id}"),
+            ));
+        }
+        self.stop_typing(&room_id).await;
+        app.hub.detach(&self.conn, &room_id).await;
+        let frame = ServerFrame::UserLeftRoom {
+            room_id: room_id.clone(),
+            user_id: self.user.id.clone(),
+        };
+        app.publish(Envelope::frame(vec![Topic::Room(room_id.clone())], frame))
+            .await;
+        app.publish(Envelope {
+            topics: vec![Topic::User(self.user.id.clone())],
+            event: Event::MemberLeft {
+                user: self.user.id.clone(),
+                room: room_id,
+            },
+        })
+        .await;
+        Ok(Some(AckResult::Ok))
+    }
+
+    pub(super) async fn fetch_history(
+        &mut self,
+        room_id: RoomId,
+        before_seq: Option<u64>,
+        after_seq: Option<u64>,
+        limit: Option<u32>,
+    ) -> Outcome {
+        self.require_member(&room_id)?;
+        let limit = match limit.unwrap_or(JOIN_HISTORY as u32) {
+            0 => {
+                return Err(SessionError::refused(
+                    ErrorCode::InvalidField,
+                    "limit must be at least 1",
+                ));
+            }
+            n if n > MAX_HISTORY_PAGE => {
+                return Err(SessionError::refused(
+                    ErrorCode::InvalidField,
+                    format!("limit must be at most {MAX_HISTORY_PAGE}"),
+                ));
+            }
+            n => n as usize,
+        };
+        let store = &self.app.store;
+        let mut messages = match (before_seq, after_seq) {
+            (Some(_), Some(_)) => {
+                return Err(SessionError::refused(
+                    ErrorCode::InvalidField,
+                    "give beforeSeq or afterSeq, not both",
+                ));
+            }
+            (None, Some(after)) => store.messages_after(&room_id, after, limit + 1).await?,
+            (before, None) => {
+                store
+                    .messages_before(&room_id, before.unwrap_or(u64::MAX), limit + 1)
+                    .await?
+            }
+        };
+        let has_more = messages.len() > limit;
+        if has_more {
+            if after_seq.is_some() {
+                messages.truncate(limit);
+            } else {
+                messages.remove(0);
+            }
+        }
+        Ok(Some(AckResult::History {
+            room_id,
+            messages,
+            has_more,
+        }))
+    }
+}

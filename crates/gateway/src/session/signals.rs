@@ -1,0 +1,83 @@
+//! Ephemeral signals: typing indicators and presence status. Nothing here is stored.
+
+use std::sync::Arc;
+
+use switchboard_protocol::{AckResult, PresenceStatus, RoomId, ServerFrame};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+
+use super::Session;
+use crate::broker::{Envelope, Event, Topic};
+use crate::error::SessionError;
+
+impl<S> Session<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// Relays the start once and refreshes the deadline on repeats; the session loop sends the
+    /// stop when the deadline passes.
+    pub(super) async fn start_typing(
+        &mut self,
+        room_id: RoomId,
+    ) -> Result<Option<AckResult>, SessionError> {
+        self.require_member(&room_id)?;
+        let until = Instant::now() + self.app.config.typing_timeout();
+        if self.typing.insert(room_id.clone(), until).is_none() {
+            let frame = ServerFrame::TypingStart {
+                room_id: room_id.clone(),
+                user: self.user.clone(),
+            };
+            self.relay_to_others(room_id, frame).await;
+        }
+        Ok(None)
+    }
+
+    pub(super) async fn stop_typing(&mut self, room_id: &RoomId) {
+        if self.typing.remove(room_id).is_some() {
+            let frame = ServerFrame::TypingStop {
+                room_id: room_id.clone(),
+                user_id: self.user.id.clone(),
+            };
+            self.relay_to_others(room_id.clone(), frame).await;
+        }
+    }
+
+    async fn relay_to_others(&mut self, room_id: RoomId, frame: ServerFrame) {
+        self.app
+            .publish(Envelope {
+                topics: vec![Topic::Room(room_id)],
+                event: Event::Frame {
+                    frame,
+                    skip_conn: None,
+                    skip_user: Some(self.user.id.clone()),
+                },
+            })
+            .await;
+    }
+
+    pub(super) async fn update_presence(
+        &mut self,
+        status: PresenceStatus,
+    ) -> Result<Option<AckResult>, SessionError> {
+        let app = Arc::clone(&self.app);
+        app.presence.set_status(&self.user.id, status).await?;
+        let rooms = app.store.rooms_of(&self.user.id).await?;
+        if !rooms.is_empty() {
+            let frame = ServerFrame::PresenceUpdate {
+                user_id: self.user.id.clone(),
+                status,
+            };
+            let topics = rooms.into_iter().map(|r| Topic::Room(r.room_id)).collect();
+            app.publish(Envelope {
+                topics,
+                event: Event::Frame {
+                    frame,
+                    skip_conn: Some(self.conn.clone()),
+                    skip_user: None,
+                },
+            })
+            .await;
+        }
+        Ok(Some(AckResult::Ok))
+    }
+}

@@ -1,0 +1,407 @@
+//! The embedded store: everything in one process's memory, lost on restart.
+//!
+//! Bounded: each room keeps its latest `history` messages (and their idempotency keys); a resume
+//! from further back answers `recovered: false`.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use switchboard_protocol::{Message, RoomId, RoomInfo, RoomKind, RoomSummary, UserId, UserRef};
+
+use super::{Appended, NewMessage, NewRoom, RoomRecord, Store, StoreError};
+
+#[derive(Debug)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+    history: usize,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    users: HashMap<UserId, UserRef>,
+    rooms: HashMap<RoomId, RoomState>,
+    /// user → rooms they are a member of.
+    memberships: HashMap<UserId, BTreeSet<RoomId>>,
+    /// (user, room) → read watermark.
+    reads: HashMap<(UserId, RoomId), u64>,
+}
+
+#[derive(Debug)]
+struct RoomState {
+    record: RoomRecord,
+    members: BTreeSet<UserId>,
+    /// The latest messages, seq ascending and contiguous.
+    messages: VecDeque<Message>,
+    /// (sender, clientMsgId) → seq, for the messages still kept.
+    by_client_id: HashMap<(UserId, String), u64>,
+}
+
+impl MemoryStore {
+    /// A store keeping the latest `history` messages per room.
+    pub fn new(history: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            history: history.max(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind; keep serving.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Inner {
+    fn room_mut(&mut self, id: &RoomId) -> Result<&mut RoomState, StoreError> {
+        self.rooms
+            .get_mut(id)
+            .ok_or_else(|| StoreError::RoomNotFound(id.clone()))
+    }
+
+    fn insert_room(&mut self, record: RoomRecord, members: &[&UserId]) -> RoomRecord {
+        let id = record.info.room_id.clone();
+        let mut state = RoomState {
+            record,
+            members: BTreeSet::new(),
+            messages: VecDeque::new(),
+            by_client_id: HashMap::new(),
+        };
+        for user in members {
+            state.members.insert((*user).clone());
+            self.memberships
+                .entry((*user).clone())
+                .or_default()
+                .insert(id.clone());
+        }
+        state.record.info.member_count = state.members.len() as u64;
+        let record = state.record.clone();
+        self.rooms.insert(id, state);
+        record
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn upsert_user(&self, user: &UserRef) -> Result<(), StoreError> {
+        self.lock().users.insert(user.id.clone(), user.clone());
+        Ok(())
+    }
+
+    async fn create_room(&self, room: NewRoom) -> Result<RoomRecord, StoreError> {
+        let mut inner = self.lock();
+        if inner.rooms.contains_key(&room.id) {
+            return Err(StoreError::RoomExists(room.id));
+        }
+        let record = RoomRecord {
+            info: RoomInfo {
+                room_id: room.id,
+                name: room.name,
+                kind: room.kind,
+                created_by: room.creator.id.clone(),
+                last_seq: 0,
+                member_count: 0,
+            },
+            password_hash: room.password_hash,
+        };
+        Ok(inner.insert_room(record, &[&room.creator.id]))
+    }
+
+    async fn room(&self, id: &RoomId) -> Result<Option<RoomRecord>, StoreError> {
+        Ok(self.lock().rooms.get(id).map(|r| r.record.clone()))
+    }
+
+    async fn direct_room(&self, from: &UserRef, to: &UserId) -> Result<RoomRecord, StoreError> {
+        let id = RoomId::direct(&from.id, to).ok_or(StoreError::SelfDirect)?;
+        let mut inner = self.lock();
+        if let Some(room) = inner.rooms.get(&id) {
+            return Ok(room.record.clone());
+        }
+        let record = RoomRecord {
+            info: RoomInfo {
+                room_id: id.clone(),
+                name: id.to_string(),
+                kind: RoomKind::Direct,
+                created_by: from.id.clone(),
+                last_seq: 0,
+                member_count: 0,
+            },
+            password_hash: None,
+        };
+        Ok(inner.insert_room(record, &[&from.id, to]))
+    }
+
+    async fn add_member(&self, room: &RoomId, user: &UserId) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let state = inner.room_mut(room)?;
+        let added = state.members.insert(user.clone());
+        state.record.info.member_count = state.members.len() as u64;
+        if added {
+            inner
+                .memberships
+                .entry(user.clone())
+                .or_default()
+                .insert(room.clone());
+        }
+        Ok(added)
+    }
+
+    async fn remove_member(&self, room: &RoomId, user: &UserId) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let state = inner.room_mut(room)?;
+        let removed = state.members.remove(user);
+        state.record.info.member_count = state.members.len() as u64;
+        if removed && let Some(rooms) = inner.memberships.get_mut(user) {
+            rooms.remove(room);
+        }
+        Ok(removed)
+    }
+
+    async fn is_member(&self, room: &RoomId, user: &UserId) -> Result<bool, StoreError> {
+        Ok(self
+            .lock()
+            .rooms
+            .get(room)
+            .is_some_and(|r| r.members.contains(user)))
+    }
+
+    async fn members(&self, room: &RoomId) -> Result<Vec<UserId>, StoreError> {
+        let inner = self.lock();
+        let state = inner
+            .rooms
+            .get(room)
+            .ok_or_else(|| StoreError::RoomNotFound(room.clone()))?;
+        Ok(state.members.iter().cloned().collect())
+    }
+
+    async fn rooms_of(&self, user: &UserId) -> Result<Vec<RoomSummary>, StoreError> {
+        let inner = self.lock();
+        let Some(rooms) = inner.memberships.get(user) else {
+            return Ok(Vec::new());
+        };
+        Ok(rooms
+            .iter()
+            .filter_map(|id| inner.rooms.get(id))
+            .map(|state| {
+                let info = &state.record.info;
+                let read = inner
+                    .reads
+                    .get(&(user.clone(), info.room_id.clone()))
+                    .copied()
+                    .unwrap_or(0);
+                RoomSummary {
+                    room_id: info.room_id.clone(),
+                    name: info.name.clone(),
+                    kind: info.kind,
+                    last_seq: info.last_seq,
+                    last_read_seq: read,
+                    unread: info.last_seq.saturating_sub(read),
+                }
+            })
+            .collect())
+    }
+
+    async fn append(&self, message: NewMessage) -> Result<Appended, StoreError> {
+        let history = self.history;
+        let mut inner = self.lock();
+        let state = inner.room_mut(&message.room)?;
+        let key = (message.sender.id.clone(), message.client_msg_id.clone());
+        if let Some(&seq) = state.by_client_id.get(&key) {
+            let first = state.messages.front().map_or(0, |m| m.seq);
+            if let Some(original) = state.messages.get((seq - first) as usize) {
+                return Ok(Appended {
+                    message: original.clone(),
+                    duplicate: true,
+                });
+            }
+        }
+        let seq = state.record.info.last_seq + 1;
+        let stored = Message {
+            message_id: uuid::Uuid::now_v7().to_string(),
+            room_id: message.room,
+            seq,
+            sender: message.sender,
+            kind: message.kind,
+            content: message.content,
+            client_msg_id: message.client_msg_id,
+            created_at: now_millis(),
+        };
+        state.record.info.last_seq = seq;
+        state.messages.push_back(stored.clone());
+        state.by_client_id.insert(key, seq);
+        while state.messages.len() > history {
+            if let Some(old) = state.messages.pop_front() {
+                state
+                    .by_client_id
+                    .remove(&(old.sender.id, old.client_msg_id));
+            }
+        }
+        Ok(Appended {
+            message: stored,
+            duplicate: false,
+        })
+    }
+
+    async fn messages_after(
+        &self,
+        room: &RoomId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let inner = self.lock();
+        let state = inner
+            .rooms
+            .get(room)
+            .ok_or_else(|| StoreError::RoomNotFound(room.clone()))?;
+        Ok(state
+            .messages
+            .iter()
+            .filter(|m| m.seq > after)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn messages_before(
+        &self,
+        room: &RoomId,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let inner = self.lock();
+        let state = inner
+            .rooms
+            .get(room)
+            .ok_or_else(|| StoreError::RoomNotFound(room.clone()))?;
+        let mut page: Vec<Message> = state
+            .messages
+            .iter()
+            .rev()
+            .filter(|m| m.seq < before)
+            .take(limit)
+            .cloned()
+            .collect();
+        page.reverse();
+        Ok(page)
+    }
+
+    async fn mark_read(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        seq: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut inner = self.lock();
+        let last = inner
+            .rooms
+            .get(room)
+            .ok_or_else(|| StoreError::RoomNotFound(room.clone()))?
+            .record
+            .info
+            .last_seq;
+        let seq = seq.min(last);
+        let watermark = inner.reads.entry((user.clone(), room.clone())).or_insert(0);
+        if seq > *watermark {
+            *watermark = seq;
+            Ok(Some(seq))
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_protocol::MessageKind;
+
+    fn user(id: &str) -> UserRef {
+        UserRef {
+            id: UserId::parse(id).unwrap(),
+            name: id.into(),
+        }
+    }
+
+    fn send(room: &RoomId, from: &str, client: &str) -> NewMessage {
+        NewMessage {
+            room: room.clone(),
+            sender: user(from),
+            kind: MessageKind::Text,
+            content: format!("from {from}"),
+            client_msg_id: client.into(),
+        }
+    }
+
+    async fn room(store: &MemoryStore) -> RoomId {
+        let id = RoomId::parse("general").unwrap();
+        store
+            .create_room(NewRoom {
+                id: id.clone(),
+                name: "General".into(),
+                kind: RoomKind::Public,
+                password_hash: None,
+                creator: user("alice"),
+            })
+            .await
+            .unwrap();
+        id
+    }
+
+    #[tokio::test]
+    async fn seq_is_gap_free_and_retries_are_idempotent() {
+        let store = MemoryStore::new(100);
+        let id = room(&store).await;
+        let a = store.append(send(&id, "alice", "c1")).await.unwrap();
+        let b = store.append(send(&id, "bob", "c1")).await.unwrap();
+        let again = store.append(send(&id, "alice", "c1")).await.unwrap();
+        assert_eq!((a.message.seq, b.message.seq), (1, 2));
+        assert!(again.duplicate);
+        assert_eq!(again.message, a.message);
+        assert_eq!(store.messages_after(&id, 0, 10).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn history_is_bounded_and_pages() {
+        let store = MemoryStore::new(100);
+        let id = room(&store).await;
+        for i in 0..150 {
+            store
+                .append(send(&id, "alice", &format!("c{i}")))
+                .await
+                .unwrap();
+        }
+        let after = store.messages_after(&id, 0, 1000).await.unwrap();
+        assert_eq!(after.first().map(|m| m.seq), Some(51));
+        let before = store.messages_before(&id, 140, 5).await.unwrap();
+        assert_eq!(
+            before.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            vec![135, 136, 137, 138, 139]
+        );
+    }
+
+    #[tokio::test]
+    async fn read_watermarks_only_move_forward() {
+        let store = MemoryStore::new(100);
+        let id = room(&store).await;
+        for i in 0..5 {
+            store
+                .append(send(&id, "alice", &format!("c{i}")))
+                .await
+                .unwrap();
+        }
+        let bob = UserId::parse("bob").unwrap();
+        assert_eq!(store.mark_read(&bob, &id, 3).await.unwrap(), Some(3));
+        assert_eq!(store.mark_read(&bob, &id, 2).await.unwrap(), None);
+        assert_eq!(store.mark_read(&bob, &id, 99).await.unwrap(), Some(5));
+    }
+}

@@ -1,0 +1,116 @@
+//! The durable truth: users, rooms, members, messages and read watermarks.
+//!
+//! The store is the only source of per-room order: [`Store::append`] assigns the room's next `seq`
+//! (strictly increasing, gap-free) and is idempotent on the sender's `clientMsgId`. History,
+//! resume and gap repair all read [`Store::messages_after`] / [`Store::messages_before`].
+
+pub mod memory;
+
+use async_trait::async_trait;
+use switchboard_protocol::{
+    Message, MessageKind, RoomId, RoomInfo, RoomKind, RoomSummary, UserId, UserRef,
+};
+
+/// A room as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomRecord {
+    pub info: RoomInfo,
+    /// Argon2 PHC string for password rooms; the password itself is never stored.
+    pub password_hash: Option<String>,
+}
+
+/// What `room:create` asks for, already validated.
+#[derive(Debug, Clone)]
+pub struct NewRoom {
+    pub id: RoomId,
+    pub name: String,
+    pub kind: RoomKind,
+    pub password_hash: Option<String>,
+    pub creator: UserRef,
+}
+
+/// A message to append, already validated.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub room: RoomId,
+    pub sender: UserRef,
+    pub kind: MessageKind,
+    pub content: String,
+    pub client_msg_id: String,
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub message: Message,
+    /// The `clientMsgId` had been stored before: `message` is the original, nothing was stored.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("room {0} already exists")]
+    RoomExists(RoomId),
+    #[error("room {0} not found")]
+    RoomNotFound(RoomId),
+    #[error("a direct-message room needs two different users")]
+    SelfDirect,
+    /// The backend is unreachable or timed out; nothing was changed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Records the user as known (name from the token). Called on every connect.
+    async fn upsert_user(&self, user: &UserRef) -> Result<(), StoreError>;
+
+    /// Creates a room with its creator as the first member.
+    async fn create_room(&self, room: NewRoom) -> Result<RoomRecord, StoreError>;
+
+    async fn room(&self, id: &RoomId) -> Result<Option<RoomRecord>, StoreError>;
+
+    /// The direct-message room of two users, created with both as members if new.
+    async fn direct_room(&self, from: &UserRef, to: &UserId) -> Result<RoomRecord, StoreError>;
+
+    /// Adds a member; `Ok(false)` when they already were one.
+    async fn add_member(&self, room: &RoomId, user: &UserId) -> Result<bool, StoreError>;
+
+    /// Removes a member; `Ok(false)` when they were not one.
+    async fn remove_member(&self, room: &RoomId, user: &UserId) -> Result<bool, StoreError>;
+
+    async fn is_member(&self, room: &RoomId, user: &UserId) -> Result<bool, StoreError>;
+
+    async fn members(&self, room: &RoomId) -> Result<Vec<UserId>, StoreError>;
+
+    /// Every room the user is a member of, with its last seq and the user's read watermark.
+    async fn rooms_of(&self, user: &UserId) -> Result<Vec<RoomSummary>, StoreError>;
+
+    /// Stores a message under the room's next seq, or returns the original when the sender's
+    /// `clientMsgId` was stored before.
+    async fn append(&self, message: NewMessage) -> Result<Appended, StoreError>;
+
+    /// Up to `limit` messages with seq > `after`, ascending.
+    async fn messages_after(
+        &self,
+        room: &RoomId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError>;
+
+    /// The latest `limit` messages with seq < `before`, ascending.
+    async fn messages_before(
+        &self,
+        room: &RoomId,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError>;
+
+    /// Moves the user's read watermark forward to `seq`; `Ok(None)` when it was already there.
+    async fn mark_read(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        seq: u64,
+    ) -> Result<Option<u64>, StoreError>;
+}
