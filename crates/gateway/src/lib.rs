@@ -22,6 +22,7 @@ use std::sync::atomic::Ordering;
 
 use switchboard_protocol::{UserId, UserRef};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, Parts};
 use crate::auth::{JwtAuthenticator, KeyError, TokenSigner};
@@ -91,16 +92,25 @@ pub async fn serve(app: Arc<App>) -> Result<(), StartError> {
         addr: config.listen,
         source,
     })?;
+    let stop_accepting = CancellationToken::new();
     let mut loops = tokio::task::JoinSet::new();
+    let role = Role::Main {
+        with_admin: admin.is_none(),
+    };
     loops.spawn(server::accept_loop(
         Arc::clone(&app),
         main,
-        Role::Main {
-            with_admin: admin.is_none(),
-        },
+        role,
+        stop_accepting.clone(),
     ));
     if let Some(admin) = admin {
-        loops.spawn(server::accept_loop(Arc::clone(&app), admin, Role::Admin));
+        let stop = stop_accepting.clone();
+        loops.spawn(server::accept_loop(
+            Arc::clone(&app),
+            admin,
+            Role::Admin,
+            stop,
+        ));
     }
     tracing::info!(addr = %local, node = %app.node_id, store = "memory", broker = "memory", "gateway listening");
     if let Some(signer) = &app.dev_signer {
@@ -121,6 +131,7 @@ pub async fn serve(app: Arc<App>) -> Result<(), StartError> {
     {
         tracing::warn!(left = app.sessions.len(), "drain timeout: closing the rest");
     }
+    stop_accepting.cancel();
     while loops.join_next().await.is_some() {}
     tracing::info!("stopped");
     Ok(())

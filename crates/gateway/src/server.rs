@@ -12,6 +12,7 @@ use hyper_util::rt::TokioIo;
 use switchboard_protocol::Codec;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::app::App;
@@ -28,11 +29,17 @@ pub enum Role {
     Admin,
 }
 
-/// Accepts connections until shutdown, then stops accepting (the listener is dropped).
-pub async fn accept_loop(app: Arc<App>, listener: TcpListener, role: Role) {
+/// Accepts connections until `stop`, then drops the listener. While the node drains (before
+/// `stop`), health checks are still answered — `/readyz` with 503 — and upgrades are refused.
+pub async fn accept_loop(
+    app: Arc<App>,
+    listener: TcpListener,
+    role: Role,
+    stop: CancellationToken,
+) {
     loop {
         let (stream, peer) = tokio::select! {
-            () = app.shutdown.cancelled() => return,
+            () = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(error) => {

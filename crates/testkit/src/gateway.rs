@@ -1,9 +1,10 @@
 //! The `gateway` binary as a fixture.
 //!
 //! ```no_run
-//! # async fn demo() -> anyhow::Result<()> {
+//! # async fn demo(gateway_bin: &str) -> anyhow::Result<()> {
 //! use switchboard_testkit::GatewayBuilder;
-//! let gw = GatewayBuilder::new(env!("CARGO_BIN_EXE_gateway"))
+//! // In crates/gateway/tests: GatewayBuilder::new(env!("CARGO_BIN_EXE_gateway"))
+//! let gw = GatewayBuilder::new(gateway_bin)
 //!     .env("SWITCHBOARD_JWT_SECRET", "test-secret")
 //!     .start()
 //!     .await?;

@@ -1,0 +1,223 @@
+//! Authentication: header and first-frame tokens, refusals before and after the upgrade.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use switchboard_protocol::{ClientFrame, ServerFrame};
+use switchboard_testkit::{ConnectOptions, WsClient, jwt};
+
+async fn refused_status(gw: &switchboard_testkit::Gateway, token: &str) -> Option<u16> {
+    match WsClient::connect(&gw.ws_url(), ConnectOptions::bearer(token)).await {
+        Ok(_) => None,
+        Err(e) => e.status(),
+    }
+}
+
+#[tokio::test]
+async fn a_bearer_token_opens_a_session_that_starts_with_session_ready() {
+    let gw = gateway().await;
+    let (_alice, ready) = connect_ready(&gw, "alice").await;
+    let ServerFrame::SessionReady {
+        user,
+        conn_id,
+        heartbeat_ms,
+        max_frame_bytes,
+        rooms,
+    } = ready
+    else {
+        panic!("{ready:?}")
+    };
+    assert_eq!((user.id.as_str(), user.name.as_str()), ("alice", "Alice"));
+    assert!(!conn_id.is_empty());
+    assert_eq!((heartbeat_ms, max_frame_bytes), (25_000, 65_536));
+    assert!(rooms.is_empty());
+}
+
+#[tokio::test]
+async fn an_auth_frame_opens_a_session_for_clients_without_headers() {
+    let gw = gateway().await;
+    let (mut bob, ready) =
+        WsClient::connect_with_auth_frame(&gw.ws_url(), &token("bob"), ConnectOptions::default())
+            .await
+            .expect("session");
+    assert!(
+        matches!(ready, ServerFrame::SessionReady { ref user, .. } if user.id.as_str() == "bob")
+    );
+    // A second auth frame is refused, and the session goes on.
+    bob.send(&ClientFrame::Auth {
+        token: token("bob"),
+    })
+    .await
+    .unwrap();
+    let frame = bob.recv().await.unwrap();
+    assert!(
+        matches!(frame, ServerFrame::Error { code, .. } if code.as_str() == "ALREADY_AUTHENTICATED"),
+        "{frame:?}"
+    );
+    assert!(matches!(
+        bob.request(&ClientFrame::Ping { id: Some(9) })
+            .await
+            .unwrap(),
+        ServerFrame::Pong { id: Some(9) }
+    ));
+}
+
+#[tokio::test]
+async fn expired_wrongly_signed_and_alg_none_tokens_are_refused_before_the_upgrade() {
+    let gw = gateway().await;
+    assert_eq!(
+        refused_status(&gw, &jwt::mint_hs256(SECRET, "alice", "A", -60)).await,
+        Some(401),
+        "expired"
+    );
+    let forged = jwt::mint_hs256("another-secret-another-secret-another", "alice", "A", 3_600);
+    assert_eq!(refused_status(&gw, &forged).await, Some(401), "wrong key");
+    assert_eq!(
+        refused_status(&gw, &jwt::alg_none_token("alice", "A")).await,
+        Some(401),
+        "alg none"
+    );
+    assert_eq!(refused_status(&gw, "not-a-jwt").await, Some(401), "garbage");
+    let bad_sub = jwt::mint_hs256(SECRET, "no spaces allowed", "A", 3_600);
+    assert_eq!(
+        refused_status(&gw, &bad_sub).await,
+        Some(401),
+        "invalid user id"
+    );
+    let refused = gw
+        .metric("switchboard_handshakes_refused_total{status=\"401\"}")
+        .await
+        .unwrap();
+    assert_eq!(refused, Some(5.0));
+}
+
+#[tokio::test]
+async fn bad_tokens_in_the_auth_frame_close_with_documented_codes() {
+    let gw = gateway().await;
+    for (token, code) in [
+        (jwt::alg_none_token("alice", "A"), 4001),
+        (jwt::mint_hs256(SECRET, "alice", "A", -60), 4003),
+    ] {
+        let mut client = WsClient::connect(&gw.ws_url(), ConnectOptions::default())
+            .await
+            .unwrap();
+        client.send(&ClientFrame::Auth { token }).await.unwrap();
+        assert_eq!(client.expect_close().await.unwrap().0, code);
+    }
+    // Anything but auth as the first frame.
+    let mut client = WsClient::connect(&gw.ws_url(), ConnectOptions::default())
+        .await
+        .unwrap();
+    client
+        .send(&ClientFrame::Ping { id: Some(1) })
+        .await
+        .unwrap();
+    assert_eq!(
+        client.expect_close().await.unwrap(),
+        (4001, "authentication failed".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_never_authenticates_is_closed_after_the_auth_timeout() {
+    let gw = gateway_with(&[("SWITCHBOARD_AUTH_TIMEOUT_MS", "300")]).await;
+    let mut client = WsClient::connect(&gw.ws_url(), ConnectOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(client.expect_close().await.unwrap().0, 4002);
+}
+
+#[tokio::test]
+async fn a_token_that_expires_during_the_session_ends_it_with_4003() {
+    let gw = gateway().await;
+    let short = jwt::mint_hs256(SECRET, "alice", "Alice", 2);
+    let (mut alice, _) = WsClient::connect_session(&gw.ws_url(), ConnectOptions::bearer(short))
+        .await
+        .unwrap();
+    let (code, reason) = alice
+        .expect_close_within(Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!((code, reason.as_str()), (4003, "token expired"));
+}
+
+#[tokio::test]
+async fn issuer_and_audience_are_enforced_when_configured() {
+    let gw = gateway_with(&[
+        ("SWITCHBOARD_JWT_ISSUER", "auth.example"),
+        ("SWITCHBOARD_JWT_AUDIENCE", "chat"),
+    ])
+    .await;
+    assert_eq!(refused_status(&gw, &token("alice")).await, Some(401));
+    let mut claims = jwt::claims("alice", "Alice", 3_600);
+    claims["iss"] = "auth.example".into();
+    claims["aud"] = "chat".into();
+    let good = jwt::mint_hs256_claims(SECRET, &claims);
+    WsClient::connect_session(&gw.ws_url(), ConnectOptions::bearer(good))
+        .await
+        .expect("accepted");
+}
+
+#[tokio::test]
+async fn public_keys_work_and_algorithm_confusion_is_refused() {
+    for (keys, other) in [
+        (jwt::RS256, jwt::RS256_OTHER),
+        (jwt::ES256, jwt::ES256_OTHER),
+    ] {
+        let gw = switchboard_testkit::GatewayBuilder::new(env!("CARGO_BIN_EXE_gateway"))
+            .env("SWITCHBOARD_JWT_ALGORITHM", keys.alg_name())
+            .env(
+                "SWITCHBOARD_JWT_PUBLIC_KEY_FILE",
+                keys.public_key_path().display().to_string(),
+            )
+            .start()
+            .await
+            .unwrap();
+        let good = keys.mint("alice", "Alice", 3_600);
+        WsClient::connect_session(&gw.ws_url(), ConnectOptions::bearer(good))
+            .await
+            .expect("accepted");
+        let name = keys.alg_name();
+        assert_eq!(
+            refused_status(&gw, &other.mint("alice", "A", 3_600)).await,
+            Some(401),
+            "{name} other key"
+        );
+        // HS256 signed with the public key as the secret: the classic confusion attack.
+        let confused = jwt::mint_hs256(keys.public_pem, "alice", "Alice", 3_600);
+        assert_eq!(
+            refused_status(&gw, &confused).await,
+            Some(401),
+            "{name} confusion"
+        );
+        assert_eq!(
+            refused_status(&gw, &jwt::alg_none_token("alice", "A")).await,
+            Some(401),
+            "{name} none"
+        );
+    }
+}
+
+#[tokio::test]
+async fn gateway_token_prints_a_token_the_gateway_accepts() {
+    let out = builder()
+        .arg("token")
+        .arg("--user")
+        .arg("carol")
+        .arg("--name")
+        .arg("Carol C")
+        .arg("--ttl")
+        .arg("10m")
+        .output(Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", out.stderr);
+    let gw = gateway().await;
+    let (_c, ready) =
+        WsClient::connect_session(&gw.ws_url(), ConnectOptions::bearer(out.stdout.trim()))
+            .await
+            .expect("token accepted");
+    assert!(matches!(ready, ServerFrame::SessionReady { ref user, .. } if user.name == "Carol C"));
+}
