@@ -10,6 +10,9 @@ use switchboard_testkit::{ConnectOptions, Gateway, GatewayBuilder, WsClient, jwt
 
 pub const SECRET: &str = "switchboard-integration-test-secret-0123456789";
 
+/// For scenarios that send more than the default rate limit allows.
+pub const UNLIMITED_RATE: (&str, &str) = ("SWITCHBOARD_RATE_BURST", "100000");
+
 pub fn builder() -> GatewayBuilder {
     GatewayBuilder::new(env!("CARGO_BIN_EXE_gateway")).env("SWITCHBOARD_JWT_SECRET", SECRET)
 }
