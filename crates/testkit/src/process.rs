@@ -426,6 +426,9 @@ fn is_executable(path: &std::path::Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// How long one readiness probe may take before it counts as "not ready yet".
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Polls `check` every 20 ms until it returns true, the process exits (an error with its output)
 /// or the deadline passes (an error with its output).
 pub(crate) async fn wait_ready<F, Fut>(
@@ -440,16 +443,27 @@ where
 {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(status) = process.try_exit()? {
+        // A probe may hang (a port held by something that never answers): bound each one, and
+        // notice the child's exit meanwhile.
+        let exited = tokio::select! {
+            ready = tokio::time::timeout(PROBE_TIMEOUT, check()) => {
+                if ready == Ok(true) {
+                    return Ok(());
+                }
+                process.try_exit()?
+            }
+            status = process.child.wait(), if process.exit.is_none() => {
+                process.exit = Some(status.context("waiting for child")?);
+                process.exit
+            }
+        };
+        if let Some(status) = exited {
             process.finish_output().await;
             bail!(
                 "{} exited with {status} before {what}; its output:\n{}",
                 process.name,
                 process.logs()
             );
-        }
-        if check().await {
-            return Ok(());
         }
         if Instant::now() >= deadline {
             bail!(

@@ -1,0 +1,130 @@
+//! A node's life: health, metrics, dev mode, and graceful shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use switchboard_protocol::ServerFrame;
+use switchboard_testkit::{ConnectOptions, GatewayBuilder, WsClient};
+
+const SIGTERM: i32 = 15;
+
+#[tokio::test]
+async fn health_readiness_and_metrics_are_served() {
+    let gw = gateway().await;
+    assert_eq!(gw.http_get("/healthz").await.unwrap().status, 200);
+    assert_eq!(gw.http_get("/readyz").await.unwrap().text(), "ready\n");
+    let mut alice = connect(&gw, "alice").await;
+    alice.create_room("general").await.unwrap();
+    send(&mut alice, "general", "counted").await;
+    let metrics = gw.metrics().await.unwrap();
+    for series in [
+        "switchboard_connections 1",
+        "switchboard_connections_opened_total 1",
+        "switchboard_frames_in_total{type=\"message:send\"} 1",
+        "switchboard_messages_stored_total 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == series),
+            "missing {series:?} in\n{metrics}"
+        );
+    }
+    // Without dev mode there is no chat page.
+    assert_eq!(gw.http_get("/").await.unwrap().status, 404);
+    assert_eq!(gw.http_get("/dev/token?user=x").await.unwrap().status, 404);
+}
+
+#[tokio::test]
+async fn a_separate_admin_listener_takes_metrics_off_the_public_port() {
+    let gw = builder().admin_listener().start().await.unwrap();
+    assert_eq!(gw.http_get("/metrics").await.unwrap().status, 404);
+    assert_eq!(gw.admin_get("/metrics").await.unwrap().status, 200);
+    assert_eq!(gw.admin_get("/readyz").await.unwrap().status, 200);
+    connect(&gw, "alice").await;
+}
+
+#[tokio::test]
+async fn sigterm_says_goodbye_to_every_client_and_exits() {
+    let mut gw = gateway().await;
+    let mut alice = connect(&gw, "alice").await;
+    let mut bob = connect(&gw, "bob").await;
+    let mut carol = connect(&gw, "carol").await;
+    gw.signal(SIGTERM).unwrap();
+    for client in [&mut alice, &mut bob] {
+        let frame = client.recv().await.unwrap();
+        assert_eq!(frame, ServerFrame::ServerShutdown { reconnect: true });
+        assert_eq!(
+            client.expect_close().await.unwrap(),
+            (1001, "server shutting down".to_owned())
+        );
+    }
+    // carol has not read her close yet, so the node is still draining: not ready, no upgrades.
+    let readyz = gw.http_get("/readyz").await.unwrap();
+    assert_eq!((readyz.status, readyz.text().as_str()), (503, "draining\n"));
+    let refused = WsClient::connect(&gw.ws_url(), ConnectOptions::bearer(token("dave"))).await;
+    assert_eq!(refused.err().and_then(|e| e.status()), Some(503));
+    assert_eq!(carol.expect_close().await.unwrap().0, 1001);
+    let status = gw
+        .wait_exit(Duration::from_secs(15))
+        .await
+        .expect("exits within the drain time");
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn dev_mode_serves_the_chat_page_and_tokens_for_any_name() {
+    let gw = GatewayBuilder::new(env!("CARGO_BIN_EXE_gateway"))
+        .start()
+        .await
+        .unwrap();
+    gw.wait_for_log("Sample token", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let page = gw.http_get("/").await.unwrap();
+    assert_eq!(page.status, 200);
+    assert!(
+        page.header("content-type")
+            .unwrap_or_default()
+            .starts_with("text/html")
+    );
+    assert!(page.text().contains("Switchboard"));
+    let reply = gw
+        .http_get("/dev/token?user=zoe&name=Zo%C3%AB")
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    let token = reply["token"].as_str().expect("a token");
+    let (_zoe, ready) = WsClient::connect_session(&gw.ws_url(), ConnectOptions::bearer(token))
+        .await
+        .unwrap();
+    assert!(
+        matches!(ready, ServerFrame::SessionReady { ref user, .. } if user.name == "Zoë"),
+        "{ready:?}"
+    );
+    assert_eq!(
+        gw.http_get("/dev/token?user=bad%20id")
+            .await
+            .unwrap()
+            .status,
+        400
+    );
+}
+
+#[tokio::test]
+async fn a_bad_configuration_is_refused_with_every_problem_listed() {
+    let out = GatewayBuilder::new(env!("CARGO_BIN_EXE_gateway"))
+        .env("SWITCHBOARD_JWT_SECRET", "short")
+        .env("SWITCHBOARD_HEARTBEAT_TIMEOUT_MS", "10")
+        .output(Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("at least 32 bytes"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("HEARTBEAT_TIMEOUT_MS"),
+        "{}",
+        out.stderr
+    );
+}

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Every check and test of the workspace, on a fresh Debian 12 machine or a developer's.
+#
+# Installs what the integration tests start as real processes (redis-server, nginx, PostgreSQL 15,
+# openssl) when missing, without starting their system services: the test fixtures start private
+# servers on free ports. Then: cargo fmt --check, clippy -D warnings, and the tests (cargo nextest
+# when installed, else cargo test). Extra arguments go to the test runner, e.g. a filter:
+#     scripts/test.sh redis
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# Runs a command as root: directly, or through sudo.
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    echo "error: root is needed to run: $*" >&2
+    return 1
+  fi
+}
+
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
+
+PG_BIN=/usr/lib/postgresql/15/bin
+
+install_missing() {
+  local missing=()
+  have redis-server || missing+=(redis-server)
+  have nginx || missing+=(nginx)
+  have openssl || missing+=(openssl)
+  have setpriv || missing+=(util-linux)
+  [ -x "$PG_BIN/initdb" ] || have initdb || missing+=(postgresql-15)
+  if [ "${#missing[@]}" -eq 0 ]; then
+    return 0
+  fi
+  step "installing ${missing[*]}"
+  # policy-rc.d answering 101 keeps the packages from starting their system services.
+  local policy=/usr/sbin/policy-rc.d own_policy=0
+  if [ ! -e "$policy" ]; then
+    as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod 755 $policy"
+    own_policy=1
+  fi
+  local status=0
+  {
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get -qq -o DPkg::Lock::Timeout=600 update &&
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get -qq -o DPkg::Lock::Timeout=600 \
+        install -y --no-install-recommends "${missing[@]}" >/dev/null
+  } || status=$?
+  if [ "$own_policy" -eq 1 ]; then
+    as_root rm -f "$policy"
+  fi
+  return "$status"
+}
+
+install_missing
+# Debian keeps the PostgreSQL server binaries off PATH; nginx lives in /usr/sbin.
+export PATH="$PATH:$PG_BIN:/usr/sbin"
+
+step "cargo fmt --all --check"
+cargo fmt --all --check
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --quiet --workspace --all-targets -- -D warnings
+
+if cargo nextest --version >/dev/null 2>&1; then
+  step "cargo nextest run --workspace --no-fail-fast $*"
+  cargo nextest run --workspace --no-fail-fast "$@"
+  if [ "$#" -eq 0 ]; then
+    # nextest does not run doc tests.
+    step "cargo test --workspace --doc"
+    cargo test --quiet --workspace --doc
+  fi
+else
+  step "cargo test --workspace --no-fail-fast $*"
+  cargo test --workspace --no-fail-fast "$@"
+fi
+
+# Hook: the browser test (Node), added by scripts/browser-test.sh when present.
+[ -x scripts/browser-test.sh ] && scripts/browser-test.sh
+
+step "all checks passed"
