@@ -1,4 +1,5 @@
 //! Authentication: header and first-frame tokens, refusals before and after the upgrade.
+#![allow(clippy::unwrap_used)] // in scenario helpers too, a panic is the failure report
 
 mod common;
 

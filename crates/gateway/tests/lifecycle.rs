@@ -1,4 +1,5 @@
 //! A node's life: health, metrics, dev mode, and graceful shutdown.
+#![allow(clippy::unwrap_used)] // in scenario helpers too, a panic is the failure report
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Limits: every one has a documented error or close code, and none lets a node run out of memory.
+#![allow(clippy::unwrap_used)] // in scenario helpers too, a panic is the failure report
 
 mod common;
 

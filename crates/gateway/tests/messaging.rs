@@ -1,4 +1,5 @@
 //! Rooms and messages as two or more users see them.
+#![allow(clippy::unwrap_used)] // in scenario helpers too, a panic is the failure report
 
 mod common;
 

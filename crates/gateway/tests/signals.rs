@@ -1,4 +1,5 @@
 //! Typing, presence, read receipts and heartbeats.
+#![allow(clippy::unwrap_used)] // in scenario helpers too, a panic is the failure report
 
 mod common;
 
