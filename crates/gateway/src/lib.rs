@@ -172,3 +172,41 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
 }
+
+/// Docs that must stay true: every setting in the README, every metric in docs/operations.md.
+#[cfg(test)]
+mod tidy {
+    const README: &str = include_str!("../../../README.md");
+    const OPERATIONS: &str = include_str!("../../../docs/operations.md");
+
+    fn quoted_after<'a>(source: &'a str, marker: &'a str) -> impl Iterator<Item = &'a str> {
+        source
+            .split(marker)
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+    }
+
+    #[test]
+    fn every_setting_is_in_the_readme_table() {
+        let names: Vec<_> = quoted_after(include_str!("config.rs"), "env = \"").collect();
+        assert!(names.len() > 20, "found {names:?}");
+        for name in names {
+            assert!(
+                README.contains(&format!("| `{name}` |")),
+                "{name} is missing from README.md's table"
+            );
+        }
+    }
+
+    #[test]
+    fn every_metric_is_in_the_operations_guide() {
+        let names: Vec<_> = quoted_after(include_str!("metrics.rs"), ": &str = \"").collect();
+        assert!(names.len() > 5, "found {names:?}");
+        for name in names {
+            assert!(
+                OPERATIONS.contains(&format!("| `{name}` |")),
+                "{name} is missing from docs/operations.md"
+            );
+        }
+    }
+}
