@@ -545,6 +545,105 @@ impl Sequencer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::memory::MemoryBroker;
+    use switchboard_protocol::{Message, MessageKind, UserRef};
+
+    fn session(user: &str, codec: Codec) -> (SessionHandle, mpsc::Receiver<WsMessage>) {
+        let (tx, rx) = mpsc::channel(8);
+        let user = UserId::parse(user).unwrap();
+        (
+            SessionHandle {
+                user,
+                codec,
+                tx,
+                kick: Arc::new(Kick::default()),
+            },
+            rx,
+        )
+    }
+
+    fn message_new(room: &RoomId, seq: u64) -> Envelope {
+        let message = Message {
+            message_id: format!("m{seq}"),
+            room_id: room.clone(),
+            seq,
+            sender: UserRef {
+                id: UserId::parse("alice").unwrap(),
+                name: "Alice".into(),
+            },
+            kind: MessageKind::Text,
+            content: "hi".into(),
+            client_msg_id: format!("c{seq}"),
+            created_at: 0,
+        };
+        Envelope::frame(
+            vec![Topic::Room(room.clone())],
+            ServerFrame::MessageNew { message },
+        )
+    }
+
+    fn payload(message: &WsMessage) -> (*const u8, usize) {
+        match message {
+            WsMessage::Text(text) => (text.as_str().as_ptr(), text.len()),
+            WsMessage::Binary(bytes) => (bytes.as_ptr(), bytes.len()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_broadcast_is_encoded_once_per_codec_and_delivered_in_seq_order() {
+        let hub = Arc::new(Hub::new(Arc::new(MemoryBroker::new())));
+        let inbox = HubInbox(Arc::clone(&hub));
+        let room = RoomId::parse("general").unwrap();
+        let mut receivers = Vec::new();
+        for (i, codec) in [Codec::Json, Codec::Json, Codec::MsgPack, Codec::MsgPack]
+            .into_iter()
+            .enumerate()
+        {
+            let conn = ConnId::new("n", i as u64);
+            let (handle, rx) = session(&format!("u{i}"), codec);
+            hub.register(&conn, handle).await;
+            hub.attach(&conn, std::slice::from_ref(&room)).await;
+            assert_eq!(hub.go_live(&conn, &room, 0), Some(0));
+            receivers.push(rx);
+        }
+        // 2 arrives before 1: held, then both delivered in order.
+        inbox.deliver(&message_new(&room, 2));
+        assert!(receivers[0].try_recv().is_err(), "2 waits for 1");
+        inbox.deliver(&message_new(&room, 1));
+        let mut firsts = Vec::new();
+        for rx in &mut receivers {
+            let one = rx.try_recv().expect("seq 1");
+            let two = rx.try_recv().expect("seq 2");
+            assert_ne!(payload(&one), payload(&two));
+            firsts.push(payload(&one));
+        }
+        assert_eq!(firsts[0], firsts[1], "JSON sessions share one buffer");
+        assert_eq!(
+            firsts[2], firsts[3],
+            "MessagePack sessions share one buffer"
+        );
+        assert_ne!(firsts[0], firsts[2]);
+        inbox.deliver(&message_new(&room, 1));
+        assert!(receivers[0].try_recv().is_err(), "a repeat is dropped");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_kicks_its_session_as_a_slow_consumer() {
+        let hub = Arc::new(Hub::new(Arc::new(MemoryBroker::new())));
+        let inbox = HubInbox(Arc::clone(&hub));
+        let room = RoomId::parse("general").unwrap();
+        let conn = ConnId::new("n", 1);
+        let (handle, _rx) = session("bob", Codec::Json);
+        let kick = Arc::clone(&handle.kick);
+        hub.register(&conn, handle).await;
+        hub.attach(&conn, std::slice::from_ref(&room)).await;
+        hub.go_live(&conn, &room, 0);
+        for seq in 1..=9 {
+            inbox.deliver(&message_new(&room, seq));
+        }
+        assert_eq!(kick.kicked().await, CloseCode::SlowConsumer);
+    }
 
     fn envelope() -> Envelope {
         Envelope::frame(vec![], ServerFrame::Pong { id: None })

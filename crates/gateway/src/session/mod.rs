@@ -64,7 +64,7 @@ where
     .await;
     let identity = match identity {
         Some(identity) => identity,
-        None => match handshake::await_auth(&app, &mut ws, codec).await {
+        None => match Box::pin(handshake::await_auth(&app, &mut ws, codec)).await {
             Ok(identity) => identity,
             Err(end) => {
                 finish(&mut ws, end).await;
@@ -104,7 +104,7 @@ where
         kick: Arc::clone(&session.kick),
     };
     metrics::connection_opened();
-    let end = match session.open(handle).await {
+    let end = match Box::pin(session.open(handle)).await {
         Ok(()) => session.serve().await,
         Err(SessionError::Close(code)) => End::Close(code),
         Err(SessionError::Gone) => End::ByClient,
@@ -113,7 +113,7 @@ where
             End::Close(CloseCode::InternalError)
         }
     };
-    session.close(end).await;
+    Box::pin(session.close(end)).await;
 }
 
 fn time_left(expires_at: SystemTime) -> Option<Duration> {
@@ -247,7 +247,9 @@ where
                 biased;
                 code = kick.kicked() => Err(SessionError::Close(code)),
                 () = shutdown.cancelled() => self.goodbye().await,
-                inbound = self.ws.next() => self.on_inbound(inbound).await,
+                // Boxed: request handling is the largest state of the loop, and it is rare
+                // next to idling; inline, every idle connection would carry its size.
+                inbound = self.ws.next() => Box::pin(self.on_inbound(inbound)).await,
                 Some(first) = self.rx.recv() => self.write_batch(first).await,
                 () = tokio::time::sleep_until(wake) => self.on_timer().await,
             };
@@ -563,5 +565,19 @@ where
                 format!("join room {room} first"),
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every idle connection carries its session future; keep it small (see the boxed branches).
+    #[test]
+    fn an_idle_session_future_stays_small() {
+        let cli = <crate::config::Cli as clap::Parser>::try_parse_from(["gateway"]);
+        let app = crate::build(cli.expect("defaults parse").config).expect("builds");
+        let (socket, _peer) = tokio::io::duplex(64);
+        let session = super::run(app, socket, switchboard_protocol::Codec::Json, None);
+        let size = size_of_val(&session);
+        assert!(size <= 2_560, "session future is {size} bytes");
     }
 }
