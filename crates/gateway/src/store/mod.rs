@@ -4,6 +4,8 @@
 //! (strictly increasing, gap-free) and is idempotent on the sender's `clientMsgId`. History,
 //! resume and gap repair all read [`Store::messages_after`] / [`Store::messages_before`].
 
+#[doc(hidden)]
+pub mod contract;
 pub mod memory;
 
 use async_trait::async_trait;

@@ -1,0 +1,222 @@
+//! The behaviour every [`Store`] must have, as one suite run against each implementation: the
+//! in-memory store in unit tests, PostgreSQL in integration tests against a real server.
+//!
+//! Each case uses its own room and user ids, so the suite can share one store.
+
+use switchboard_protocol::{MessageKind, RoomId, RoomKind, UserId, UserRef};
+
+use super::{NewMessage, NewRoom, Store, StoreError};
+
+fn user(id: &str) -> UserRef {
+    UserRef {
+        id: UserId::parse(id).expect("valid user id"),
+        name: id.to_uppercase(),
+    }
+}
+
+fn new_room(id: &RoomId, kind: RoomKind, creator: &str) -> NewRoom {
+    NewRoom {
+        id: id.clone(),
+        name: format!("Room {id}"),
+        kind,
+        password_hash: (kind == RoomKind::Password).then(|| "$argon2id$fake".to_owned()),
+        creator: user(creator),
+    }
+}
+
+fn message(room: &RoomId, from: &str, client_msg_id: &str) -> NewMessage {
+    NewMessage {
+        room: room.clone(),
+        sender: user(from),
+        kind: MessageKind::Text,
+        content: format!("{from} says {client_msg_id}"),
+        client_msg_id: client_msg_id.to_owned(),
+    }
+}
+
+/// Runs every case; `prefix` keeps ids apart from other runs on the same store.
+pub async fn run_all(store: &dyn Store, prefix: &str) {
+    rooms_have_members_and_refuse_duplicates(store, prefix).await;
+    seq_is_gap_free_and_appends_are_idempotent(store, prefix).await;
+    history_pages_in_ascending_order(store, prefix).await;
+    read_watermarks_only_move_forward(store, prefix).await;
+    direct_rooms_are_one_per_pair(store, prefix).await;
+}
+
+pub async fn rooms_have_members_and_refuse_duplicates(store: &dyn Store, prefix: &str) {
+    let id = RoomId::parse(format!("{prefix}-rooms")).expect("room id");
+    let alice = UserId::parse(format!("{prefix}-alice")).expect("user id");
+    let bob = UserId::parse(format!("{prefix}-bob")).expect("user id");
+    let created = store
+        .create_room(new_room(&id, RoomKind::Password, alice.as_str()))
+        .await
+        .expect("create");
+    assert_eq!((created.info.last_seq, created.info.member_count), (0, 1));
+    assert!(created.password_hash.is_some());
+    assert!(matches!(
+        store
+            .create_room(new_room(&id, RoomKind::Public, bob.as_str()))
+            .await,
+        Err(StoreError::RoomExists(_))
+    ));
+    assert!(store.is_member(&id, &alice).await.expect("is_member"));
+    assert!(!store.is_member(&id, &bob).await.expect("is_member"));
+    assert!(store.add_member(&id, &bob).await.expect("add"));
+    assert!(
+        !store.add_member(&id, &bob).await.expect("add again"),
+        "already a member"
+    );
+    let mut members = store.members(&id).await.expect("members");
+    members.sort();
+    assert_eq!(members, vec![alice.clone(), bob.clone()]);
+    let rooms = store.rooms_of(&bob).await.expect("rooms_of");
+    assert!(rooms.iter().any(|r| r.room_id == id));
+    assert!(store.remove_member(&id, &bob).await.expect("remove"));
+    assert!(!store.remove_member(&id, &bob).await.expect("remove again"));
+    assert!(
+        !store
+            .rooms_of(&bob)
+            .await
+            .expect("rooms_of")
+            .iter()
+            .any(|r| r.room_id == id)
+    );
+    let missing = RoomId::parse(format!("{prefix}-missing")).expect("room id");
+    assert!(store.room(&missing).await.expect("room").is_none());
+    assert!(matches!(
+        store.append(message(&missing, "x", "1")).await,
+        Err(StoreError::RoomNotFound(_))
+    ));
+}
+
+pub async fn seq_is_gap_free_and_appends_are_idempotent(store: &dyn Store, prefix: &str) {
+    let id = RoomId::parse(format!("{prefix}-seq")).expect("room id");
+    store
+        .create_room(new_room(&id, RoomKind::Public, "alice"))
+        .await
+        .expect("create");
+    let first = store
+        .append(message(&id, "alice", "c1"))
+        .await
+        .expect("append");
+    let other = store
+        .append(message(&id, "bob", "c1"))
+        .await
+        .expect("same id, other sender");
+    let retry = store
+        .append(message(&id, "alice", "c1"))
+        .await
+        .expect("retry");
+    assert_eq!((first.message.seq, other.message.seq), (1, 2));
+    assert!(!first.duplicate && !other.duplicate);
+    assert!(retry.duplicate);
+    assert_eq!(retry.message, first.message, "a retry returns the original");
+    let room = store.room(&id).await.expect("room").expect("exists");
+    assert_eq!(room.info.last_seq, 2);
+    let all = store.messages_after(&id, 0, 100).await.expect("after");
+    assert_eq!(
+        all.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![1, 2],
+        "stored once"
+    );
+}
+
+pub async fn history_pages_in_ascending_order(store: &dyn Store, prefix: &str) {
+    let id = RoomId::parse(format!("{prefix}-history")).expect("room id");
+    store
+        .create_room(new_room(&id, RoomKind::Public, "alice"))
+        .await
+        .expect("create");
+    for i in 1..=30 {
+        store
+            .append(message(&id, "alice", &format!("h{i}")))
+            .await
+            .expect("append");
+    }
+    let seqs = |v: Vec<switchboard_protocol::Message>| v.iter().map(|m| m.seq).collect::<Vec<_>>();
+    assert_eq!(
+        seqs(store.messages_after(&id, 25, 10).await.expect("after")),
+        vec![26, 27, 28, 29, 30]
+    );
+    assert_eq!(
+        seqs(store.messages_after(&id, 0, 3).await.expect("after")),
+        vec![1, 2, 3]
+    );
+    assert_eq!(
+        seqs(store.messages_before(&id, 5, 10).await.expect("before")),
+        vec![1, 2, 3, 4]
+    );
+    assert_eq!(
+        seqs(
+            store
+                .messages_before(&id, u64::MAX, 2)
+                .await
+                .expect("latest")
+        ),
+        vec![29, 30]
+    );
+}
+
+pub async fn read_watermarks_only_move_forward(store: &dyn Store, prefix: &str) {
+    let id = RoomId::parse(format!("{prefix}-reads")).expect("room id");
+    let bob = UserId::parse(format!("{prefix}-bob")).expect("user id");
+    store
+        .create_room(new_room(&id, RoomKind::Public, bob.as_str()))
+        .await
+        .expect("create");
+    for i in 1..=5 {
+        store
+            .append(message(&id, "alice", &format!("r{i}")))
+            .await
+            .expect("append");
+    }
+    assert_eq!(store.mark_read(&bob, &id, 3).await.expect("read"), Some(3));
+    assert_eq!(
+        store.mark_read(&bob, &id, 2).await.expect("read"),
+        None,
+        "never backwards"
+    );
+    assert_eq!(
+        store.mark_read(&bob, &id, 99).await.expect("read"),
+        Some(5),
+        "capped at the last seq"
+    );
+    let summary = store
+        .rooms_of(&bob)
+        .await
+        .expect("rooms_of")
+        .into_iter()
+        .find(|r| r.room_id == id);
+    let summary = summary.expect("bob's room");
+    assert_eq!(
+        (summary.last_seq, summary.last_read_seq, summary.unread),
+        (5, 5, 0)
+    );
+}
+
+pub async fn direct_rooms_are_one_per_pair(store: &dyn Store, prefix: &str) {
+    let (a, b) = (
+        user(&format!("{prefix}-dma")),
+        user(&format!("{prefix}-dmb")),
+    );
+    let first = store.direct_room(&a, &b.id).await.expect("direct room");
+    let again = store
+        .direct_room(&b, &a.id)
+        .await
+        .expect("same pair, other way round");
+    assert_eq!(first.info.room_id, again.info.room_id);
+    assert_eq!(
+        (first.info.kind, first.info.member_count),
+        (RoomKind::Direct, 2)
+    );
+    assert!(
+        store
+            .is_member(&first.info.room_id, &b.id)
+            .await
+            .expect("is_member")
+    );
+    assert!(matches!(
+        store.direct_room(&a, &a.id).await,
+        Err(StoreError::SelfDirect)
+    ));
+}
