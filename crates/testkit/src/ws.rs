@@ -590,6 +590,12 @@ impl WsClient {
                             reason: String::new(),
                         },
                     });
+                    // Reading on lets tungstenite send its close reply, so the server sees a
+                    // complete closing handshake.
+                    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                        while let Some(Ok(_)) = self.ws.next().await {}
+                    })
+                    .await;
                     return Ok(None);
                 }
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
