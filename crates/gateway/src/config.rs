@@ -161,6 +161,24 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_MEMORY_HISTORY", default_value_t = 10_000)]
     pub memory_history: usize,
 
+    /// PostgreSQL for durable storage, e.g. `postgres://user:pass@db:5432/switchboard`. The
+    /// in-memory store when unset.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Connections in the PostgreSQL pool.
+    #[arg(long, env = "SWITCHBOARD_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: usize,
+    /// Longest a statement may run (and a pool checkout or connect may wait) before the request
+    /// fails with STORE_UNAVAILABLE.
+    #[arg(long, env = "SWITCHBOARD_DB_TIMEOUT_MS", default_value_t = 5_000)]
+    pub db_timeout_ms: u64,
+    /// Group commit: most messages written in one transaction (1 = a transaction per message).
+    #[arg(long, env = "SWITCHBOARD_BATCH_MAX_MESSAGES", default_value_t = 256)]
+    pub batch_max_messages: usize,
+    /// Group commit: longest a message waits for others to share its transaction.
+    #[arg(long, env = "SWITCHBOARD_BATCH_MAX_DELAY_US", default_value_t = 2_000)]
+    pub batch_max_delay_us: u64,
+
     /// Log filter, in `tracing` EnvFilter syntax.
     #[arg(long, env = "SWITCHBOARD_LOG", default_value = "info")]
     pub log: String,
@@ -258,6 +276,18 @@ impl Config {
             self.memory_history >= 100,
             "SWITCHBOARD_MEMORY_HISTORY must be >= 100",
         );
+        require(self.db_pool_size > 0, "SWITCHBOARD_DB_POOL_SIZE must be > 0");
+        require(self.db_timeout_ms > 0, "SWITCHBOARD_DB_TIMEOUT_MS must be > 0");
+        require(
+            (1..=10_000).contains(&self.batch_max_messages),
+            "SWITCHBOARD_BATCH_MAX_MESSAGES must be 1-10000",
+        );
+        if let Some(url) = &self.database_url {
+            require(
+                url.starts_with("postgres://") || url.starts_with("postgresql://"),
+                "DATABASE_URL must be a postgres:// URL",
+            );
+        }
         if let Some(node) = &self.node_id {
             require(
                 !node.is_empty()

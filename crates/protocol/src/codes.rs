@@ -37,8 +37,10 @@ pub enum ErrorCode {
     ContentEmpty,
     /// Message content is longer than the configured maximum.
     ContentTooLong,
-    /// A direct message to oneself.
+    /// A direct message or a friend request to oneself.
     InvalidRecipient,
+    /// `friend:accept` with no pending request from that user.
+    FriendRequestNotFound,
     /// The connection sends faster than its rate limit; retry later.
     RateLimited,
     /// The durable store is unreachable; nothing was stored. Retry with the same `clientMsgId`.
@@ -64,6 +66,7 @@ impl ErrorCode {
             Self::ContentEmpty => "CONTENT_EMPTY",
             Self::ContentTooLong => "CONTENT_TOO_LONG",
             Self::InvalidRecipient => "INVALID_RECIPIENT",
+            Self::FriendRequestNotFound => "FRIEND_REQUEST_NOT_FOUND",
             Self::RateLimited => "RATE_LIMITED",
             Self::StoreUnavailable => "STORE_UNAVAILABLE",
             Self::Internal => "INTERNAL",

@@ -123,6 +123,36 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
     },
+
+    /// Pages through the user's notifications, newest first; `before` is a notification id.
+    #[serde(rename = "notifications:list", rename_all = "camelCase")]
+    NotificationsList {
+        id: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<u64>,
+    },
+
+    /// Marks notifications as read.
+    #[serde(rename = "notifications:read", rename_all = "camelCase")]
+    NotificationsRead { id: u64, ids: Vec<u64> },
+
+    /// Asks another user to be friends; accepts at once if they had asked first.
+    #[serde(rename = "friend:request", rename_all = "camelCase")]
+    FriendRequest { id: u64, user_id: UserId },
+
+    /// Accepts a pending request from `userId`.
+    #[serde(rename = "friend:accept", rename_all = "camelCase")]
+    FriendAccept { id: u64, user_id: UserId },
+
+    /// Ends a friendship, or withdraws or declines a request.
+    #[serde(rename = "friend:remove", rename_all = "camelCase")]
+    FriendRemove { id: u64, user_id: UserId },
+
+    /// Lists friends and pending requests.
+    #[serde(rename = "friends:list")]
+    FriendsList { id: u64 },
 }
 
 impl ClientFrame {
@@ -134,7 +164,13 @@ impl ClientFrame {
             | Self::RoomLeave { id, .. }
             | Self::MessageSend { id, .. }
             | Self::DmSend { id, .. }
-            | Self::HistoryFetch { id, .. } => Some(*id),
+            | Self::HistoryFetch { id, .. }
+            | Self::NotificationsList { id, .. }
+            | Self::NotificationsRead { id, .. }
+            | Self::FriendRequest { id, .. }
+            | Self::FriendAccept { id, .. }
+            | Self::FriendRemove { id, .. }
+            | Self::FriendsList { id } => Some(*id),
             Self::Ping { id } | Self::PresenceUpdate { id, .. } | Self::MessageRead { id, .. } => {
                 *id
             }
@@ -163,6 +199,12 @@ impl ClientFrameKind {
             Self::PresenceUpdate => "presence:update",
             Self::MessageRead => "message:read",
             Self::HistoryFetch => "history:fetch",
+            Self::NotificationsList => "notifications:list",
+            Self::NotificationsRead => "notifications:read",
+            Self::FriendRequest => "friend:request",
+            Self::FriendAccept => "friend:accept",
+            Self::FriendRemove => "friend:remove",
+            Self::FriendsList => "friends:list",
         }
     }
 
@@ -202,6 +244,12 @@ pub enum ServerFrame {
         max_frame_bytes: u64,
         /// Every room the user is a member of.
         rooms: Vec<RoomSummary>,
+        /// Notifications not read yet, including those created while offline.
+        unread_notifications: u64,
+        /// Identifies the store's history. When it differs from the one a client saw before,
+        /// its `seq`s are from another history (an embedded store restarted): start over
+        /// instead of resuming.
+        epoch: String,
     },
 
     #[serde(rename = "pong")]
@@ -251,6 +299,22 @@ pub enum ServerFrame {
     /// The node is going away; a close 1001 follows. Reconnect (another node answers) and resume.
     #[serde(rename = "server:shutdown")]
     ServerShutdown { reconnect: bool },
+
+    /// A notification for the user, pushed as it is created.
+    #[serde(rename = "notification:new")]
+    NotificationNew { notification: Notification },
+
+    /// Someone asked the user to be friends.
+    #[serde(rename = "friend:request")]
+    FriendRequest { user: UserRef },
+
+    /// A friendship started: the other user accepted (or both asked).
+    #[serde(rename = "friend:accepted")]
+    FriendAccepted { user: UserRef },
+
+    /// A friendship or request ended.
+    #[serde(rename = "friend:removed", rename_all = "camelCase")]
+    FriendRemoved { user_id: UserId },
 }
 
 impl ServerFrame {
@@ -298,6 +362,10 @@ impl ServerFrameKind {
             Self::PresenceUpdate => "presence:update",
             Self::MessageRead => "message:read",
             Self::ServerShutdown => "server:shutdown",
+            Self::NotificationNew => "notification:new",
+            Self::FriendRequest => "friend:request",
+            Self::FriendAccepted => "friend:accepted",
+            Self::FriendRemoved => "friend:removed",
         }
     }
 }
@@ -336,6 +404,16 @@ pub enum AckResult {
         messages: Vec<Message>,
         has_more: bool,
     },
+    /// `notifications:list`: newest first.
+    #[serde(rename_all = "camelCase")]
+    Notifications {
+        notifications: Vec<Notification>,
+        has_more: bool,
+    },
+    /// `friend:request` and `friend:accept`: the relation as it now stands.
+    Friend { friend: Friend },
+    /// `friends:list`.
+    Friends { friends: Vec<Friend> },
 }
 
 /// Why a request failed.
@@ -434,4 +512,37 @@ pub struct RoomSummary {
     pub last_read_seq: u64,
     /// `lastSeq - lastReadSeq`.
     pub unread: u64,
+}
+
+/// Something the user should know about, kept until read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Notification {
+    pub id: u64,
+    /// What happened, e.g. `friend:request`; clients switch on it.
+    pub kind: String,
+    pub title: String,
+    pub body: String,
+    /// Free-form details for the client, e.g. the user or room concerned.
+    pub data: serde_json::Value,
+    pub created_at: Millis,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_at: Option<Millis>,
+}
+
+/// A friend or a pending request, from the user's side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Friend {
+    pub user: UserRef,
+    pub status: FriendStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FriendStatus {
+    /// The user asked; the other has not answered.
+    Outgoing,
+    /// The other asked; the user has not answered.
+    Incoming,
+    Accepted,
 }

@@ -17,8 +17,9 @@ mod ids;
 pub use codec::{Codec, DecodeError, EncodeError, UnsupportedSubprotocol};
 pub use codes::{CloseCode, ErrorCode};
 pub use frames::{
-    AckResult, ClientFrame, ClientFrameKind, ErrorBody, Member, Message, MessageKind,
-    PresenceStatus, RoomInfo, RoomKind, RoomSummary, ServerFrame, ServerFrameKind, UserRef,
+    AckResult, ClientFrame, ClientFrameKind, ErrorBody, Friend, FriendStatus, Member, Message,
+    MessageKind, Millis, Notification, PresenceStatus, RoomInfo, RoomKind, RoomSummary,
+    ServerFrame, ServerFrameKind, UserRef,
 };
 pub use ids::{IdError, RoomId, UserId};
 
@@ -30,3 +31,6 @@ pub const JOIN_HISTORY: usize = 50;
 
 /// Largest page a `history:fetch` may ask for.
 pub const MAX_HISTORY_PAGE: u32 = 100;
+
+/// Largest page a `notifications:list` may ask for (the default is 50).
+pub const MAX_NOTIFICATION_PAGE: u32 = 100;

@@ -38,7 +38,15 @@ const CLOSE_SECTION: &str = "## Close codes";
 
 /// The `kind` of every [`AckResult`] variant. [`ack_result_kind`] stops compiling when a variant is
 /// added, which is the reminder to extend this list.
-const ACK_RESULT_KINDS: [&str; 4] = ["ok", "room", "sent", "history"];
+const ACK_RESULT_KINDS: [&str; 7] = [
+    "ok",
+    "room",
+    "sent",
+    "history",
+    "notifications",
+    "friend",
+    "friends",
+];
 
 fn ack_result_kind(result: &AckResult) -> &'static str {
     match result {
@@ -46,6 +54,9 @@ fn ack_result_kind(result: &AckResult) -> &'static str {
         AckResult::Room { .. } => "room",
         AckResult::Sent { .. } => "sent",
         AckResult::History { .. } => "history",
+        AckResult::Notifications { .. } => "notifications",
+        AckResult::Friend { .. } => "friend",
+        AckResult::Friends { .. } => "friends",
     }
 }
 

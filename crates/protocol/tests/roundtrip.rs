@@ -30,6 +30,18 @@ fn message(seq: u64) -> Message {
     }
 }
 
+fn notification() -> Notification {
+    Notification {
+        id: 77,
+        kind: "friend:request".into(),
+        title: "Erin wants to be friends".into(),
+        body: String::new(),
+        data: serde_json::json!({"userId": "erin", "nested": {"n": 1}}),
+        created_at: 1_763_700_000_000,
+        read_at: None,
+    }
+}
+
 fn client_samples() -> Vec<ClientFrame> {
     vec![
         ClientFrame::Auth {
@@ -79,6 +91,28 @@ fn client_samples() -> Vec<ClientFrame> {
             room_id: room(),
             seq: 42,
         },
+        ClientFrame::NotificationsList {
+            id: 9,
+            limit: Some(20),
+            before: Some(77),
+        },
+        ClientFrame::NotificationsRead {
+            id: 10,
+            ids: vec![77, 78],
+        },
+        ClientFrame::FriendRequest {
+            id: 11,
+            user_id: UserId::parse("bob").unwrap(),
+        },
+        ClientFrame::FriendAccept {
+            id: 12,
+            user_id: UserId::parse("bob").unwrap(),
+        },
+        ClientFrame::FriendRemove {
+            id: 13,
+            user_id: UserId::parse("bob").unwrap(),
+        },
+        ClientFrame::FriendsList { id: 14 },
         ClientFrame::HistoryFetch {
             id: 8,
             room_id: room(),
@@ -148,6 +182,8 @@ fn server_samples() -> Vec<ServerFrame> {
                 last_read_seq: 4,
                 unread: 5,
             }],
+            unread_notifications: 2,
+            epoch: "0190b2c4".into(),
         },
         ServerFrame::Pong { id: Some(1) },
         ServerFrame::MessageNew {
@@ -184,6 +220,39 @@ fn server_samples() -> Vec<ServerFrame> {
             seq: 3,
         },
         ServerFrame::ServerShutdown { reconnect: true },
+        ServerFrame::NotificationNew {
+            notification: notification(),
+        },
+        ServerFrame::FriendRequest { user: user("erin") },
+        ServerFrame::FriendAccepted { user: user("erin") },
+        ServerFrame::FriendRemoved {
+            user_id: UserId::parse("erin").unwrap(),
+        },
+        ServerFrame::ok(
+            6,
+            AckResult::Notifications {
+                notifications: vec![notification()],
+                has_more: false,
+            },
+        ),
+        ServerFrame::ok(
+            7,
+            AckResult::Friend {
+                friend: Friend {
+                    user: user("erin"),
+                    status: FriendStatus::Outgoing,
+                },
+            },
+        ),
+        ServerFrame::ok(
+            8,
+            AckResult::Friends {
+                friends: vec![Friend {
+                    user: user("erin"),
+                    status: FriendStatus::Accepted,
+                }],
+            },
+        ),
     ]
 }
 

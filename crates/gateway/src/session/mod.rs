@@ -10,6 +10,7 @@ mod limiter;
 mod messages;
 mod rooms;
 mod signals;
+mod social;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -207,32 +208,22 @@ where
                 summary.unread = floor.saturating_sub(summary.last_read_seq);
             }
         }
-        let topics: Vec<Topic> = summaries
-            .iter()
-            .map(|r| Topic::Room(r.room_id.clone()))
-            .collect();
         self.send(&ServerFrame::SessionReady {
             user: self.user.clone(),
             conn_id: self.conn.to_string(),
             heartbeat_ms: app.config.heartbeat_interval_ms,
             max_frame_bytes: app.config.max_frame_bytes as u64,
             rooms: summaries,
+            unread_notifications: app.store.unread_notifications(&self.user.id).await?,
+            epoch: app.store.epoch(),
         })
         .await?;
         tracing::debug!(conn = %self.conn, user = %self.user.id, "session ready");
-        if connected.first && !topics.is_empty() {
+        if connected.first {
             let online = ServerFrame::UserOnline {
                 user: self.user.clone(),
             };
-            app.publish(Envelope {
-                topics,
-                event: Event::Frame {
-                    frame: online,
-                    skip_conn: None,
-                    skip_user: Some(self.user.id.clone()),
-                },
-            })
-            .await;
+            self.tell_watchers(online, None).await?;
         }
         Ok(())
     }
@@ -434,6 +425,14 @@ where
                 return Ok(());
             }
             ClientFrame::PresenceUpdate { status, .. } => self.update_presence(status).await,
+            ClientFrame::NotificationsList { limit, before, .. } => {
+                self.list_notifications(limit, before).await
+            }
+            ClientFrame::NotificationsRead { ids, .. } => self.read_notifications(ids).await,
+            ClientFrame::FriendRequest { user_id, .. } => self.request_friend(user_id).await,
+            ClientFrame::FriendAccept { user_id, .. } => self.accept_friend(user_id).await,
+            ClientFrame::FriendRemove { user_id, .. } => self.remove_friend(user_id).await,
+            ClientFrame::FriendsList { .. } => self.list_friends().await,
         };
         match (outcome, id) {
             (Ok(Some(result)), Some(id)) => self.send(&ServerFrame::ok(id, result)).await,
@@ -533,15 +532,12 @@ where
         app.hub.unregister(&self.conn).await;
         match app.presence.disconnect(&self.user.id, &self.conn).await {
             Ok(Some(last_seen)) => {
-                if let Ok(rooms) = app.store.rooms_of(&self.user.id).await
-                    && !rooms.is_empty()
-                {
-                    let frame = ServerFrame::UserOffline {
-                        user_id: self.user.id.clone(),
-                        last_seen,
-                    };
-                    let topics = rooms.into_iter().map(|r| Topic::Room(r.room_id)).collect();
-                    app.publish(Envelope::frame(topics, frame)).await;
+                let frame = ServerFrame::UserOffline {
+                    user_id: self.user.id.clone(),
+                    last_seen,
+                };
+                if let Err(error) = self.tell_watchers(frame, None).await {
+                    tracing::warn!(%error, "cannot announce user:offline");
                 }
             }
             Ok(None) => {}

@@ -55,29 +55,56 @@ where
             .await;
     }
 
-    pub(super) async fn update_presence(
+    /// Sends a presence frame to everyone who watches this user: members of the rooms they
+    /// share, and friends. One envelope, so a watcher in several of those gets it once.
+    pub(super) async fn tell_watchers(
         &mut self,
-        status: PresenceStatus,
-    ) -> Result<Option<AckResult>, SessionError> {
+        frame: ServerFrame,
+        skip_conn: Option<crate::broker::ConnId>,
+    ) -> Result<(), SessionError> {
         let app = Arc::clone(&self.app);
-        app.presence.set_status(&self.user.id, status).await?;
         let rooms = app.store.rooms_of(&self.user.id).await?;
-        if !rooms.is_empty() {
-            let frame = ServerFrame::PresenceUpdate {
-                user_id: self.user.id.clone(),
-                status,
+        let friends = app.store.friends(&self.user.id).await?;
+        let topics: Vec<Topic> = rooms
+            .into_iter()
+            .map(|r| Topic::Room(r.room_id))
+            .chain(
+                friends
+                    .into_iter()
+                    .filter(|f| f.status == switchboard_protocol::FriendStatus::Accepted)
+                    .map(|f| Topic::User(f.user.id)),
+            )
+            .collect();
+        if !topics.is_empty() {
+            let skip_user = if skip_conn.is_some() {
+                None
+            } else {
+                Some(self.user.id.clone())
             };
-            let topics = rooms.into_iter().map(|r| Topic::Room(r.room_id)).collect();
             app.publish(Envelope {
                 topics,
                 event: Event::Frame {
                     frame,
-                    skip_conn: Some(self.conn.clone()),
-                    skip_user: None,
+                    skip_conn,
+                    skip_user,
                 },
             })
             .await;
         }
+        Ok(())
+    }
+
+    pub(super) async fn update_presence(
+        &mut self,
+        status: PresenceStatus,
+    ) -> Result<Option<AckResult>, SessionError> {
+        self.app.presence.set_status(&self.user.id, status).await?;
+        let frame = ServerFrame::PresenceUpdate {
+            user_id: self.user.id.clone(),
+            status,
+        };
+        let conn = self.conn.clone();
+        self.tell_watchers(frame, Some(conn)).await?;
         Ok(Some(AckResult::Ok))
     }
 }

@@ -5,7 +5,9 @@
 
 use switchboard_protocol::{MessageKind, RoomId, RoomKind, UserId, UserRef};
 
-use super::{NewMessage, NewRoom, Store, StoreError};
+use switchboard_protocol::FriendStatus;
+
+use super::{NewMessage, NewNotification, NewRoom, Store, StoreError};
 
 fn user(id: &str) -> UserRef {
     UserRef {
@@ -41,6 +43,10 @@ pub async fn run_all(store: &dyn Store, prefix: &str) {
     history_pages_in_ascending_order(store, prefix).await;
     read_watermarks_only_move_forward(store, prefix).await;
     direct_rooms_are_one_per_pair(store, prefix).await;
+    notifications_page_newest_first_and_are_read_once(store, prefix).await;
+    friendships_need_both_sides(store, prefix).await;
+    store.health().await.expect("a running store is healthy");
+    assert!(!store.epoch().is_empty());
 }
 
 pub async fn rooms_have_members_and_refuse_duplicates(store: &dyn Store, prefix: &str) {
@@ -217,6 +223,134 @@ pub async fn direct_rooms_are_one_per_pair(store: &dyn Store, prefix: &str) {
     );
     assert!(matches!(
         store.direct_room(&a, &a.id).await,
+        Err(StoreError::SelfDirect)
+    ));
+}
+
+pub async fn notifications_page_newest_first_and_are_read_once(store: &dyn Store, prefix: &str) {
+    let bob = UserId::parse(format!("{prefix}-nbob")).expect("user id");
+    let carol = UserId::parse(format!("{prefix}-ncarol")).expect("user id");
+    let mut ids = Vec::new();
+    for i in 1..=5 {
+        let n = store
+            .add_notification(NewNotification {
+                user: bob.clone(),
+                kind: "test".into(),
+                title: format!("n{i}"),
+                body: "body".into(),
+                data: serde_json::json!({ "i": i, "nested": { "ok": true } }),
+            })
+            .await
+            .expect("add");
+        assert_eq!((n.read_at, n.data["i"].as_i64()), (None, Some(i)));
+        ids.push(n.id);
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
+    let page = store.notifications(&bob, None, 2).await.expect("list");
+    assert_eq!(
+        page.iter().map(|n| n.title.as_str()).collect::<Vec<_>>(),
+        vec!["n5", "n4"]
+    );
+    let older = store
+        .notifications(&bob, Some(page[1].id), 10)
+        .await
+        .expect("older");
+    assert_eq!(
+        older.iter().map(|n| n.title.as_str()).collect::<Vec<_>>(),
+        vec!["n3", "n2", "n1"]
+    );
+    assert_eq!(store.unread_notifications(&bob).await.expect("unread"), 5);
+    assert_eq!(
+        store
+            .mark_notifications_read(&carol, &ids)
+            .await
+            .expect("not carol's"),
+        0
+    );
+    assert_eq!(
+        store
+            .mark_notifications_read(&bob, &ids[..2])
+            .await
+            .expect("read"),
+        2
+    );
+    assert_eq!(
+        store
+            .mark_notifications_read(&bob, &ids[..2])
+            .await
+            .expect("again"),
+        0
+    );
+    assert_eq!(store.unread_notifications(&bob).await.expect("unread"), 3);
+    let first = store
+        .notifications(&bob, Some(ids[1]), 1)
+        .await
+        .expect("first")
+        .remove(0);
+    assert!(first.read_at.is_some());
+}
+
+pub async fn friendships_need_both_sides(store: &dyn Store, prefix: &str) {
+    let ann = user(&format!("{prefix}-fann"));
+    let ben = user(&format!("{prefix}-fben"));
+    let cat = user(&format!("{prefix}-fcat"));
+    for u in [&ann, &ben, &cat] {
+        store.upsert_user(u).await.expect("upsert");
+    }
+    let status = |v: Vec<switchboard_protocol::Friend>| {
+        v.into_iter()
+            .map(|f| (f.user.id.to_string(), f.status))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        store.request_friend(&ann.id, &ben.id).await.expect("ask"),
+        FriendStatus::Outgoing
+    );
+    assert_eq!(
+        status(store.friends(&ann.id).await.expect("ann")),
+        vec![(ben.id.to_string(), FriendStatus::Outgoing)]
+    );
+    let bens = store.friends(&ben.id).await.expect("ben");
+    assert_eq!(bens[0].user.name, ann.name, "names come from the users");
+    assert_eq!(
+        status(bens),
+        vec![(ann.id.to_string(), FriendStatus::Incoming)]
+    );
+    assert!(
+        !store
+            .accept_friend(&ann.id, &ben.id)
+            .await
+            .expect("wrong side"),
+        "only the asked accepts"
+    );
+    assert!(store.accept_friend(&ben.id, &ann.id).await.expect("accept"));
+    assert_eq!(
+        status(store.friends(&ann.id).await.expect("ann")),
+        vec![(ben.id.to_string(), FriendStatus::Accepted)]
+    );
+    // Asking someone who asked first makes friends at once.
+    assert_eq!(
+        store
+            .request_friend(&cat.id, &ann.id)
+            .await
+            .expect("cat asks"),
+        FriendStatus::Outgoing
+    );
+    assert_eq!(
+        store
+            .request_friend(&ann.id, &cat.id)
+            .await
+            .expect("ann asks"),
+        FriendStatus::Accepted
+    );
+    assert!(store.remove_friend(&ben.id, &ann.id).await.expect("remove"));
+    assert!(!store.remove_friend(&ben.id, &ann.id).await.expect("again"));
+    assert_eq!(
+        status(store.friends(&ann.id).await.expect("ann")),
+        vec![(cat.id.to_string(), FriendStatus::Accepted)]
+    );
+    assert!(matches!(
+        store.request_friend(&ann.id, &ann.id).await,
         Err(StoreError::SelfDirect)
     ));
 }

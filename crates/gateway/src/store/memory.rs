@@ -3,19 +3,27 @@
 //! Bounded: each room keeps its latest `history` messages (and their idempotency keys); a resume
 //! from further back answers `recovered: false`.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use switchboard_protocol::{Message, RoomId, RoomInfo, RoomKind, RoomSummary, UserId, UserRef};
+use switchboard_protocol::{
+    Friend, FriendStatus, Message, Notification, RoomId, RoomInfo, RoomKind, RoomSummary, UserId,
+    UserRef,
+};
 
-use super::{Appended, NewMessage, NewRoom, RoomRecord, Store, StoreError};
+use super::{Appended, NewMessage, NewNotification, NewRoom, RoomRecord, Store, StoreError};
+
+/// Notifications kept per user; the oldest go first.
+const MAX_NOTIFICATIONS: usize = 1_000;
 
 #[derive(Debug)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
     history: usize,
+    /// New on every start: positions from another run mean nothing here.
+    epoch: String,
 }
 
 #[derive(Debug, Default)]
@@ -26,6 +34,10 @@ struct Inner {
     memberships: HashMap<UserId, BTreeSet<RoomId>>,
     /// (user, room) → read watermark.
     reads: HashMap<(UserId, RoomId), u64>,
+    notifications: HashMap<UserId, VecDeque<Notification>>,
+    next_notification: u64,
+    /// (asker, asked) → accepted. An accepted friendship is stored both ways.
+    friendships: HashMap<(UserId, UserId), bool>,
 }
 
 #[derive(Debug)]
@@ -44,6 +56,7 @@ impl MemoryStore {
         Self {
             inner: Mutex::new(Inner::default()),
             history: history.max(1),
+            epoch: format!("mem-{}", uuid::Uuid::now_v7().simple()),
         }
     }
 
@@ -63,6 +76,13 @@ fn now_millis() -> u64 {
 }
 
 impl Inner {
+    fn user_ref(&self, id: &UserId) -> UserRef {
+        self.users.get(id).cloned().unwrap_or_else(|| UserRef {
+            id: id.clone(),
+            name: id.to_string(),
+        })
+    }
+
     fn room_mut(&mut self, id: &RoomId) -> Result<&mut RoomState, StoreError> {
         self.rooms
             .get_mut(id)
@@ -317,6 +337,141 @@ impl Store for MemoryStore {
         } else {
             Ok(None)
         }
+    }
+
+    async fn add_notification(&self, n: NewNotification) -> Result<Notification, StoreError> {
+        let mut inner = self.lock();
+        inner.next_notification += 1;
+        let notification = Notification {
+            id: inner.next_notification,
+            kind: n.kind,
+            title: n.title,
+            body: n.body,
+            data: n.data,
+            created_at: now_millis(),
+            read_at: None,
+        };
+        let list = inner.notifications.entry(n.user).or_default();
+        list.push_back(notification.clone());
+        if list.len() > MAX_NOTIFICATIONS {
+            list.pop_front();
+        }
+        Ok(notification)
+    }
+
+    async fn notifications(
+        &self,
+        user: &UserId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Notification>, StoreError> {
+        let inner = self.lock();
+        let Some(list) = inner.notifications.get(user) else {
+            return Ok(Vec::new());
+        };
+        let before = before.unwrap_or(u64::MAX);
+        Ok(list
+            .iter()
+            .rev()
+            .filter(|n| n.id < before)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn mark_notifications_read(&self, user: &UserId, ids: &[u64]) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        let Some(list) = inner.notifications.get_mut(user) else {
+            return Ok(0);
+        };
+        let now = now_millis();
+        let mut changed = 0;
+        for n in list
+            .iter_mut()
+            .filter(|n| n.read_at.is_none() && ids.contains(&n.id))
+        {
+            n.read_at = Some(now);
+            changed += 1;
+        }
+        Ok(changed)
+    }
+
+    async fn unread_notifications(&self, user: &UserId) -> Result<u64, StoreError> {
+        let inner = self.lock();
+        Ok(inner.notifications.get(user).map_or(0, |l| {
+            l.iter().filter(|n| n.read_at.is_none()).count() as u64
+        }))
+    }
+
+    async fn request_friend(&self, from: &UserId, to: &UserId) -> Result<FriendStatus, StoreError> {
+        if from == to {
+            return Err(StoreError::SelfDirect);
+        }
+        let mut inner = self.lock();
+        let (forward, backward) = ((from.clone(), to.clone()), (to.clone(), from.clone()));
+        if inner.friendships.get(&forward) == Some(&true) {
+            return Ok(FriendStatus::Accepted);
+        }
+        if inner.friendships.contains_key(&backward) {
+            inner.friendships.insert(forward, true);
+            inner.friendships.insert(backward, true);
+            return Ok(FriendStatus::Accepted);
+        }
+        inner.friendships.insert(forward, false);
+        Ok(FriendStatus::Outgoing)
+    }
+
+    async fn accept_friend(&self, user: &UserId, from: &UserId) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let (asked, back) = ((from.clone(), user.clone()), (user.clone(), from.clone()));
+        if inner.friendships.get(&asked) != Some(&false) {
+            return Ok(false);
+        }
+        inner.friendships.insert(asked, true);
+        inner.friendships.insert(back, true);
+        Ok(true)
+    }
+
+    async fn remove_friend(&self, user: &UserId, other: &UserId) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let a = inner
+            .friendships
+            .remove(&(user.clone(), other.clone()))
+            .is_some();
+        let b = inner
+            .friendships
+            .remove(&(other.clone(), user.clone()))
+            .is_some();
+        Ok(a || b)
+    }
+
+    async fn friends(&self, user: &UserId) -> Result<Vec<Friend>, StoreError> {
+        let inner = self.lock();
+        let mut friends: BTreeMap<UserId, FriendStatus> = BTreeMap::new();
+        for ((asker, asked), accepted) in &inner.friendships {
+            let (other, status) = match (asker == user, asked == user, accepted) {
+                (true, _, true) => (asked, FriendStatus::Accepted),
+                (true, _, false) => (asked, FriendStatus::Outgoing),
+                (_, true, false) => (asker, FriendStatus::Incoming),
+                _ => continue,
+            };
+            friends.insert(other.clone(), status);
+        }
+        Ok(friends
+            .into_iter()
+            .map(|(id, status)| Friend {
+                user: inner.user_ref(&id),
+                status,
+            })
+            .collect())
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn epoch(&self) -> String {
+        self.epoch.clone()
     }
 }
 

@@ -10,7 +10,8 @@ pub mod memory;
 
 use async_trait::async_trait;
 use switchboard_protocol::{
-    Message, MessageKind, RoomId, RoomInfo, RoomKind, RoomSummary, UserId, UserRef,
+    Friend, FriendStatus, Message, MessageKind, Notification, RoomId, RoomInfo, RoomKind,
+    RoomSummary, UserId, UserRef,
 };
 
 /// A room as stored.
@@ -41,6 +42,16 @@ pub struct NewMessage {
     pub client_msg_id: String,
 }
 
+/// A notification to keep for a user until read.
+#[derive(Debug, Clone)]
+pub struct NewNotification {
+    pub user: UserId,
+    pub kind: String,
+    pub title: String,
+    pub body: String,
+    pub data: serde_json::Value,
+}
+
 /// The result of an append.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
@@ -55,7 +66,7 @@ pub enum StoreError {
     RoomExists(RoomId),
     #[error("room {0} not found")]
     RoomNotFound(RoomId),
-    #[error("a direct-message room needs two different users")]
+    #[error("a direct-message room or a friendship needs two different users")]
     SelfDirect,
     /// The backend is unreachable or timed out; nothing was changed.
     #[error("store unavailable: {0}")]
@@ -115,4 +126,42 @@ pub trait Store: Send + Sync + 'static {
         room: &RoomId,
         seq: u64,
     ) -> Result<Option<u64>, StoreError>;
+
+    async fn add_notification(
+        &self,
+        notification: NewNotification,
+    ) -> Result<Notification, StoreError>;
+
+    /// The user's notifications with id below `before`, newest first.
+    async fn notifications(
+        &self,
+        user: &UserId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Notification>, StoreError>;
+
+    /// Marks the user's own notifications among `ids` as read; returns how many changed.
+    async fn mark_notifications_read(&self, user: &UserId, ids: &[u64]) -> Result<u64, StoreError>;
+
+    async fn unread_notifications(&self, user: &UserId) -> Result<u64, StoreError>;
+
+    /// `from` asks `to`. Returns `from`'s side afterwards: `Outgoing`, or `Accepted` when `to`
+    /// had asked first (or they were friends already). Asking oneself is `SelfDirect`.
+    async fn request_friend(&self, from: &UserId, to: &UserId) -> Result<FriendStatus, StoreError>;
+
+    /// `user` accepts `from`'s pending request; `Ok(false)` when there is none.
+    async fn accept_friend(&self, user: &UserId, from: &UserId) -> Result<bool, StoreError>;
+
+    /// Ends a friendship or a pending request either way; `Ok(false)` when there was none.
+    async fn remove_friend(&self, user: &UserId, other: &UserId) -> Result<bool, StoreError>;
+
+    /// Friends and pending requests, from `user`'s side, ordered by user id.
+    async fn friends(&self, user: &UserId) -> Result<Vec<Friend>, StoreError>;
+
+    /// Whether the backend answers now; `/readyz` reports it.
+    async fn health(&self) -> Result<(), StoreError>;
+
+    /// Identifies this store's history: the same for as long as its `seq`s mean the same
+    /// messages. A restarted in-memory store gets a new one.
+    fn epoch(&self) -> String;
 }
