@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use switchboard_protocol::{CloseCode, Codec, RoomId, ServerFrame, UserId};
 use tokio::sync::mpsc::{self, error::TrySendError};
@@ -19,9 +20,17 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use crate::broker::{Broker, ConnId, Envelope, Event, Inbox, Topic};
 use crate::metrics;
 use crate::outbound::{Kick, SharedFrame};
+use crate::store::Store;
 
 /// Frames a room may hold back waiting for a missing seq before giving up on it.
 const MAX_HELD: usize = 1_024;
+
+/// How long a room holds an early message before reading the missing ones from the store.
+const GAP_WAIT: Duration = Duration::from_millis(200);
+
+/// Messages read per repair query, and queries per repair.
+const REPAIR_PAGE: usize = 500;
+const REPAIR_PAGES: usize = 20;
 
 /// Floor of a connection attached to a room but not yet live: it receives nothing.
 const NOT_LIVE: u64 = u64::MAX;
@@ -54,6 +63,8 @@ impl SessionHandle {
 pub struct Hub {
     inner: Mutex<Inner>,
     broker: Arc<dyn Broker>,
+    /// Where missing messages are read from when a gap does not close by itself.
+    store: Arc<dyn Store>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -82,10 +93,11 @@ struct RoomEntry {
 }
 
 impl Hub {
-    pub fn new(broker: Arc<dyn Broker>) -> Self {
+    pub fn new(broker: Arc<dyn Broker>, store: Arc<dyn Store>) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
             broker,
+            store,
         }
     }
 
@@ -226,6 +238,90 @@ impl Hub {
             && let Err(error) = self.broker.unsubscribe(&topics).await
         {
             tracing::warn!(%error, count = topics.len(), "unsubscribe failed");
+        }
+    }
+
+    /// Delivers a room message in seq order: now if it is next, later if it is early (then a
+    /// repair from the store is scheduled in case the missing ones never arrive), never if stale.
+    fn offer_room_message(self: &Arc<Self>, envelope: &Envelope) {
+        let Event::Frame {
+            frame: ServerFrame::MessageNew { message },
+            ..
+        } = &envelope.event
+        else {
+            return;
+        };
+        let room = &message.room_id;
+        let mut inner = self.lock();
+        let Some(entry) = inner.rooms.get_mut(room) else {
+            return;
+        };
+        match entry.seq.offer(message.seq) {
+            Offer::Deliver => {
+                inner.deliver_room_message(room, envelope);
+                inner.drain_room(room);
+            }
+            Offer::Hold => {
+                if entry.seq.hold(message.seq, envelope.clone()) {
+                    metrics::sequence_gap();
+                    tracing::warn!(%room, "too many messages held: skipping a gap");
+                }
+                let schedule = entry.seq.delivered.is_some()
+                    && !std::mem::replace(&mut entry.seq.repairing, true);
+                inner.drain_room(room);
+                drop(inner);
+                if schedule {
+                    self.spawn_repair(room.clone(), GAP_WAIT);
+                }
+            }
+            Offer::Stale => {}
+        }
+    }
+
+    fn spawn_repair(self: &Arc<Self>, room: RoomId, after: Duration) {
+        let hub = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            hub.repair(&room).await;
+        });
+    }
+
+    /// Reads what this node has not delivered of `room` from the store and offers it, in order.
+    /// Gives up (the held messages then wait for the next repair or overflow) when the store fails.
+    async fn repair(self: &Arc<Self>, room: &RoomId) {
+        for _ in 0..REPAIR_PAGES {
+            let Some(from) = self.lock().rooms.get(room).and_then(|r| r.seq.delivered) else {
+                return;
+            };
+            let page = match self.store.messages_after(room, from, REPAIR_PAGE).await {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::warn!(%room, %error, "gap repair failed; retrying");
+                    self.spawn_repair(room.clone(), GAP_WAIT * 5);
+                    return;
+                }
+            };
+            let full = page.len() == REPAIR_PAGE;
+            if !page.is_empty() {
+                tracing::debug!(%room, from, count = page.len(), "repaired from the store");
+            }
+            for message in page {
+                let frame = ServerFrame::MessageNew { message };
+                self.offer_room_message(&Envelope::frame(vec![Topic::Room(room.clone())], frame));
+            }
+            if !full {
+                break;
+            }
+        }
+        let mut inner = self.lock();
+        if let Some(entry) = inner.rooms.get_mut(room) {
+            entry.seq.repairing = false;
+            if !entry.seq.held.is_empty() {
+                // Still waiting: the missing message is not in the store yet. Look again.
+                entry.seq.repairing = true;
+                drop(inner);
+                self.spawn_repair(room.clone(), GAP_WAIT);
+            }
         }
     }
 
@@ -374,29 +470,9 @@ impl Inbox for HubInbox {
         let hub = &self.0;
         match &envelope.event {
             Event::Frame {
-                frame: ServerFrame::MessageNew { message },
+                frame: ServerFrame::MessageNew { .. },
                 ..
-            } => {
-                let room = &message.room_id;
-                let mut inner = hub.lock();
-                let Some(entry) = inner.rooms.get_mut(room) else {
-                    return;
-                };
-                match entry.seq.offer(message.seq) {
-                    Offer::Deliver => {
-                        inner.deliver_room_message(room, envelope);
-                        inner.drain_room(room);
-                    }
-                    Offer::Hold => {
-                        if entry.seq.hold(message.seq, envelope.clone()) {
-                            metrics::sequence_gap();
-                            tracing::warn!(%room, "gave up waiting for a missing seq");
-                        }
-                        inner.drain_room(room);
-                    }
-                    Offer::Stale => {}
-                }
-            }
+            } => hub.offer_room_message(envelope),
             Event::Frame {
                 frame,
                 skip_conn,
@@ -472,8 +548,15 @@ impl Inbox for HubInbox {
     }
 
     fn gap(&self, topics: &[Topic]) {
-        // The embedded broker never loses events; the Redis broker's repair lands with it.
-        tracing::warn!(count = topics.len(), "broker reported a gap");
+        tracing::warn!(
+            count = topics.len(),
+            "broker may have lost events: repairing from the store"
+        );
+        for topic in topics {
+            if let Topic::Room(room) = topic {
+                self.0.spawn_repair(room.clone(), Duration::ZERO);
+            }
+        }
     }
 }
 
@@ -494,6 +577,8 @@ struct Sequencer {
     /// The last seq delivered; `None` until the first session goes live.
     delivered: Option<u64>,
     held: BTreeMap<u64, Envelope>,
+    /// A repair from the store is scheduled; one at a time per room.
+    repairing: bool,
 }
 
 impl Sequencer {
@@ -546,6 +631,9 @@ impl Sequencer {
 mod tests {
     use super::*;
     use crate::broker::memory::MemoryBroker;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{NewMessage, NewRoom};
+    use switchboard_protocol::RoomKind;
     use switchboard_protocol::{Message, MessageKind, UserRef};
 
     fn session(user: &str, codec: Codec) -> (SessionHandle, mpsc::Receiver<WsMessage>) {
@@ -592,7 +680,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_broadcast_is_encoded_once_per_codec_and_delivered_in_seq_order() {
-        let hub = Arc::new(Hub::new(Arc::new(MemoryBroker::new())));
+        let hub = Arc::new(Hub::new(
+            Arc::new(MemoryBroker::new()),
+            Arc::new(MemoryStore::new(100)),
+        ));
         let inbox = HubInbox(Arc::clone(&hub));
         let room = RoomId::parse("general").unwrap();
         let mut receivers = Vec::new();
@@ -628,9 +719,68 @@ mod tests {
         assert!(receivers[0].try_recv().is_err(), "a repeat is dropped");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_gap_that_does_not_close_by_itself_is_repaired_from_the_store() {
+        let store = Arc::new(MemoryStore::new(100));
+        let hub = Arc::new(Hub::new(Arc::new(MemoryBroker::new()), store.clone()));
+        let inbox = HubInbox(Arc::clone(&hub));
+        let room = RoomId::parse("general").unwrap();
+        let alice = UserRef {
+            id: UserId::parse("alice").unwrap(),
+            name: "Alice".into(),
+        };
+        let new_room = NewRoom {
+            id: room.clone(),
+            name: "G".into(),
+            kind: RoomKind::Public,
+            password_hash: None,
+            creator: alice.clone(),
+        };
+        store.create_room(new_room).await.unwrap();
+        let conn = ConnId::new("n", 1);
+        let (handle, mut rx) = session("bob", Codec::Json);
+        hub.register(&conn, handle).await;
+        hub.attach(&conn, std::slice::from_ref(&room)).await;
+        hub.go_live(&conn, &room, 0);
+        let mut appended = Vec::new();
+        for i in 1..=3 {
+            let message = NewMessage {
+                room: room.clone(),
+                sender: alice.clone(),
+                kind: MessageKind::Text,
+                content: format!("m{i}"),
+                client_msg_id: format!("c{i}"),
+            };
+            appended.push(store.append(message).await.unwrap().message);
+        }
+        // Only 3 is published (1 and 2 were lost on the way): it waits, then the store fills in.
+        let three = appended[2].clone();
+        inbox.deliver(&Envelope::frame(
+            vec![Topic::Room(room.clone())],
+            ServerFrame::MessageNew { message: three },
+        ));
+        assert!(rx.try_recv().is_err());
+        let mut seqs = Vec::new();
+        for _ in 0..3 {
+            let WsMessage::Text(text) = rx.recv().await.expect("delivered") else {
+                panic!()
+            };
+            let frame: ServerFrame = serde_json::from_str(text.as_str()).unwrap();
+            let ServerFrame::MessageNew { message } = frame else {
+                panic!("{frame:?}")
+            };
+            seqs.push(message.seq);
+        }
+        assert_eq!(seqs, vec![1, 2, 3]);
+        assert!(rx.try_recv().is_err(), "each once");
+    }
+
     #[tokio::test]
     async fn a_full_queue_kicks_its_session_as_a_slow_consumer() {
-        let hub = Arc::new(Hub::new(Arc::new(MemoryBroker::new())));
+        let hub = Arc::new(Hub::new(
+            Arc::new(MemoryBroker::new()),
+            Arc::new(MemoryStore::new(100)),
+        ));
         let inbox = HubInbox(Arc::clone(&hub));
         let room = RoomId::parse("general").unwrap();
         let conn = ConnId::new("n", 1);

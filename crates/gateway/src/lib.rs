@@ -59,11 +59,12 @@ pub fn build(config: Config) -> Result<Arc<App>, StartError> {
     let dev_secret: Option<[u8; 32]> = config.dev_mode().then(rand::random);
     let auth = JwtAuthenticator::from_config(&config, dev_secret.as_ref().map(|s| &s[..]))?;
     let dev_signer = dev_secret.as_ref().map(|secret| TokenSigner::hs256(secret));
+    let store: Arc<dyn store::Store> = Arc::new(MemoryStore::new(config.memory_history));
     let broker = Arc::new(MemoryBroker::new());
-    let hub = Arc::new(Hub::new(broker.clone()));
+    let hub = Arc::new(Hub::new(broker.clone(), Arc::clone(&store)));
     broker.attach(Arc::new(HubInbox(Arc::clone(&hub))));
     let parts = Parts {
-        store: Arc::new(MemoryStore::new(config.memory_history)),
+        store,
         broker,
         presence: Arc::new(MemoryPresence::new()),
         hub,
