@@ -276,8 +276,14 @@ impl Config {
             self.memory_history >= 100,
             "SWITCHBOARD_MEMORY_HISTORY must be >= 100",
         );
-        require(self.db_pool_size > 0, "SWITCHBOARD_DB_POOL_SIZE must be > 0");
-        require(self.db_timeout_ms > 0, "SWITCHBOARD_DB_TIMEOUT_MS must be > 0");
+        require(
+            self.db_pool_size > 0,
+            "SWITCHBOARD_DB_POOL_SIZE must be > 0",
+        );
+        require(
+            self.db_timeout_ms > 0,
+            "SWITCHBOARD_DB_TIMEOUT_MS must be > 0",
+        );
         require(
             (1..=10_000).contains(&self.batch_max_messages),
             "SWITCHBOARD_BATCH_MAX_MESSAGES must be 1-10000",
