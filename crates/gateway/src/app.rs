@@ -33,6 +33,8 @@ pub struct App {
     /// Every session task, so shutdown can wait for them within the drain time.
     pub sessions: TaskTracker,
     pub draining: AtomicBool,
+    /// The store answered its last health check; `/readyz` fails while it does not.
+    pub store_healthy: AtomicBool,
     /// Connections open on this node, counted before the upgrade so the limit holds.
     pub open: AtomicUsize,
     next_conn: AtomicU64,
@@ -94,6 +96,7 @@ impl App {
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
             draining: AtomicBool::new(false),
+            store_healthy: AtomicBool::new(true),
             open: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),
         }
@@ -108,6 +111,43 @@ impl App {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    /// Why the node should not get new connections now, if it should not.
+    pub fn not_ready(&self) -> Option<&'static str> {
+        if self.is_draining() {
+            Some("draining")
+        } else if !self.store_healthy.load(Ordering::Acquire) {
+            Some("store unavailable")
+        } else {
+            None
+        }
+    }
+
+    /// Checks the store every `interval` until shutdown, logging each change of health.
+    pub async fn watch_store_health(&self, interval: std::time::Duration) {
+        loop {
+            let healthy = match tokio::time::timeout(interval * 5, self.store.health()).await {
+                Ok(Ok(())) => true,
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "store health check failed");
+                    false
+                }
+                Err(_) => false,
+            };
+            let was = self.store_healthy.swap(healthy, Ordering::AcqRel);
+            if was != healthy {
+                if healthy {
+                    tracing::info!("store is back: ready");
+                } else {
+                    tracing::warn!("store unavailable: not ready");
+                }
+            }
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
     }
 
     pub fn ws_config(&self) -> WebSocketConfig {

@@ -52,8 +52,10 @@ fn respond(
 pub fn admin_route(app: &App, path: &str) -> Option<Response<Body>> {
     Some(match path {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if app.is_draining() => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
-        "/readyz" => text(StatusCode::OK, "ready\n"),
+        "/readyz" => match app.not_ready() {
+            Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+            None => text(StatusCode::OK, "ready\n"),
+        },
         "/metrics" => match &app.metrics {
             Some(handle) => respond(StatusCode::OK, "text/plain; version=0.0.4", handle.render()),
             None => text(StatusCode::NOT_FOUND, "metrics disabled\n"),

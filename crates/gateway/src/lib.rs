@@ -33,6 +33,9 @@ use crate::presence::memory::MemoryPresence;
 use crate::server::Role;
 use crate::store::memory::MemoryStore;
 
+/// How often `/readyz` re-checks the store.
+const STORE_HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Why the node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -117,6 +120,8 @@ pub async fn serve(app: Arc<App>) -> Result<(), StartError> {
     if let Some(signer) = &app.dev_signer {
         announce_dev_mode(signer, local);
     }
+    let health = Arc::clone(&app);
+    tokio::spawn(async move { health.watch_store_health(STORE_HEALTH_INTERVAL).await });
 
     wait_for_signal().await;
     tracing::info!(

@@ -37,7 +37,10 @@ async fn a_bearer_token_opens_a_session_that_starts_with_session_ready() {
     assert_eq!((heartbeat_ms, max_frame_bytes), (25_000, 65_536));
     assert!(rooms.is_empty());
     assert_eq!(unread_notifications, 0);
-    assert!(epoch.starts_with("mem-"), "the embedded store names its epoch: {epoch}");
+    assert!(
+        epoch.starts_with("mem-"),
+        "the embedded store names its epoch: {epoch}"
+    );
 }
 
 #[tokio::test]

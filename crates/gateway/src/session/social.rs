@@ -67,6 +67,13 @@ where
     pub(super) async fn request_friend(&mut self, other: UserId) -> Outcome {
         self.refuse_self(&other)?;
         let app = Arc::clone(&self.app);
+        // Asking again changes nothing and tells no one again.
+        let before = app.store.friends(&self.user.id).await?;
+        if let Some(known) = before.into_iter().find(|f| f.user.id == other)
+            && known.status != FriendStatus::Incoming
+        {
+            return Ok(Some(AckResult::Friend { friend: known }));
+        }
         let status = app.store.request_friend(&self.user.id, &other).await?;
         match status {
             FriendStatus::Outgoing => {
