@@ -9,12 +9,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Authenticator, TokenSigner};
-use crate::broker::{Broker, ConnId, Envelope};
+use switchboard_protocol::{FriendStatus, ServerFrame, UserId};
+
+use crate::broker::{Broker, ConnId, Envelope, Topic};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics;
 use crate::presence::Presence;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 pub struct App {
     pub config: Config,
@@ -142,6 +144,53 @@ impl App {
                 } else {
                     tracing::warn!("store unavailable: not ready");
                 }
+            }
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+
+    /// Everyone who should hear about `user`'s presence: members of the rooms they share and
+    /// their friends. One envelope to all these topics reaches each watcher once.
+    pub async fn watcher_topics(&self, user: &UserId) -> Result<Vec<Topic>, StoreError> {
+        let rooms = self.store.rooms_of(user).await?;
+        let friends = self.store.friends(user).await?;
+        Ok(rooms
+            .into_iter()
+            .map(|r| Topic::Room(r.room_id))
+            .chain(
+                friends
+                    .into_iter()
+                    .filter(|f| f.status == FriendStatus::Accepted)
+                    .map(|f| Topic::User(f.user.id)),
+            )
+            .collect())
+    }
+
+    /// Keeps this node's presence lease alive and announces the users of dead nodes as offline.
+    pub async fn maintain_presence(&self) {
+        let interval = self.config.presence_refresh();
+        loop {
+            match self.presence.maintain().await {
+                Ok(departed) => {
+                    for gone in departed {
+                        tracing::info!(user = %gone.user, "offline: their node stopped answering");
+                        let frame = ServerFrame::UserOffline {
+                            user_id: gone.user.clone(),
+                            last_seen: gone.last_seen,
+                        };
+                        match self.watcher_topics(&gone.user).await {
+                            Ok(topics) if !topics.is_empty() => {
+                                self.publish(Envelope::frame(topics, frame)).await
+                            }
+                            Ok(_) => {}
+                            Err(error) => tracing::warn!(%error, "cannot announce a departed user"),
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "presence maintenance failed"),
             }
             tokio::select! {
                 () = self.shutdown.cancelled() => return,

@@ -179,6 +179,18 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_BATCH_MAX_DELAY_US", default_value_t = 2_000)]
     pub batch_max_delay_us: u64,
 
+    /// Redis for fan-out between nodes and cluster-wide presence, e.g. `redis://redis:6379`.
+    /// One node with an in-process broker when unset.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// A node whose presence lease is not refreshed for this long is dead: its users go offline
+    /// everywhere.
+    #[arg(long, env = "SWITCHBOARD_PRESENCE_TTL_MS", default_value_t = 15_000)]
+    pub presence_ttl_ms: u64,
+    /// How often a node refreshes its lease and looks for dead nodes.
+    #[arg(long, env = "SWITCHBOARD_PRESENCE_REFRESH_MS", default_value_t = 5_000)]
+    pub presence_refresh_ms: u64,
+
     /// Log filter, in `tracing` EnvFilter syntax.
     #[arg(long, env = "SWITCHBOARD_LOG", default_value = "info")]
     pub log: String,
@@ -294,6 +306,16 @@ impl Config {
                 "DATABASE_URL must be a postgres:// URL",
             );
         }
+        require(
+            self.presence_refresh_ms > 0 && self.presence_ttl_ms > self.presence_refresh_ms * 2,
+            "SWITCHBOARD_PRESENCE_TTL_MS must be more than twice SWITCHBOARD_PRESENCE_REFRESH_MS",
+        );
+        if let Some(url) = &self.redis_url {
+            require(
+                url.starts_with("redis://") || url.starts_with("rediss://"),
+                "REDIS_URL must be a redis:// URL",
+            );
+        }
         if let Some(node) = &self.node_id {
             require(
                 !node.is_empty()
@@ -330,6 +352,12 @@ impl Config {
     }
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.drain_timeout_ms)
+    }
+    pub fn presence_ttl(&self) -> Duration {
+        Duration::from_millis(self.presence_ttl_ms)
+    }
+    pub fn presence_refresh(&self) -> Duration {
+        Duration::from_millis(self.presence_refresh_ms)
     }
     pub fn typing_timeout(&self) -> Duration {
         Duration::from_millis(self.typing_timeout_ms)

@@ -122,6 +122,8 @@ pub async fn serve(app: Arc<App>) -> Result<(), StartError> {
     }
     let health = Arc::clone(&app);
     tokio::spawn(async move { health.watch_store_health(STORE_HEALTH_INTERVAL).await });
+    let presence = Arc::clone(&app);
+    tokio::spawn(async move { presence.maintain_presence().await });
 
     wait_for_signal().await;
     tracing::info!(

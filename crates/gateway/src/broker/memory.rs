@@ -51,4 +51,8 @@ impl Broker for MemoryBroker {
     async fn unsubscribe(&self, _topics: &[Topic]) -> Result<(), BrokerError> {
         Ok(())
     }
+
+    async fn health(&self) -> Result<(), BrokerError> {
+        Ok(())
+    }
 }

@@ -103,4 +103,7 @@ pub trait Broker: Send + Sync + 'static {
     async fn subscribe(&self, topics: &[Topic]) -> Result<(), BrokerError>;
     /// This node no longer has local interest in these topics.
     async fn unsubscribe(&self, topics: &[Topic]) -> Result<(), BrokerError>;
+
+    /// Whether the broker can publish now; `/readyz` reports it.
+    async fn health(&self) -> Result<(), BrokerError>;
 }

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use switchboard_protocol::{PresenceStatus, UserId, UserRef};
 
-use super::{Connected, Presence, PresenceError};
+use super::{Connected, Departed, Presence, PresenceError};
 use crate::broker::ConnId;
 
 #[derive(Debug, Default)]
@@ -67,6 +67,11 @@ impl Presence for MemoryPresence {
             return Ok(Some(now));
         }
         Ok(None)
+    }
+
+    async fn maintain(&self) -> Result<Vec<Departed>, PresenceError> {
+        // One process: its connections end with it, nothing ever expires.
+        Ok(Vec::new())
     }
 
     async fn set_status(&self, user: &UserId, status: PresenceStatus) -> Result<(), PresenceError> {

@@ -20,6 +20,14 @@ pub struct Connected {
     pub connections: Vec<ConnId>,
 }
 
+/// A user whose last connection went away with its node (the node's lease expired).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Departed {
+    pub user: UserId,
+    /// Unix milliseconds: when their node was last known alive.
+    pub last_seen: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PresenceError {
     #[error("presence unavailable: {0}")]
@@ -34,6 +42,10 @@ pub trait Presence: Send + Sync + 'static {
     async fn disconnect(&self, user: &UserId, conn: &ConnId) -> Result<Option<u64>, PresenceError>;
 
     async fn set_status(&self, user: &UserId, status: PresenceStatus) -> Result<(), PresenceError>;
+
+    /// Keeps this node's lease alive and clears the entries of nodes whose lease expired,
+    /// returning the users who went offline with them. Called every few seconds.
+    async fn maintain(&self) -> Result<Vec<Departed>, PresenceError>;
 
     /// Those of `users` who are online and visible, with their status.
     async fn online(

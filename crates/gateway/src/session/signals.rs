@@ -63,33 +63,20 @@ where
         skip_conn: Option<crate::broker::ConnId>,
     ) -> Result<(), SessionError> {
         let app = Arc::clone(&self.app);
-        let rooms = app.store.rooms_of(&self.user.id).await?;
-        let friends = app.store.friends(&self.user.id).await?;
-        let topics: Vec<Topic> = rooms
-            .into_iter()
-            .map(|r| Topic::Room(r.room_id))
-            .chain(
-                friends
-                    .into_iter()
-                    .filter(|f| f.status == switchboard_protocol::FriendStatus::Accepted)
-                    .map(|f| Topic::User(f.user.id)),
-            )
-            .collect();
+        let topics = app.watcher_topics(&self.user.id).await?;
         if !topics.is_empty() {
+            // Without a connection to skip, the user's own connections are skipped.
             let skip_user = if skip_conn.is_some() {
                 None
             } else {
                 Some(self.user.id.clone())
             };
-            app.publish(Envelope {
-                topics,
-                event: Event::Frame {
-                    frame,
-                    skip_conn,
-                    skip_user,
-                },
-            })
-            .await;
+            let event = Event::Frame {
+                frame,
+                skip_conn,
+                skip_user,
+            };
+            app.publish(Envelope { topics, event }).await;
         }
         Ok(())
     }
