@@ -151,9 +151,18 @@ impl Authenticator for JwtAuthenticator {
         )?;
         let claims = data.claims;
         let id = UserId::parse(claims.sub)?;
-        let name = match claims.name.as_deref().map(str::trim) {
-            Some(name) if !name.is_empty() => name.chars().take(MAX_NAME_CHARS).collect(),
-            _ => id.to_string(),
+        // Control characters (NUL among them) have no place in a display name.
+        let name: String = claims
+            .name
+            .as_deref()
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(MAX_NAME_CHARS)
+            .collect();
+        let name = match name.trim() {
+            "" => id.to_string(),
+            trimmed => trimmed.to_owned(),
         };
         Ok(Identity {
             user: UserRef { id, name },

@@ -31,7 +31,9 @@ use crate::config::Config;
 use crate::hub::{Hub, HubInbox};
 use crate::presence::memory::MemoryPresence;
 use crate::server::Role;
+use crate::store::Store;
 use crate::store::memory::MemoryStore;
+use crate::store::postgres::{PgConfig, PgStore};
 
 /// How often `/readyz` re-checks the store.
 const STORE_HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -48,12 +50,15 @@ pub enum StartError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot open the store: {0}")]
+    Store(store::StoreError),
     #[error("cannot install the metrics recorder: {0}")]
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
 }
 
-/// Builds the node from its configuration: embedded backends, keys, metrics.
-pub fn build(config: Config) -> Result<Arc<App>, StartError> {
+/// Builds the node from its configuration: backends (PostgreSQL when `DATABASE_URL` is set,
+/// else in memory), keys, metrics.
+pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
     config.validate()?;
     let node_id = config.node_id.clone().unwrap_or_else(|| {
         let id = uuid::Uuid::now_v7().simple().to_string();
@@ -62,7 +67,7 @@ pub fn build(config: Config) -> Result<Arc<App>, StartError> {
     let dev_secret: Option<[u8; 32]> = config.dev_mode().then(rand::random);
     let auth = JwtAuthenticator::from_config(&config, dev_secret.as_ref().map(|s| &s[..]))?;
     let dev_signer = dev_secret.as_ref().map(|secret| TokenSigner::hs256(secret));
-    let store: Arc<dyn store::Store> = Arc::new(MemoryStore::new(config.memory_history));
+    let store = open_store(&config).await?;
     let broker = Arc::new(MemoryBroker::new());
     let hub = Arc::new(Hub::new(broker.clone(), Arc::clone(&store)));
     broker.attach(Arc::new(HubInbox(Arc::clone(&hub))));
@@ -76,6 +81,39 @@ pub fn build(config: Config) -> Result<Arc<App>, StartError> {
         metrics: Some(metrics::install()?),
     };
     Ok(Arc::new(App::new(config, node_id, parts)))
+}
+
+/// How long start-up keeps trying to reach PostgreSQL before giving up.
+const STORE_CONNECT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    let Some(pg) = PgConfig::from_config(config) else {
+        tracing::info!(
+            history = config.memory_history,
+            "store: in memory (set DATABASE_URL for PostgreSQL)"
+        );
+        return Ok(Arc::new(MemoryStore::new(config.memory_history)));
+    };
+    let deadline = tokio::time::Instant::now() + STORE_CONNECT_PATIENCE;
+    let mut backoff = std::time::Duration::from_millis(200);
+    loop {
+        match PgStore::connect(&pg).await {
+            Ok(store) => {
+                tracing::info!(
+                    pool = pg.pool_size,
+                    batch = pg.batch_max_messages,
+                    "store: PostgreSQL"
+                );
+                return Ok(Arc::new(store));
+            }
+            Err(error) if tokio::time::Instant::now() + backoff < deadline => {
+                tracing::warn!(%error, "PostgreSQL not reachable yet; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(error) => return Err(StartError::Store(error)),
+        }
+    }
 }
 
 /// Serves until SIGTERM or SIGINT, then drains: readiness flips, every session gets
@@ -116,7 +154,7 @@ pub async fn serve(app: Arc<App>) -> Result<(), StartError> {
             stop,
         ));
     }
-    tracing::info!(addr = %local, node = %app.node_id, store = "memory", broker = "memory", "gateway listening");
+    tracing::info!(addr = %local, node = %app.node_id, "gateway listening");
     if let Some(signer) = &app.dev_signer {
         announce_dev_mode(signer, local);
     }

@@ -18,7 +18,7 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(async {
-                let app = switchboard_gateway::build(cli.config)?;
+                let app = switchboard_gateway::build(cli.config).await?;
                 switchboard_gateway::serve(app).await?;
                 anyhow::Ok(())
             })

@@ -134,6 +134,13 @@ where
                 ),
             ));
         }
+        if content.contains('\0') {
+            // PostgreSQL text cannot hold NUL; refusing it here keeps stores interchangeable.
+            return Err(SessionError::refused(
+                ErrorCode::InvalidField,
+                "content contains a NUL character",
+            ));
+        }
         if content.trim().is_empty() {
             return Err(SessionError::refused(
                 ErrorCode::ContentEmpty,

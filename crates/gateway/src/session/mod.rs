@@ -567,10 +567,12 @@ where
 #[cfg(test)]
 mod tests {
     /// Every idle connection carries its session future; keep it small (see the boxed branches).
-    #[test]
-    fn an_idle_session_future_stays_small() {
+    #[tokio::test]
+    async fn an_idle_session_future_stays_small() {
         let cli = <crate::config::Cli as clap::Parser>::try_parse_from(["gateway"]);
-        let app = crate::build(cli.expect("defaults parse").config).expect("builds");
+        let app = crate::build(cli.expect("defaults parse").config)
+            .await
+            .expect("builds");
         let (socket, _peer) = tokio::io::duplex(64);
         let session = super::run(app, socket, switchboard_protocol::Codec::Json, None);
         let size = size_of_val(&session);

@@ -38,6 +38,12 @@ where
         }
         let name = match name.as_deref().map(str::trim) {
             None | Some("") => room_id.to_string(),
+            Some(name) if name.chars().any(char::is_control) => {
+                return Err(SessionError::refused(
+                    ErrorCode::InvalidField,
+                    "name contains control characters",
+                ));
+            }
             Some(name) if name.chars().count() > MAX_ROOM_NAME_CHARS => {
                 return Err(SessionError::refused(
                     ErrorCode::InvalidField,

@@ -7,6 +7,7 @@
 #[doc(hidden)]
 pub mod contract;
 pub mod memory;
+pub mod postgres;
 
 use async_trait::async_trait;
 use switchboard_protocol::{
@@ -68,7 +69,8 @@ pub enum StoreError {
     RoomNotFound(RoomId),
     #[error("a direct-message room or a friendship needs two different users")]
     SelfDirect,
-    /// The backend is unreachable or timed out; nothing was changed.
+    /// The backend is unreachable or timed out. The request was not acknowledged; retrying it
+    /// is safe (a retried append with the same clientMsgId returns the original).
     #[error("store unavailable: {0}")]
     Unavailable(String),
 }

@@ -60,9 +60,18 @@ pub fn user(id: &str) -> UserId {
     UserId::parse(id).unwrap()
 }
 
+/// A `clientMsgId` never used before in this test process, whatever the connection.
+pub fn fresh_client_msg_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    format!(
+        "c-{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
 /// Sends a text message and returns its seq from the ack.
 pub async fn send(client: &mut WsClient, room_id: &str, content: &str) -> u64 {
-    let client_msg_id = format!("c-{}", client.next_id());
+    let client_msg_id = fresh_client_msg_id();
     match client
         .send_text(room_id, content, &client_msg_id)
         .await

@@ -1,0 +1,553 @@
+//! Group commit: concurrent appends share one transaction.
+//!
+//! [`PgStore::append`](super::PgStore) puts the message on a bounded queue (a *lane*; a room
+//! always uses the same lane, so a room's messages are sequenced in arrival order) and awaits
+//! a reply. Each lane's [`Committer`] takes what is queued, waits up to the batch delay for more
+//! (counted from when the oldest was queued) or until the batch is full, then in one
+//! transaction:
+//!
+//! 1. locks the batch's rooms, in id order (`SELECT … ORDER BY id FOR NO KEY UPDATE`), so
+//!    committers on this or another gateway never deadlock and never interleave seqs in a room
+//!    (`NO KEY`: inserting members or watermarks, which only share-lock the room's key, does not
+//!    wait for the batch);
+//! 2. looks up the batch's `(room, sender, clientMsgId)` keys already stored — after the locks,
+//!    so a concurrent writer's row for a locked room is committed and seen;
+//! 3. gives each new message its room's next seq ([`Plan::assign`]), moves every room's
+//!    `last_seq` in one `UPDATE … FROM unnest(…)`, and inserts every new row in one
+//!    `INSERT … SELECT … FROM unnest(…)`;
+//! 4. commits, and only then replies to every waiter.
+//!
+//! A retried key gets the original (`duplicate: true`), whether the original is in the table or
+//! in the same batch. A message for a missing room gets `RoomNotFound`; the others are unaffected.
+//! If the transaction fails, every waiter of the batch gets `Unavailable`: nothing was stored,
+//! and the client retries with the same `clientMsgId`. A unique violation (a writer that did not
+//! lock, or a race this design does not foresee) runs the transaction again, which then finds
+//! the original row.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use deadpool_postgres::Pool;
+use switchboard_protocol::{Message, RoomId};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_postgres::types::ToSql;
+
+use super::error::{cause_chain, is_race, timed_out};
+use super::rows::{self, message_columns, to_i64, to_u64};
+use crate::store::{Appended, NewMessage, StoreError};
+
+/// Times a batch's transaction is tried when it lost a race to another writer.
+const MAX_ATTEMPTS: usize = 3;
+
+/// A message waiting for its batch.
+#[derive(Debug)]
+pub(super) struct Pending {
+    pub(super) message: NewMessage,
+    /// When it was queued: the batch delay counts from its oldest message.
+    pub(super) queued_at: Instant,
+    pub(super) reply: oneshot::Sender<Result<Appended, StoreError>>,
+}
+
+/// What the committers have done, for tests and the benchmark.
+#[derive(Debug, Default)]
+pub(super) struct Stats {
+    /// Transactions committed by the group committers.
+    pub(super) batches: AtomicU64,
+    /// New rows they inserted (duplicates not counted).
+    pub(super) messages: AtomicU64,
+}
+
+/// One lane's writer: the only task that writes messages of its rooms.
+#[derive(Debug)]
+pub(super) struct Committer {
+    pub(super) pool: Pool,
+    pub(super) queue: mpsc::Receiver<Pending>,
+    pub(super) max_messages: usize,
+    pub(super) max_delay: Duration,
+    /// Bounds one batch's transaction, retries included.
+    pub(super) timeout: Duration,
+    pub(super) stats: Arc<Stats>,
+}
+
+impl Committer {
+    /// Commits batches until every sender (the store) is gone.
+    pub(super) async fn run(mut self) {
+        let max = self.max_messages.max(1);
+        let mut batch = Vec::with_capacity(max);
+        loop {
+            if self.queue.recv_many(&mut batch, max).await == 0 {
+                return;
+            }
+            // The queue is FIFO: the first message is the one that has waited longest.
+            let oldest = batch
+                .first()
+                .map_or_else(Instant::now, |p: &Pending| p.queued_at);
+            let deadline = oldest + self.max_delay;
+            while batch.len() < max {
+                let room_left = max - batch.len();
+                let more = self.queue.recv_many(&mut batch, room_left);
+                match tokio::time::timeout_at(deadline, more).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            self.commit(std::mem::take(&mut batch)).await;
+        }
+    }
+
+    /// Writes one batch and answers each of its waiters.
+    async fn commit(&self, batch: Vec<Pending>) {
+        // A waiter that gave up was told "unavailable": do not store its message behind its back.
+        let (batch, abandoned): (Vec<_>, Vec<_>) =
+            batch.into_iter().partition(|p| !p.reply.is_closed());
+        if !abandoned.is_empty() {
+            tracing::debug!(
+                count = abandoned.len(),
+                "dropping appends whose callers timed out"
+            );
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let plan = Plan::new(batch.iter().map(|p| &p.message));
+        let deadline = Instant::now() + self.timeout;
+        let mut attempt = 0;
+        let result = loop {
+            attempt += 1;
+            let run = self.transaction(&batch, &plan);
+            match tokio::time::timeout_at(deadline, run).await {
+                Ok(Ok(outcomes)) => break Ok(outcomes),
+                Ok(Err(error)) if attempt < MAX_ATTEMPTS && error.is_race() => {
+                    let error = cause_chain(&error);
+                    tracing::debug!(%error, attempt, "group commit lost a race; retrying");
+                }
+                Ok(Err(error)) => break Err(cause_chain(&error)),
+                Err(_) => break Err(timed_out(self.timeout).to_string()),
+            }
+        };
+        match result {
+            Ok(outcomes) => {
+                self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                let new = outcomes
+                    .iter()
+                    .filter(|o| matches!(o, Outcome::New { .. }))
+                    .count();
+                self.stats.messages.fetch_add(new as u64, Ordering::Relaxed);
+                for (i, pending) in batch.into_iter().enumerate() {
+                    let answer = plan.answer(i, &outcomes, &pending.message.room);
+                    // The caller may have timed out meanwhile; its retry will find the row.
+                    let _ = pending.reply.send(answer);
+                }
+            }
+            Err(cause) => {
+                tracing::debug!(%cause, messages = batch.len(), "group commit failed");
+                for pending in batch {
+                    let _ = pending
+                        .reply
+                        .send(Err(StoreError::Unavailable(cause.clone())));
+                }
+            }
+        }
+    }
+
+    /// The transaction of one batch; the outcome of each distinct message of `plan`.
+    async fn transaction(
+        &self,
+        batch: &[Pending],
+        plan: &Plan,
+    ) -> Result<Vec<Outcome>, CommitError> {
+        let messages: Vec<&NewMessage> = plan.distinct.iter().map(|&i| &batch[i].message).collect();
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let lock = tx
+            .prepare_cached(
+                "SELECT id, last_seq FROM rooms WHERE id = ANY($1::text[]) \
+                 ORDER BY id FOR NO KEY UPDATE",
+            )
+            .await?;
+        let lookup = tx
+            .prepare_cached(concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM unnest($1::text[], $2::text[], $3::text[])",
+                " AS k(room, sender, client_msg_id)",
+                // LATERAL … LIMIT 1: one unique-index probe per key, whatever the statistics
+                // say (a join may become a hash join over a sequential scan of the table).
+                " CROSS JOIN LATERAL (SELECT * FROM messages WHERE room = k.room",
+                " AND sender = k.sender AND client_msg_id = k.client_msg_id LIMIT 1) m"
+            ))
+            .await?;
+        let rooms: Vec<&str> = messages
+            .iter()
+            .map(|m| m.room.as_str())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let key_rooms: Vec<&str> = messages.iter().map(|m| m.room.as_str()).collect();
+        let key_senders: Vec<&str> = messages.iter().map(|m| m.sender.id.as_str()).collect();
+        let key_ids: Vec<&str> = messages.iter().map(|m| m.client_msg_id.as_str()).collect();
+        // Pipelined: the lookup runs after the locks are held, in the same round trip.
+        let lock_params: [&(dyn ToSql + Sync); 1] = [&rooms];
+        let lookup_params: [&(dyn ToSql + Sync); 3] = [&key_rooms, &key_senders, &key_ids];
+        let (locked, existing) = tokio::try_join!(
+            tx.query(&lock, &lock_params),
+            tx.query(&lookup, &lookup_params),
+        )?;
+        let mut last_seqs = HashMap::with_capacity(locked.len());
+        for row in &locked {
+            let room: &str = row.try_get(0)?;
+            let last_seq: i64 = row.try_get(1)?;
+            last_seqs.insert(room.to_owned(), to_u64(last_seq));
+        }
+        let mut stored = HashMap::with_capacity(existing.len());
+        for row in &existing {
+            let message = rows::message(row)?;
+            stored.insert(Key::of_message(&message), message);
+        }
+        let assigned = Plan::assign(&messages, &last_seqs, &stored, rows::now_to_the_milli());
+        if !assigned.new_last_seqs.is_empty() {
+            let (seq_rooms, seq_values): (Vec<&str>, Vec<i64>) = assigned
+                .new_last_seqs
+                .iter()
+                .map(|(room, seq)| (room.as_str(), to_i64(*seq)))
+                .unzip();
+            let update = tx
+                .prepare_cached(
+                    "UPDATE rooms r SET last_seq = v.last_seq \
+                     FROM unnest($1::text[], $2::bigint[]) AS v(id, last_seq) WHERE r.id = v.id",
+                )
+                .await?;
+            let insert = tx
+                .prepare_cached(
+                    "INSERT INTO messages (room, seq, id, sender, sender_name, kind, content, \
+                     client_msg_id, created_at) \
+                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[], \
+                     $5::text[], $6::text[], $7::text[], $8::text[], $9::timestamptz[])",
+                )
+                .await?;
+            let rows = NewRows::of(&assigned.outcomes);
+            let update_params: [&(dyn ToSql + Sync); 2] = [&seq_rooms, &seq_values];
+            let insert_params: [&(dyn ToSql + Sync); 9] = [
+                &rows.room,
+                &rows.seq,
+                &rows.id,
+                &rows.sender,
+                &rows.sender_name,
+                &rows.kind,
+                &rows.content,
+                &rows.client_msg_id,
+                &rows.created_at,
+            ];
+            tokio::try_join!(
+                tx.execute(&update, &update_params),
+                tx.execute(&insert, &insert_params),
+            )?;
+        }
+        tx.commit().await?;
+        Ok(assigned.outcomes)
+    }
+}
+
+/// Why a batch's transaction failed.
+#[derive(Debug, thiserror::Error)]
+enum CommitError {
+    #[error("no database connection")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl CommitError {
+    /// Another writer won a race: the same transaction, run again, may succeed.
+    fn is_race(&self) -> bool {
+        matches!(self, Self::Db(error) if is_race(error))
+    }
+}
+
+/// Idempotency key: a message is the same when room, sender and `clientMsgId` are.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    room: RoomId,
+    sender: String,
+    client_msg_id: String,
+}
+
+impl Key {
+    fn of(message: &NewMessage) -> Self {
+        Self {
+            room: message.room.clone(),
+            sender: message.sender.id.as_str().to_owned(),
+            client_msg_id: message.client_msg_id.clone(),
+        }
+    }
+
+    fn of_message(message: &Message) -> Self {
+        Self {
+            room: message.room_id.clone(),
+            sender: message.sender.id.as_str().to_owned(),
+            client_msg_id: message.client_msg_id.clone(),
+        }
+    }
+}
+
+/// What happened to one distinct message of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    /// Stored now under this seq; `id` is `message.message_id`.
+    New {
+        message: Message,
+        id: uuid::Uuid,
+    },
+    /// Stored before: the original.
+    Existing(Message),
+    NoRoom,
+}
+
+/// The distinct messages of a batch: a key sent twice in one batch is written once.
+#[derive(Debug)]
+struct Plan {
+    /// Batch index of the first message of each key, in batch order.
+    distinct: Vec<usize>,
+    /// For each batch index, its key's position in `distinct`.
+    first_of: Vec<usize>,
+}
+
+/// The seqs given out in a batch.
+#[derive(Debug)]
+struct Assigned {
+    /// One per distinct message, in `Plan::distinct` order.
+    outcomes: Vec<Outcome>,
+    /// Each room that got new messages, with its new `last_seq`.
+    new_last_seqs: Vec<(String, u64)>,
+}
+
+impl Plan {
+    fn new<'a>(batch: impl Iterator<Item = &'a NewMessage>) -> Self {
+        let mut seen: HashMap<Key, usize> = HashMap::new();
+        let mut distinct = Vec::new();
+        let first_of = batch
+            .enumerate()
+            .map(|(i, message)| {
+                *seen.entry(Key::of(message)).or_insert_with(|| {
+                    distinct.push(i);
+                    distinct.len() - 1
+                })
+            })
+            .collect();
+        Self { distinct, first_of }
+    }
+
+    /// Gives each new message its room's next seq, in batch order. `last_seqs` holds the locked
+    /// rooms (a room missing from it does not exist); `stored` the keys found in the table.
+    fn assign(
+        messages: &[&NewMessage],
+        last_seqs: &HashMap<String, u64>,
+        stored: &HashMap<Key, Message>,
+        now: SystemTime,
+    ) -> Assigned {
+        let mut next: HashMap<&str, u64> = HashMap::new();
+        let outcomes = messages
+            .iter()
+            .map(|&message| {
+                if let Some(original) = stored.get(&Key::of(message)) {
+                    return Outcome::Existing(original.clone());
+                }
+                let room = message.room.as_str();
+                let Some(&last) = last_seqs.get(room) else {
+                    return Outcome::NoRoom;
+                };
+                let seq = next.entry(room).or_insert(last);
+                *seq += 1;
+                let id = uuid::Uuid::now_v7();
+                let message = Message {
+                    message_id: id.to_string(),
+                    room_id: message.room.clone(),
+                    seq: *seq,
+                    sender: message.sender.clone(),
+                    kind: message.kind,
+                    content: message.content.clone(),
+                    client_msg_id: message.client_msg_id.clone(),
+                    created_at: rows::millis(now),
+                };
+                Outcome::New { message, id }
+            })
+            .collect();
+        let mut new_last_seqs: Vec<(String, u64)> = next
+            .into_iter()
+            .map(|(room, seq)| (room.to_owned(), seq))
+            .collect();
+        new_last_seqs.sort();
+        Assigned {
+            outcomes,
+            new_last_seqs,
+        }
+    }
+
+    /// The reply to the message at batch index `i`.
+    fn answer(
+        &self,
+        i: usize,
+        outcomes: &[Outcome],
+        room: &RoomId,
+    ) -> Result<Appended, StoreError> {
+        let first = self.first_of.get(i).copied();
+        let is_first = first.and_then(|d| self.distinct.get(d)) == Some(&i);
+        match first.and_then(|d| outcomes.get(d)) {
+            Some(Outcome::New { message, .. }) => Ok(Appended {
+                message: message.clone(),
+                duplicate: !is_first,
+            }),
+            Some(Outcome::Existing(message)) => Ok(Appended {
+                message: message.clone(),
+                duplicate: true,
+            }),
+            Some(Outcome::NoRoom) => Err(StoreError::RoomNotFound(room.clone())),
+            None => Err(StoreError::Unavailable(
+                "group commit lost track of a message".into(),
+            )),
+        }
+    }
+}
+
+/// The columns of the new rows, one array per column for `unnest`.
+#[derive(Debug, Default)]
+struct NewRows<'a> {
+    room: Vec<&'a str>,
+    seq: Vec<i64>,
+    id: Vec<uuid::Uuid>,
+    sender: Vec<&'a str>,
+    sender_name: Vec<&'a str>,
+    kind: Vec<&'static str>,
+    content: Vec<&'a str>,
+    client_msg_id: Vec<&'a str>,
+    created_at: Vec<SystemTime>,
+}
+
+impl<'a> NewRows<'a> {
+    fn of(outcomes: &'a [Outcome]) -> Self {
+        let mut rows = Self::default();
+        for outcome in outcomes {
+            let Outcome::New { message: m, id } = outcome else {
+                continue;
+            };
+            rows.room.push(m.room_id.as_str());
+            rows.seq.push(to_i64(m.seq));
+            rows.id.push(*id);
+            rows.sender.push(m.sender.id.as_str());
+            rows.sender_name.push(&m.sender.name);
+            rows.kind.push(rows::message_kind_text(m.kind));
+            rows.content.push(&m.content);
+            rows.client_msg_id.push(&m.client_msg_id);
+            rows.created_at
+                .push(std::time::UNIX_EPOCH + Duration::from_millis(m.created_at));
+        }
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_protocol::{MessageKind, UserRef};
+
+    fn new(room: &str, sender: &str, client_msg_id: &str) -> NewMessage {
+        NewMessage {
+            room: RoomId::parse(room).unwrap(),
+            sender: UserRef {
+                id: switchboard_protocol::UserId::parse(sender).unwrap(),
+                name: sender.to_uppercase(),
+            },
+            kind: MessageKind::Text,
+            content: format!("{sender} {client_msg_id}"),
+            client_msg_id: client_msg_id.into(),
+        }
+    }
+
+    fn seqs(outcomes: &[Outcome]) -> Vec<Option<u64>> {
+        outcomes
+            .iter()
+            .map(|o| match o {
+                Outcome::New { message, .. } | Outcome::Existing(message) => Some(message.seq),
+                Outcome::NoRoom => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_key_sent_twice_in_a_batch_is_written_once_and_both_get_it() {
+        let batch = [
+            new("a", "ann", "1"),
+            new("a", "ann", "1"),
+            new("a", "bob", "1"),
+            new("b", "ann", "1"),
+        ];
+        let plan = Plan::new(batch.iter());
+        assert_eq!(plan.distinct, vec![0, 2, 3]);
+        assert_eq!(plan.first_of, vec![0, 0, 1, 2]);
+        let distinct: Vec<&NewMessage> = plan.distinct.iter().map(|&i| &batch[i]).collect();
+        let last_seqs = HashMap::from([("a".to_owned(), 10), ("b".to_owned(), 0)]);
+        let assigned = Plan::assign(&distinct, &last_seqs, &HashMap::new(), SystemTime::now());
+        assert_eq!(seqs(&assigned.outcomes), vec![Some(11), Some(12), Some(1)]);
+        assert_eq!(
+            assigned.new_last_seqs,
+            vec![("a".to_owned(), 12), ("b".to_owned(), 1)]
+        );
+        let room = RoomId::parse("a").unwrap();
+        let first = plan.answer(0, &assigned.outcomes, &room).unwrap();
+        let again = plan.answer(1, &assigned.outcomes, &room).unwrap();
+        assert!(!first.duplicate && again.duplicate);
+        assert_eq!(first.message, again.message);
+    }
+
+    #[test]
+    fn stored_keys_return_the_original_and_take_no_seq() {
+        let batch = [new("a", "ann", "old"), new("a", "ann", "new")];
+        let messages: Vec<&NewMessage> = batch.iter().collect();
+        let mut original = match &Plan::assign(
+            &messages[..1],
+            &HashMap::from([("a".to_owned(), 0)]),
+            &HashMap::new(),
+            SystemTime::now(),
+        )
+        .outcomes[0]
+        {
+            Outcome::New { message, .. } => message.clone(),
+            other => panic!("{other:?}"),
+        };
+        original.seq = 7;
+        let stored = HashMap::from([(Key::of(&batch[0]), original.clone())]);
+        let assigned = Plan::assign(
+            &messages,
+            &HashMap::from([("a".to_owned(), 9)]),
+            &stored,
+            SystemTime::now(),
+        );
+        assert_eq!(assigned.outcomes[0], Outcome::Existing(original));
+        assert_eq!(seqs(&assigned.outcomes), vec![Some(7), Some(10)]);
+        assert_eq!(assigned.new_last_seqs, vec![("a".to_owned(), 10)]);
+    }
+
+    #[test]
+    fn a_missing_room_fails_its_messages_only() {
+        let batch = [new("gone", "ann", "1"), new("a", "ann", "1")];
+        let plan = Plan::new(batch.iter());
+        let messages: Vec<&NewMessage> = batch.iter().collect();
+        let assigned = Plan::assign(
+            &messages,
+            &HashMap::from([("a".to_owned(), 0)]),
+            &HashMap::new(),
+            SystemTime::now(),
+        );
+        assert_eq!(seqs(&assigned.outcomes), vec![None, Some(1)]);
+        assert!(matches!(
+            plan.answer(0, &assigned.outcomes, &batch[0].room),
+            Err(StoreError::RoomNotFound(_))
+        ));
+        assert!(plan.answer(1, &assigned.outcomes, &batch[1].room).is_ok());
+    }
+}

@@ -1,0 +1,331 @@
+//! Durability on PostgreSQL: what the server acknowledged survives restarts and outages, and a
+//! client that comes back catches up exactly.
+#![allow(clippy::unwrap_used)] // in scenario helpers too, a panic is the failure report
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use switchboard_protocol::{AckResult, ClientFrame, ServerFrame};
+use switchboard_testkit::{Gateway, GatewayBuilder, Postgres, WsClient};
+
+async fn postgres() -> Postgres {
+    Postgres::start().await.expect("postgres starts")
+}
+
+fn durable(pg: &Postgres) -> GatewayBuilder {
+    builder()
+        .env("DATABASE_URL", pg.url())
+        .env(UNLIMITED_RATE.0, UNLIMITED_RATE.1)
+}
+
+async fn rows(pg: &Postgres, sql: &str) -> Vec<String> {
+    pg.psql(sql)
+        .await
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+#[tokio::test]
+async fn acknowledged_messages_survive_a_gateway_restart() {
+    let pg = postgres().await;
+    let mut gw = durable(&pg).start().await.unwrap();
+    let mut alice = connect(&gw, "alice").await;
+    alice.create_room("general").await.unwrap();
+    for i in 1..=5 {
+        assert_eq!(
+            send(&mut alice, "general", &format!("before restart {i}")).await,
+            i
+        );
+    }
+    let (_, epoch_before) = epoch(&gw, "alice").await;
+    drop(alice);
+    gw.kill_hard().await.unwrap();
+
+    let gw = gw.same_ports().start().await.unwrap();
+    let (mut alice, epoch_after) = epoch(&gw, "alice").await;
+    assert_eq!(
+        epoch_before, epoch_after,
+        "same history, so resuming is valid"
+    );
+    let AckResult::Room { messages, .. } = alice.join_room("general").await.unwrap() else {
+        panic!()
+    };
+    let contents: Vec<_> = messages.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(
+        contents,
+        (1..=5)
+            .map(|i| format!("before restart {i}"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        send(&mut alice, "general", "after restart").await,
+        6,
+        "seq continues"
+    );
+}
+
+async fn epoch(gw: &Gateway, user: &str) -> (WsClient, String) {
+    let (client, ready) = connect_ready(gw, user).await;
+    let ServerFrame::SessionReady { epoch, .. } = ready else {
+        panic!()
+    };
+    (client, epoch)
+}
+
+#[tokio::test]
+async fn a_client_that_missed_200_messages_gets_exactly_those_then_live_ones() {
+    let pg = postgres().await;
+    let gw = durable(&pg)
+        .env("SWITCHBOARD_MAX_REPLAY", "500")
+        .start()
+        .await
+        .unwrap();
+    let mut alice = connect(&gw, "alice").await;
+    let mut bob = connect(&gw, "bob").await;
+    alice.create_room("general").await.unwrap();
+    bob.join_room("general").await.unwrap();
+    let seen = send(&mut alice, "general", "seen").await;
+    assert_eq!(next_message(&mut bob).await.seq, seen);
+    drop(bob);
+    for i in 1..=200 {
+        send(&mut alice, "general", &format!("missed {i}")).await;
+    }
+    let (mut bob, ready) = connect_ready(&gw, "bob").await;
+    let ServerFrame::SessionReady { rooms, .. } = ready else {
+        panic!()
+    };
+    assert_eq!(rooms[0].last_seq, seen + 200);
+    let resume = ClientFrame::RoomJoin {
+        id: 1,
+        room_id: room("general"),
+        password: None,
+        since_seq: Some(seen),
+    };
+    let AckResult::Room {
+        messages,
+        recovered,
+        ..
+    } = bob.request_ok(&resume).await.unwrap()
+    else {
+        panic!()
+    };
+    assert!(recovered);
+    assert_eq!(
+        messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (seen + 1..=seen + 200).collect::<Vec<_>>()
+    );
+    assert_eq!(messages[0].content, "missed 1");
+    for i in 1..=3 {
+        let live = send(&mut alice, "general", &format!("live {i}")).await;
+        assert_eq!(next_message(&mut bob).await.seq, live);
+    }
+    assert_quiet(&mut bob).await;
+
+    // Too far behind for one reply: the server says so.
+    let resume = ClientFrame::RoomJoin {
+        id: 2,
+        room_id: room("general"),
+        password: None,
+        since_seq: Some(0),
+    };
+    let gw2 = durable(&pg)
+        .env("SWITCHBOARD_MAX_REPLAY", "100")
+        .start()
+        .await
+        .unwrap();
+    let mut carol = connect(&gw2, "bob").await;
+    let AckResult::Room {
+        messages,
+        recovered,
+        ..
+    } = carol.request_ok(&resume).await.unwrap()
+    else {
+        panic!()
+    };
+    assert!(!recovered);
+    assert_eq!(messages.last().map(|m| m.seq), Some(seen + 203));
+    assert_eq!(messages.len(), 50);
+}
+
+#[tokio::test]
+async fn a_retried_client_msg_id_is_stored_once() {
+    let pg = postgres().await;
+    let gw = durable(&pg).start().await.unwrap();
+    let mut alice = connect(&gw, "alice").await;
+    alice.create_room("general").await.unwrap();
+    let first = alice
+        .request(&message_send(10, "general", "once", "retry-me"))
+        .await
+        .unwrap();
+    // The retry comes on a new connection, as after a reconnect.
+    drop(alice);
+    let mut alice = connect(&gw, "alice").await;
+    let again = alice
+        .request(&message_send(11, "general", "once", "retry-me"))
+        .await
+        .unwrap();
+    let seq = |f: &ServerFrame| match f {
+        ServerFrame::Ack {
+            result: Some(AckResult::Sent { seq, duplicate, .. }),
+            ..
+        } => (*seq, *duplicate),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((seq(&first), seq(&again)), ((1, false), (1, true)));
+    let stored = rows(
+        &pg,
+        "SELECT count(*) FROM messages WHERE client_msg_id = 'retry-me'",
+    )
+    .await;
+    assert_eq!(stored, vec!["1"]);
+}
+
+#[tokio::test]
+async fn concurrent_senders_in_one_room_produce_a_gap_free_seq() {
+    let pg = postgres().await;
+    let gw = durable(&pg).start().await.unwrap();
+    let mut owner = connect(&gw, "owner").await;
+    owner.create_room("busy").await.unwrap();
+    let mut tasks = Vec::new();
+    for s in 0..8 {
+        let url = gw.ws_url();
+        tasks.push(tokio::spawn(async move {
+            let name = format!("sender{s}");
+            let (mut client, _) = WsClient::connect_session(
+                &url,
+                switchboard_testkit::ConnectOptions::bearer(token(&name)),
+            )
+            .await
+            .unwrap();
+            client.join_room("busy").await.unwrap();
+            let mut seqs = Vec::new();
+            for i in 0..50 {
+                seqs.push(send(&mut client, "busy", &format!("{name} {i}")).await);
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (1..=400).collect::<Vec<_>>(),
+        "every ack has its own seq, none missing"
+    );
+    let stored = rows(&pg, "SELECT min(seq), max(seq), count(*), count(DISTINCT seq) FROM messages WHERE room = 'busy'").await;
+    assert_eq!(stored, vec!["1|400|400|400"]);
+    // The room's owner saw all 400 live, in order.
+    let mut seen = Vec::new();
+    for _ in 0..400 {
+        seen.push(next_message(&mut owner).await.seq);
+    }
+    assert_eq!(seen, (1..=400).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn postgres_down_means_clear_errors_then_recovery_and_nothing_acknowledged_is_lost() {
+    let mut pg = postgres().await;
+    let gw = durable(&pg)
+        .env("SWITCHBOARD_DB_TIMEOUT_MS", "1000")
+        .start()
+        .await
+        .unwrap();
+    let mut alice = connect(&gw, "alice").await;
+    alice.create_room("general").await.unwrap();
+    let mut acked: HashMap<String, u64> = HashMap::new();
+    let mut refused = 0;
+    let mut i = 0;
+    let mut send_one =
+        async |alice: &mut WsClient, acked: &mut HashMap<String, u64>, refused: &mut u32| {
+            i += 1;
+            let id = format!("m{i}");
+            match alice
+                .request(&message_send(i, "general", &id, &id))
+                .await
+                .unwrap()
+            {
+                ServerFrame::Ack {
+                    result: Some(AckResult::Sent { seq, .. }),
+                    ..
+                } => {
+                    acked.insert(id, seq);
+                }
+                ServerFrame::Ack { error: Some(e), .. } => {
+                    assert_eq!(e.code.as_str(), "STORE_UNAVAILABLE", "{e:?}");
+                    *refused += 1;
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+    for _ in 0..20 {
+        send_one(&mut alice, &mut acked, &mut refused).await;
+    }
+    pg.stop().await.unwrap();
+    for _ in 0..5 {
+        send_one(&mut alice, &mut acked, &mut refused).await;
+    }
+    assert!(
+        refused >= 5,
+        "every send while the database is down is refused ({refused})"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while gw.http_get("/readyz").await.unwrap().status != 503 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz never reported the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The connection stayed open through it.
+    assert!(matches!(
+        alice
+            .request(&ClientFrame::Ping { id: Some(999) })
+            .await
+            .unwrap(),
+        ServerFrame::Pong { .. }
+    ));
+
+    pg.restart().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while gw.http_get("/readyz").await.unwrap().status != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the node never became ready again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = refused;
+    for _ in 0..20 {
+        send_one(&mut alice, &mut acked, &mut refused).await;
+    }
+    assert_eq!(
+        refused, before,
+        "sends succeed again once the database is back"
+    );
+    let stored = rows(
+        &pg,
+        "SELECT client_msg_id || '=' || seq FROM messages WHERE room = 'general'",
+    )
+    .await;
+    for (id, seq) in &acked {
+        assert!(
+            stored.contains(&format!("{id}={seq}")),
+            "acknowledged {id} (seq {seq}) is missing"
+        );
+    }
+    let seqs = rows(
+        &pg,
+        "SELECT max(seq) = count(*) FROM messages WHERE room = 'general'",
+    )
+    .await;
+    assert_eq!(seqs, vec!["t"], "gap-free after the outage");
+}
