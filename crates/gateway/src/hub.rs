@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::broker::{Broker, ConnId, Envelope, Event, Inbox, Topic};
 use crate::metrics;
-use crate::outbound::{Kick, SharedFrame};
+use crate::outbound::{Kick, Outbound, SharedFrame};
 use crate::store::Store;
 
 /// Frames a room may hold back waiting for a missing seq before giving up on it.
@@ -40,13 +40,13 @@ const NOT_LIVE: u64 = u64::MAX;
 pub struct SessionHandle {
     pub user: UserId,
     pub codec: Codec,
-    pub tx: mpsc::Sender<WsMessage>,
+    pub tx: mpsc::Sender<Outbound>,
     pub kick: Arc<Kick>,
 }
 
 impl SessionHandle {
     /// Queues a frame; a full queue kicks the session as a slow consumer.
-    fn push(&self, message: WsMessage) -> bool {
+    fn push(&self, message: Outbound) -> bool {
         match self.tx.try_send(message) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
@@ -636,7 +636,7 @@ mod tests {
     use switchboard_protocol::RoomKind;
     use switchboard_protocol::{Message, MessageKind, UserRef};
 
-    fn session(user: &str, codec: Codec) -> (SessionHandle, mpsc::Receiver<WsMessage>) {
+    fn session(user: &str, codec: Codec) -> (SessionHandle, mpsc::Receiver<Outbound>) {
         let (tx, rx) = mpsc::channel(8);
         let user = UserId::parse(user).unwrap();
         (
@@ -670,8 +670,8 @@ mod tests {
         )
     }
 
-    fn payload(message: &WsMessage) -> (*const u8, usize) {
-        match message {
+    fn payload(message: &Outbound) -> (*const u8, usize) {
+        match &**message {
             WsMessage::Text(text) => (text.as_str().as_ptr(), text.len()),
             WsMessage::Binary(bytes) => (bytes.as_ptr(), bytes.len()),
             other => panic!("{other:?}"),
@@ -762,7 +762,7 @@ mod tests {
         assert!(rx.try_recv().is_err());
         let mut seqs = Vec::new();
         for _ in 0..3 {
-            let WsMessage::Text(text) = rx.recv().await.expect("delivered") else {
+            let WsMessage::Text(text) = &*rx.recv().await.expect("delivered") else {
                 panic!()
             };
             let frame: ServerFrame = serde_json::from_str(text.as_str()).unwrap();

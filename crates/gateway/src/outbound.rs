@@ -1,5 +1,6 @@
 //! What flows from the hub to a session: encoded frames, and the kick that ends a session.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use switchboard_protocol::{CloseCode, Codec, EncodeError, ServerFrame};
@@ -14,13 +15,17 @@ pub fn encode(codec: Codec, frame: &ServerFrame) -> Result<WsMessage, EncodeErro
     })
 }
 
+/// What a session queue holds: a pointer to an encoded message shared by every recipient. One
+/// word per slot keeps an idle connection's queue small.
+pub type Outbound = Arc<WsMessage>;
+
 /// A frame encoded at most once per codec, shared by every recipient: a WebSocket message clone
 /// is a reference-count increment, not a copy.
 #[derive(Debug)]
 pub struct SharedFrame<'a> {
     frame: &'a ServerFrame,
-    json: Option<WsMessage>,
-    msgpack: Option<WsMessage>,
+    json: Option<Outbound>,
+    msgpack: Option<Outbound>,
 }
 
 impl<'a> SharedFrame<'a> {
@@ -33,14 +38,14 @@ impl<'a> SharedFrame<'a> {
     }
 
     /// The encoded message for `codec`; `None` only if encoding failed (a bug, logged once).
-    pub fn get(&mut self, codec: Codec) -> Option<WsMessage> {
+    pub fn get(&mut self, codec: Codec) -> Option<Outbound> {
         let slot = match codec {
             Codec::Json => &mut self.json,
             Codec::MsgPack => &mut self.msgpack,
         };
         if slot.is_none() {
             match encode(codec, self.frame) {
-                Ok(message) => *slot = Some(message),
+                Ok(message) => *slot = Some(Arc::new(message)),
                 Err(error) => {
                     tracing::error!(%error, kind = ?self.frame.kind(), "cannot encode frame");
                     return None;

@@ -34,7 +34,7 @@ use crate::broker::{ConnId, Envelope, Event, Topic};
 use crate::error::SessionError;
 use crate::hub::SessionHandle;
 use crate::metrics;
-use crate::outbound::{Kick, encode};
+use crate::outbound::{Kick, Outbound, encode};
 use limiter::RateLimiter;
 
 /// Queued frames written per socket flush.
@@ -152,7 +152,7 @@ pub(crate) struct Session<S> {
     user: UserRef,
     codec: Codec,
     ws: WebSocketStream<S>,
-    rx: mpsc::Receiver<WsMessage>,
+    rx: mpsc::Receiver<Outbound>,
     kick: Arc<Kick>,
     expires_at: Instant,
     /// Rooms this session is typing in, and when the indicator stops by itself.
@@ -241,8 +241,8 @@ where
                 // Boxed: request handling is the largest state of the loop, and it is rare
                 // next to idling; inline, every idle connection would carry its size.
                 inbound = self.ws.next() => Box::pin(self.on_inbound(inbound)).await,
-                Some(first) = self.rx.recv() => self.write_batch(first).await,
-                () = tokio::time::sleep_until(wake) => self.on_timer().await,
+                Some(first) = self.rx.recv() => Box::pin(self.write_batch(first)).await,
+                () = tokio::time::sleep_until(wake) => Box::pin(self.on_timer()).await,
             };
             match result {
                 Ok(()) => {}
@@ -497,14 +497,14 @@ where
     }
 
     /// Writes everything queued (up to a batch) with one flush: one syscall for many frames.
-    async fn write_batch(&mut self, first: WsMessage) -> Result<(), SessionError> {
+    async fn write_batch(&mut self, first: Outbound) -> Result<(), SessionError> {
         let timeout = self.app.config.write_timeout();
         let (ws, rx) = (&mut self.ws, &mut self.rx);
         let batch = async {
-            ws.feed(first).await?;
+            ws.feed(Arc::unwrap_or_clone(first)).await?;
             for _ in 1..MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(next) => ws.feed(next).await?,
+                    Ok(next) => ws.feed(Arc::unwrap_or_clone(next)).await?,
                     Err(_) => break,
                 }
             }
