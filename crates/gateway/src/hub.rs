@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use switchboard_protocol::{CloseCode, Codec, RoomId, ServerFrame, UserId};
 use tokio::sync::mpsc::{self, error::TrySendError};
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::broker::{Broker, ConnId, Envelope, Event, Inbox, Topic};
 use crate::metrics;
@@ -631,6 +630,7 @@ impl Sequencer {
 mod tests {
     use super::*;
     use crate::broker::memory::MemoryBroker;
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
     use crate::store::memory::MemoryStore;
     use crate::store::{NewMessage, NewRoom};
     use switchboard_protocol::RoomKind;
