@@ -1,0 +1,759 @@
+//! `loadgen fanout`: room broadcasts at a fixed rate, measured at every receiver.
+//!
+//! Phases: publishers connect and create (or join) their rooms; receivers connect and join,
+//! `--concurrency` at a time, and start draining their sockets at once; after a settle pause the
+//! publishers send `message:send` on a fixed schedule for `--secs`; receivers keep counting for
+//! `--drain-secs` more; then everything stops and the counts are reported.
+//!
+//! **Latency** is measured from the *scheduled* send time, written into each message's content
+//! as decimal nanoseconds since this process's epoch: a publisher that falls behind its schedule
+//! shows up as latency instead of quietly lowering the rate (no coordinated omission).
+//!
+//! **Per delivery** a receiver does no JSON parsing: tungstenite hands over one text frame at a
+//! time from a read buffer that one `read` filled with many, the frame is recognised by its
+//! prefix (serde writes the `type` tag first) and the timestamp is the run of digits after
+//! `"content":"`.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::LazyLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail, ensure};
+use clap::Args;
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use memchr::memmem;
+use serde_json::json;
+use switchboard_protocol::RoomId;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::Report;
+use crate::conn::{self, ACK_PREFIX, Target, TargetArgs, Ws};
+use crate::procfs::{CpuMeter, MachineMeter, Proc};
+
+const MESSAGE_NEW_PREFIX: &[u8] = br#"{"type":"message:new""#;
+const MESSAGE_NEW_TYPE: &[u8] = br#""type":"message:new""#;
+const CONTENT_KEY: &[u8] = br#""content":""#;
+/// Share of a core used by other processes during the window above which a run is flagged
+/// noisy.
+const NOISY_SHARE: f64 = 0.05;
+/// Request id of a publisher's first `message:send`; setup requests use smaller ones.
+const FIRST_SEND_ID: u64 = 10;
+/// Largest latency the histogram holds, in microseconds; larger ones are clamped.
+const MAX_LATENCY_US: u64 = 60_000_000;
+
+static MESSAGE_NEW_FINDER: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(MESSAGE_NEW_TYPE));
+static CONTENT_FINDER: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(CONTENT_KEY));
+
+#[derive(Debug, Args)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Receiving connections, spread evenly over the rooms.
+    #[arg(long, default_value_t = 1_000)]
+    conns: usize,
+    /// Rooms, named bench-0, bench-1, ...
+    #[arg(long, default_value_t = 1)]
+    rooms: usize,
+    /// Messages per second sent by all publishers together.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 10)]
+    secs: u64,
+    /// Publishing connections (each also a member of its rooms); one per room by default.
+    #[arg(long)]
+    publishers: Option<usize>,
+    /// Bytes of message content: the timestamp, padded.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(20..=4096))]
+    msg_bytes: u64,
+    /// Seconds receivers keep counting after the last send.
+    #[arg(long, default_value_t = 2)]
+    drain_secs: u64,
+    /// Seconds between the end of setup and the first send, so join notifications are drained.
+    #[arg(long, default_value_t = 1)]
+    settle_secs: u64,
+    /// Time allowed to connect and join everything.
+    #[arg(long, default_value_t = 180)]
+    setup_timeout_secs: u64,
+    /// Receiver read buffer: how many bytes one read may drain.
+    #[arg(long, default_value_t = 2 * 1024)]
+    read_buffer_bytes: usize,
+}
+
+/// The schedule every task follows once setup is done.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    /// First scheduled send.
+    start: Instant,
+    /// No send is scheduled at or after this.
+    stop_sending: Instant,
+}
+
+/// What every task shares (single thread: `Rc` and `RefCell`).
+#[derive(Debug)]
+struct Ctx {
+    target: Target,
+    rooms: Vec<RoomId>,
+    /// Timestamps count from here.
+    epoch: Instant,
+    /// Bounds connections in setup at any one time.
+    connecting: Semaphore,
+    setup_timeout: Duration,
+    read_buffer_bytes: usize,
+    msg_bytes: usize,
+    plan: watch::Receiver<Option<Plan>>,
+    /// Cancelled at the end of the drain: every task reports and ends.
+    stop: CancellationToken,
+    stats: RefCell<Stats>,
+}
+
+#[derive(Debug)]
+struct Stats {
+    /// Send-to-receive latency, microseconds.
+    latency: Histogram<u64>,
+    /// Send-to-ack latency at the publishers, microseconds.
+    ack_latency: Histogram<u64>,
+    /// From the gateway's `createdAt` stamp (wall clock, milliseconds) to the receiver, in
+    /// milliseconds: how much of the latency comes after the message was stored.
+    after_store_ms: Histogram<u64>,
+    received: u64,
+    receivers_ready: Vec<u64>,
+    sent: Vec<u64>,
+    acks_ok: u64,
+    ack_errors: BTreeMap<String, u64>,
+    /// Connections that ended before the run did, by reason.
+    ended_early: BTreeMap<String, u64>,
+    setup_failed: u64,
+    first_setup_error: Option<String>,
+}
+
+impl Stats {
+    fn new(rooms: usize) -> anyhow::Result<Self> {
+        Ok(Self {
+            latency: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)?,
+            ack_latency: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)?,
+            after_store_ms: Histogram::new_with_bounds(1, MAX_LATENCY_US / 1000, 2)?,
+            received: 0,
+            receivers_ready: vec![0; rooms],
+            sent: vec![0; rooms],
+            acks_ok: 0,
+            ack_errors: BTreeMap::new(),
+            ended_early: BTreeMap::new(),
+            setup_failed: 0,
+            first_setup_error: None,
+        })
+    }
+}
+
+/// The timestamp of a `message:new` frame, or `None` for any other frame.
+fn delivery_timestamp(frame: &[u8]) -> Option<u64> {
+    if !frame.starts_with(MESSAGE_NEW_PREFIX) && MESSAGE_NEW_FINDER.find(frame).is_none() {
+        return None;
+    }
+    leading_number(&frame[CONTENT_FINDER.find(frame)? + CONTENT_KEY.len()..])
+}
+
+/// The decimal number `bytes` start with, if any (and if it fits a `u64`).
+fn leading_number(bytes: &[u8]) -> Option<u64> {
+    let len = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+    if len == 0 {
+        return None;
+    }
+    bytes[..len].iter().try_fold(0u64, |acc, &b| {
+        acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
+}
+
+/// The `createdAt` of a `message:new` frame: the last field, so searched from the end.
+fn created_at(frame: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = br#""createdAt":"#;
+    leading_number(&frame[memmem::rfind(frame, KEY)? + KEY.len()..])
+}
+
+fn wall_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Message content: the timestamp, padded with dots to `bytes`.
+fn content(timestamp: u64, bytes: usize) -> String {
+    format!("{timestamp:.<bytes$}")
+}
+
+/// The `id` of an ack, by byte search.
+fn ack_id(frame: &[u8]) -> Option<u64> {
+    const ID_KEY: &[u8] = br#""id":"#;
+    leading_number(&frame[memmem::find(frame, ID_KEY)? + ID_KEY.len()..])
+}
+
+/// An ack's outcome, by byte search: `Ok` or the error code.
+fn ack_outcome(frame: &[u8]) -> Result<(), String> {
+    const CODE_KEY: &[u8] = br#""code":""#;
+    match memmem::find(frame, CODE_KEY) {
+        None => Ok(()),
+        Some(at) => {
+            let rest = &frame[at + CODE_KEY.len()..];
+            let end = memchr::memchr(b'"', rest).unwrap_or(rest.len());
+            Err(String::from_utf8_lossy(&rest[..end]).into_owned())
+        }
+    }
+}
+
+impl Ctx {
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn setup_failed(&self, error: &anyhow::Error) {
+        let mut stats = self.stats.borrow_mut();
+        stats.setup_failed += 1;
+        stats
+            .first_setup_error
+            .get_or_insert_with(|| format!("{error:#}"));
+    }
+
+    fn ended_early(&self, reason: String) {
+        *self
+            .stats
+            .borrow_mut()
+            .ended_early
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    /// Connects and joins under the concurrency bound and the setup deadline.
+    async fn set_up(
+        &self,
+        index: usize,
+        user: &str,
+        config: WebSocketConfig,
+        rooms: &[usize],
+        create: bool,
+    ) -> anyhow::Result<Ws> {
+        let _permit = self.connecting.acquire().await?;
+        let steps = async {
+            let mut ws = self.target.open(index, user, config).await?;
+            for &room in rooms {
+                if create {
+                    conn::create_and_join(&mut ws, &self.rooms[room]).await?;
+                } else {
+                    conn::join(&mut ws, &self.rooms[room]).await?;
+                }
+            }
+            anyhow::Ok(ws)
+        };
+        tokio::time::timeout(self.setup_timeout, steps)
+            .await
+            .context("setup timed out")?
+    }
+}
+
+/// Why a connection's stream ended, or `None` if it goes on.
+fn end_reason(
+    frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+) -> Result<Message, String> {
+    match frame {
+        Some(Ok(Message::Close(Some(close)))) => Err(format!("close {}", u16::from(close.code))),
+        Some(Ok(Message::Close(None))) => Err("close".to_owned()),
+        Some(Ok(message)) => Ok(message),
+        Some(Err(error)) => Err(format!("error: {error}")),
+        None => Err("eof".to_owned()),
+    }
+}
+
+async fn receiver(ctx: Rc<Ctx>, index: usize, room: usize, ready: mpsc::Sender<()>) {
+    let config = WebSocketConfig::default()
+        .read_buffer_size(ctx.read_buffer_bytes)
+        .write_buffer_size(0);
+    let user = format!("recv-{index}");
+    let mut ws = match ctx.set_up(index, &user, config, &[room], false).await {
+        Ok(ws) => ws,
+        Err(error) => {
+            ctx.setup_failed(&error);
+            let _ = ready.send(()).await;
+            return;
+        }
+    };
+    ctx.stats.borrow_mut().receivers_ready[room] += 1;
+    let _ = ready.send(()).await;
+    drop(ready);
+
+    let stopped = ctx.stop.cancelled();
+    tokio::pin!(stopped);
+    let mut received = 0u64;
+    loop {
+        tokio::select! {
+            biased;
+            frame = ws.next() => match end_reason(frame) {
+                Ok(Message::Text(text)) => {
+                    if let Some(sent_ns) = delivery_timestamp(text.as_bytes()) {
+                        received += 1;
+                        let latency_us = ctx.now_ns().saturating_sub(sent_ns) / 1_000;
+                        let mut stats = ctx.stats.borrow_mut();
+                        stats.latency.saturating_record(latency_us.max(1));
+                        if let Some(stored) = created_at(text.as_bytes()) {
+                            let after = wall_millis().saturating_sub(stored);
+                            stats.after_store_ms.saturating_record(after.max(1));
+                        }
+                    }
+                }
+                // The pong tungstenite queued goes out with a flush; nothing else is written.
+                Ok(Message::Ping(_)) => {
+                    if ws.flush().await.is_err() {
+                        ctx.ended_early("error: pong".to_owned());
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(reason) => {
+                    ctx.ended_early(reason);
+                    break;
+                }
+            },
+            () = &mut stopped => break,
+        }
+    }
+    ctx.stats.borrow_mut().received += received;
+}
+
+async fn publisher(
+    ctx: Rc<Ctx>,
+    index: usize,
+    rooms: Vec<usize>,
+    rate: f64,
+    phase: f64,
+    ready: mpsc::Sender<()>,
+) {
+    let user = format!("pub-{index}");
+    let mut ws = match ctx
+        .set_up(index, &user, WebSocketConfig::default(), &rooms, true)
+        .await
+    {
+        Ok(ws) => ws,
+        Err(error) => {
+            ctx.setup_failed(&error);
+            let _ = ready.send(()).await;
+            return;
+        }
+    };
+    let _ = ready.send(()).await;
+    drop(ready);
+
+    let mut plan = ctx.plan.clone();
+    let plan = match plan.wait_for(Option::is_some).await {
+        Ok(plan) => plan.unwrap_or_else(|| unreachable!("waited for Some")),
+        Err(_) => return,
+    };
+    let interval = 1.0 / rate;
+    let due = |k: u64| plan.start + Duration::from_secs_f64((k as f64 + phase) * interval);
+    let mut k = 0u64;
+    let mut ended = None;
+    // Send on schedule, reading acks in between.
+    while due(k) < plan.stop_sending && ended.is_none() {
+        tokio::select! {
+            biased;
+            frame = ws.next() => ended = on_publisher_frame(&ctx, frame, &due).err(),
+            () = tokio::time::sleep_until(due(k)) => {
+                let now = Instant::now();
+                // Everything already due goes out in one flush.
+                while due(k) <= now && due(k) < plan.stop_sending {
+                    let at = due(k);
+                    let room = rooms[(k as usize) % rooms.len()];
+                    let sent_ns = u64::try_from((at - ctx.epoch).as_nanos()).unwrap_or(u64::MAX);
+                    let frame = format!(
+                        r#"{{"type":"message:send","id":{id},"roomId":"{room_id}","content":"{content}","clientMsgId":"{user}-{k}"}}"#,
+                        id = k + FIRST_SEND_ID,
+                        room_id = ctx.rooms[room],
+                        content = content(sent_ns, ctx.msg_bytes),
+                    );
+                    if let Err(error) = ws.feed(Message::text(frame)).await {
+                        ended = Some(format!("error: {error}"));
+                        break;
+                    }
+                    ctx.stats.borrow_mut().sent[room] += 1;
+                    k += 1;
+                }
+                if ended.is_none() && let Err(error) = ws.flush().await {
+                    ended = Some(format!("error: {error}"));
+                }
+            }
+        }
+    }
+    // Then keep reading acks until the end of the drain.
+    let stopped = ctx.stop.cancelled();
+    tokio::pin!(stopped);
+    while ended.is_none() {
+        tokio::select! {
+            biased;
+            frame = ws.next() => ended = on_publisher_frame(&ctx, frame, &due).err(),
+            () = &mut stopped => break,
+        }
+    }
+    if let Some(reason) = ended {
+        ctx.ended_early(format!("publisher {reason}"));
+    }
+}
+
+/// Counts an ack and times it from the send's schedule (`due` maps a send number to it); other
+/// frames (join notices, other publishers' messages) are skipped.
+fn on_publisher_frame(
+    ctx: &Ctx,
+    frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    due: &dyn Fn(u64) -> Instant,
+) -> Result<(), String> {
+    if let Message::Text(text) = end_reason(frame)?
+        && text.as_bytes().starts_with(ACK_PREFIX.as_bytes())
+    {
+        let frame = text.as_bytes();
+        let mut stats = ctx.stats.borrow_mut();
+        match ack_outcome(frame) {
+            Ok(()) => stats.acks_ok += 1,
+            Err(code) => *stats.ack_errors.entry(code).or_default() += 1,
+        }
+        if let Some(k) = ack_id(frame).and_then(|id| id.checked_sub(FIRST_SEND_ID)) {
+            let latency_us = u64::try_from(due(k).elapsed().as_micros()).unwrap_or(u64::MAX);
+            stats.ack_latency.saturating_record(latency_us.max(1));
+        }
+    }
+    Ok(())
+}
+
+/// The rooms publisher `p` of `publishers` sends to, round-robin.
+fn rooms_of_publisher(p: usize, publishers: usize, rooms: usize) -> Vec<usize> {
+    if publishers >= rooms {
+        vec![p % rooms]
+    } else {
+        (p..rooms).step_by(publishers).collect()
+    }
+}
+
+/// Waits for `count` tasks to report the end of their setup.
+async fn await_setup(
+    ready: &mut mpsc::Receiver<()>,
+    count: usize,
+    deadline: Instant,
+    what: &str,
+) -> anyhow::Result<()> {
+    for done in 0..count {
+        match tokio::time::timeout_at(deadline, ready.recv()).await {
+            Ok(Some(())) => {}
+            Ok(None) => bail!("{what}: setup tasks vanished after {done} of {count}"),
+            Err(_) => bail!("{what}: setup not done in time ({done} of {count} ready)"),
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(args: FanoutArgs) -> anyhow::Result<Report> {
+    ensure!(args.rooms >= 1, "--rooms must be at least 1");
+    ensure!(args.conns >= 1, "--conns must be at least 1");
+    ensure!(
+        args.rate > 0.0 && args.rate.is_finite(),
+        "--rate must be positive"
+    );
+    ensure!(args.secs >= 1, "--secs must be at least 1");
+    let publishers = args.publishers.unwrap_or(args.rooms);
+    ensure!(publishers >= 1, "--publishers must be at least 1");
+    let rooms = (0..args.rooms)
+        .map(|r| RoomId::parse(format!("bench-{r}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let target = Target::new(&args.target).await?;
+    let gateway = target.gateway;
+    let (plan_tx, plan_rx) = watch::channel(None);
+    let setup_timeout = Duration::from_secs(args.setup_timeout_secs);
+    let ctx = Rc::new(Ctx {
+        target,
+        rooms,
+        epoch: Instant::now(),
+        connecting: Semaphore::new(args.target.concurrency.max(1)),
+        setup_timeout,
+        read_buffer_bytes: args.read_buffer_bytes,
+        msg_bytes: usize::try_from(args.msg_bytes)?,
+        plan: plan_rx,
+        stop: CancellationToken::new(),
+        stats: RefCell::new(Stats::new(args.rooms)?),
+    });
+    let setup_started = Instant::now();
+    let setup_deadline = setup_started + setup_timeout;
+    let mut tasks = Vec::with_capacity(args.conns + publishers);
+
+    // Publishers first: they create the rooms.
+    let (ready_tx, mut ready_rx) = mpsc::channel(publishers);
+    for p in 0..publishers {
+        tasks.push(tokio::task::spawn_local(publisher(
+            Rc::clone(&ctx),
+            p,
+            rooms_of_publisher(p, publishers, args.rooms),
+            args.rate / publishers as f64,
+            p as f64 / publishers as f64,
+            ready_tx.clone(),
+        )));
+    }
+    drop(ready_tx);
+    await_setup(&mut ready_rx, publishers, setup_deadline, "publishers").await?;
+    if ctx.stats.borrow().setup_failed == publishers as u64 {
+        bail!(
+            "no publisher could start: {}",
+            ctx.stats
+                .borrow()
+                .first_setup_error
+                .as_deref()
+                .unwrap_or("")
+        );
+    }
+
+    let (ready_tx, mut ready_rx) = mpsc::channel(args.conns);
+    for i in 0..args.conns {
+        tasks.push(tokio::task::spawn_local(receiver(
+            Rc::clone(&ctx),
+            i,
+            i % args.rooms,
+            ready_tx.clone(),
+        )));
+    }
+    drop(ready_tx);
+    await_setup(&mut ready_rx, args.conns, setup_deadline, "receivers").await?;
+    let setup_secs = setup_started.elapsed().as_secs_f64();
+    let receivers_ready: u64 = ctx.stats.borrow().receivers_ready.iter().sum();
+    if receivers_ready == 0 {
+        bail!(
+            "no receiver could join: {}",
+            ctx.stats
+                .borrow()
+                .first_setup_error
+                .as_deref()
+                .unwrap_or("")
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
+
+    // The measured window: from the first scheduled send to the end of the drain.
+    let gateway_rss_before = gateway.map(Proc::rss_kib).transpose()?;
+    let gateway_cpu = gateway.map(CpuMeter::start).transpose()?;
+    let loadgen_cpu = CpuMeter::start(Proc::Myself)?;
+    let machine = MachineMeter::start()?;
+    let start = Instant::now() + Duration::from_millis(20);
+    let stop_sending = start + Duration::from_secs(args.secs);
+    let deadline = stop_sending + Duration::from_secs(args.drain_secs);
+    plan_tx.send_replace(Some(Plan {
+        start,
+        stop_sending,
+    }));
+    tokio::time::sleep_until(deadline).await;
+    let window_secs = (Instant::now() - start).as_secs_f64();
+    let gateway_cpu_secs = gateway_cpu.as_ref().map(CpuMeter::used).transpose()?;
+    let loadgen_cpu_secs = loadgen_cpu.used()?;
+    let (cpus, busy_secs) = machine.used()?;
+    let gateway_rss_after = gateway.map(Proc::rss_kib).transpose()?;
+    ctx.stop.cancel();
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+
+    let stats = ctx.stats.borrow();
+    let sent: u64 = stats.sent.iter().sum();
+    let expected: u64 = stats
+        .sent
+        .iter()
+        .zip(&stats.receivers_ready)
+        .map(|(sent, receivers)| sent * receivers)
+        .sum();
+    let received = stats.received;
+    let loss = expected.saturating_sub(received);
+    let loss_pct = if expected == 0 {
+        0.0
+    } else {
+        100.0 * loss as f64 / expected as f64
+    };
+    let deliveries_per_sec = received as f64 / args.secs as f64;
+    let ms = |q: f64| stats.latency.value_at_quantile(q) as f64 / 1_000.0;
+    let (p50, p99, p999, max) = (
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+        stats.latency.max() as f64 / 1e3,
+    );
+    let ack_ms = |q: f64| stats.ack_latency.value_at_quantile(q) as f64 / 1_000.0;
+    let (ack_p50, ack_p99) = (ack_ms(0.5), ack_ms(0.99));
+    let after_store = |q: f64| stats.after_store_ms.value_at_quantile(q);
+    let (store_p50, store_p99) = (after_store(0.5), after_store(0.99));
+    let us_per_delivery = gateway_cpu_secs
+        .filter(|_| received > 0)
+        .map(|cpu| cpu * 1e6 / received as f64);
+    let loadgen_util = loadgen_cpu_secs / window_secs;
+    let gateway_util = gateway_cpu_secs.map(|cpu| cpu / window_secs);
+    let ack_errors: u64 = stats.ack_errors.values().sum();
+    // CPU time of processes other than these two: on a shared machine, the competition.
+    let others_cpu_secs = (busy_secs - gateway_cpu_secs.unwrap_or(0.0) - loadgen_cpu_secs).max(0.0);
+    let noisy = others_cpu_secs > NOISY_SHARE * window_secs;
+
+    let json = json!({
+        "scenario": "fanout",
+        "receivers": args.conns,
+        "receivers_ready": receivers_ready,
+        "rooms": args.rooms,
+        "publishers": publishers,
+        "rate": args.rate,
+        "secs": args.secs,
+        "drain_secs": args.drain_secs,
+        "msg_bytes": args.msg_bytes,
+        "setup_secs": setup_secs,
+        "setup_failed": stats.setup_failed,
+        "first_setup_error": stats.first_setup_error,
+        "sent": sent,
+        "acks_ok": stats.acks_ok,
+        "ack_errors": stats.ack_errors,
+        "ended_early": stats.ended_early,
+        "expected": expected,
+        "received": received,
+        "loss": loss,
+        "loss_pct": loss_pct,
+        "deliveries_per_sec": deliveries_per_sec,
+        "latency_ms": { "p50": p50, "p99": p99, "p999": p999, "max": max },
+        "ack_latency_ms": { "p50": ack_p50, "p99": ack_p99 },
+        "after_store_ms": { "p50": store_p50, "p99": store_p99 },
+        "window_secs": window_secs,
+        "gateway_cpu_secs": gateway_cpu_secs,
+        "gateway_cpu_util": gateway_util,
+        "gateway_us_per_delivery": us_per_delivery,
+        "gateway_rss_kib": { "before": gateway_rss_before, "after": gateway_rss_after },
+        "loadgen_cpu_secs": loadgen_cpu_secs,
+        "loadgen_cpu_util": loadgen_util,
+        "cpus": cpus,
+        "others_cpu_secs": others_cpu_secs,
+        "noisy": noisy,
+    });
+    let mut lines = vec![
+        format!(
+            "fanout: {receivers_ready}/{} receivers in {} rooms, {publishers} publishers, {} msgs/s for {} s, {} B content; setup {setup_secs:.1} s",
+            args.conns, args.rooms, args.rate, args.secs, args.msg_bytes
+        ),
+        format!(
+            "sent {sent} (acked {}, ack errors {ack_errors} {:?}); deliveries expected {expected}, received {received}, loss {loss} ({loss_pct:.3}%)",
+            stats.acks_ok, stats.ack_errors
+        ),
+        format!(
+            "{deliveries_per_sec:.0} deliveries/s; latency ms p50 {p50:.2} p99 {p99:.2} p99.9 {p999:.2} max {max:.2}"
+        ),
+        format!(
+            "publisher send-to-ack ms p50 {ack_p50:.2} p99 {ack_p99:.2}; stored-to-received ms (1 ms clock) p50 {store_p50} p99 {store_p99}"
+        ),
+    ];
+    match (gateway_cpu_secs, us_per_delivery) {
+        (Some(cpu), Some(us)) => lines.push(format!(
+            "gateway CPU {cpu:.2} s in {window_secs:.1} s ({:.0}% of a core): {us:.3} us per delivery",
+            100.0 * cpu / window_secs
+        )),
+        _ => lines.push("gateway CPU not measured (pass --gateway-pid)".to_owned()),
+    }
+    lines.push(format!(
+        "loadgen CPU {loadgen_cpu_secs:.2} s ({:.0}% of a core){}",
+        100.0 * loadgen_util,
+        if loadgen_util > 0.9 {
+            ": the load generator is saturated"
+        } else {
+            ""
+        }
+    ));
+    let shares: Vec<String> = cpus
+        .iter()
+        .enumerate()
+        .map(|(n, c)| {
+            format!(
+                "cpu{n} tasks {:.0}% irq {:.0}% steal {:.0}%",
+                100.0 * c.tasks,
+                100.0 * c.irq,
+                100.0 * c.steal
+            )
+        })
+        .collect();
+    lines.push(format!(
+        "machine: {}; other processes (and kernel threads) used {others_cpu_secs:.2} CPU s{}",
+        shares.join(", "),
+        if noisy {
+            ": NOISY run, the machine was shared"
+        } else {
+            ""
+        }
+    ));
+    if stats.setup_failed > 0 {
+        lines.push(format!(
+            "{} connections failed setup; first: {}",
+            stats.setup_failed,
+            stats.first_setup_error.as_deref().unwrap_or("")
+        ));
+    }
+    if !stats.ended_early.is_empty() {
+        lines.push(format!(
+            "connections that ended early: {:?}",
+            stats.ended_early
+        ));
+    }
+    Ok(Report { json, lines })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_new_frame_yields_its_content_timestamp() {
+        let frame = format!(
+            r#"{{"type":"message:new","message":{{"messageId":"m1","roomId":"bench-0","seq":3,"sender":{{"id":"pub-0","name":"pub-0"}},"kind":"text","content":"{}","clientMsgId":"pub-0-3","createdAt":1}}}}"#,
+            content(1_234_567_890, 64)
+        );
+        assert_eq!(delivery_timestamp(frame.as_bytes()), Some(1_234_567_890));
+        assert_eq!(created_at(frame.as_bytes()), Some(1));
+    }
+
+    #[test]
+    fn numbers_that_do_not_fit_are_refused() {
+        assert_eq!(leading_number(b"18446744073709551615..."), Some(u64::MAX));
+        assert_eq!(leading_number(b"18446744073709551616"), None);
+        assert_eq!(leading_number(b"x1"), None);
+    }
+
+    #[test]
+    fn other_frames_are_not_deliveries() {
+        let frame =
+            br#"{"type":"user:joined:room","roomId":"bench-0","user":{"id":"a","name":"a"}}"#;
+        assert_eq!(delivery_timestamp(frame), None);
+    }
+
+    #[test]
+    fn content_is_padded_to_the_requested_size() {
+        assert_eq!(content(42, 20).len(), 20);
+        assert!(content(42, 20).starts_with("42."));
+    }
+
+    #[test]
+    fn acks_are_matched_by_id() {
+        assert_eq!(ack_id(br#"{"type":"ack","id":42,"result":{}}"#), Some(42));
+    }
+
+    #[test]
+    fn ack_errors_are_read_by_code() {
+        assert_eq!(ack_outcome(br#"{"type":"ack","id":3,"result":{}}"#), Ok(()));
+        assert_eq!(
+            ack_outcome(br#"{"type":"ack","id":3,"error":{"code":"RATE_LIMITED","message":"x"}}"#),
+            Err("RATE_LIMITED".to_owned())
+        );
+    }
+
+    #[test]
+    fn publishers_cover_every_room() {
+        assert_eq!(rooms_of_publisher(0, 1, 3), vec![0, 1, 2]);
+        assert_eq!(rooms_of_publisher(1, 2, 5), vec![1, 3]);
+        assert_eq!(rooms_of_publisher(4, 6, 3), vec![1]);
+    }
+}

@@ -1,0 +1,114 @@
+//! `loadgen idle`: what an authenticated connection that does nothing costs the gateway.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::Report;
+use crate::conn::{Target, TargetArgs};
+use crate::procfs::Proc;
+
+#[derive(Debug, Args)]
+pub struct IdleArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Connections to open and hold.
+    #[arg(long, default_value_t = 10_000)]
+    conns: usize,
+    /// Seconds to hold them idle before reading the gateway's memory.
+    #[arg(long, default_value_t = 5)]
+    hold_secs: u64,
+    /// Time allowed to open every connection.
+    #[arg(long, default_value_t = 120)]
+    connect_timeout_secs: u64,
+}
+
+/// Our side of an idle connection: a 1 KiB read buffer keeps this process small too (the
+/// default allocates 128 KiB per connection up front).
+fn config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(1024)
+        .write_buffer_size(0)
+}
+
+pub async fn run(args: IdleArgs) -> anyhow::Result<Report> {
+    let target = Target::new(&args.target).await?;
+    let gateway = target.gateway;
+    let rss_before = gateway.map(Proc::rss_kib).transpose()?;
+
+    let started = Instant::now();
+    let target_ref = &target;
+    let opening = futures_util::stream::iter(0..args.conns)
+        .map(|i| async move { target_ref.open(i, &format!("idle-{i}"), config()).await })
+        .buffer_unordered(args.target.concurrency.max(1))
+        .collect::<Vec<_>>();
+    let results = tokio::time::timeout(Duration::from_secs(args.connect_timeout_secs), opening)
+        .await
+        .context("opening connections took longer than --connect-timeout-secs")?;
+    let elapsed = started.elapsed();
+    let mut sockets = Vec::with_capacity(results.len());
+    let mut failures = 0usize;
+    let mut first_failure = None;
+    for result in results {
+        match result {
+            Ok(ws) => sockets.push(ws),
+            Err(error) => {
+                failures += 1;
+                first_failure.get_or_insert_with(|| format!("{error:#}"));
+            }
+        }
+    }
+    let open = sockets.len();
+    if open == 0 {
+        bail!(
+            "no connection opened: {}",
+            first_failure.unwrap_or_default()
+        );
+    }
+    let handshakes_per_sec = open as f64 / elapsed.as_secs_f64();
+
+    tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
+    let rss_after = gateway.map(Proc::rss_kib).transpose()?;
+    let loadgen_rss = Proc::Myself.rss_kib()?;
+    let kib_per_conn = match (rss_before, rss_after) {
+        (Some(before), Some(after)) => Some((after as f64 - before as f64) / open as f64),
+        _ => None,
+    };
+
+    let json = json!({
+        "scenario": "idle",
+        "conns": args.conns,
+        "open": open,
+        "failed": failures,
+        "first_error": first_failure,
+        "connect_secs": elapsed.as_secs_f64(),
+        "handshakes_per_sec": handshakes_per_sec,
+        "hold_secs": args.hold_secs,
+        "gateway_rss_before_kib": rss_before,
+        "gateway_rss_after_kib": rss_after,
+        "gateway_kib_per_conn": kib_per_conn,
+        "loadgen_rss_kib": loadgen_rss,
+    });
+    let mut lines = vec![format!(
+        "idle: {open}/{} connections open in {:.2} s ({handshakes_per_sec:.0} handshakes/s), {failures} failed",
+        args.conns,
+        elapsed.as_secs_f64()
+    )];
+    if let Some(error) = &first_failure {
+        lines.push(format!("first failure: {error}"));
+    }
+    match (rss_before, rss_after, kib_per_conn) {
+        (Some(before), Some(after), Some(per)) => lines.push(format!(
+            "gateway RSS {before} KiB -> {after} KiB after {} s idle: {per:.2} KiB per connection",
+            args.hold_secs
+        )),
+        _ => lines.push("gateway RSS not measured (pass --gateway-pid)".to_owned()),
+    }
+    lines.push(format!("loadgen RSS {loadgen_rss} KiB"));
+    drop(sockets);
+    Ok(Report { json, lines })
+}

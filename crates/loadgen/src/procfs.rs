@@ -1,0 +1,165 @@
+//! What `/proc` says about a process: resident memory and CPU time.
+
+use anyhow::{Context, bail};
+
+/// Which process to read: the gateway (by pid) or this load generator.
+#[derive(Debug, Clone, Copy)]
+pub enum Proc {
+    Pid(u32),
+    Myself,
+}
+
+impl Proc {
+    fn path(self, file: &str) -> String {
+        match self {
+            Self::Pid(pid) => format!("/proc/{pid}/{file}"),
+            Self::Myself => format!("/proc/self/{file}"),
+        }
+    }
+
+    /// Resident set size (`VmRSS`), in KiB.
+    pub fn rss_kib(self) -> anyhow::Result<u64> {
+        let path = self.path("status");
+        let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        let Some(line) = status.lines().find(|l| l.starts_with("VmRSS:")) else {
+            bail!("no VmRSS line in {path}");
+        };
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|kib| kib.parse().ok())
+            .with_context(|| format!("unreadable VmRSS line in {path}: {line:?}"))
+    }
+
+    /// User plus system CPU time used so far, in seconds (clock-tick resolution, usually 10 ms).
+    pub fn cpu_secs(self) -> anyhow::Result<f64> {
+        let path = self.path("stat");
+        let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        // The command name is in parentheses and may contain spaces: count fields after it.
+        // There, field 3 of proc(5) (`state`) is index 0, so utime (14) and stime (15) are 11, 12.
+        let after_comm = stat
+            .rfind(')')
+            .map(|i| &stat[i + 1..])
+            .with_context(|| format!("unreadable {path}"))?;
+        let fields: Vec<&str> = after_comm.split_whitespace().collect();
+        let ticks = |index: usize| -> anyhow::Result<u64> {
+            fields
+                .get(index)
+                .and_then(|f| f.parse().ok())
+                .with_context(|| format!("unreadable field {} of {path}", index + 3))
+        };
+        let total = ticks(11)? + ticks(12)?;
+        Ok(total as f64 / rustix::param::clock_ticks_per_second() as f64)
+    }
+}
+
+/// CPU seconds used by a process between two points of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuMeter {
+    proc: Proc,
+    start: f64,
+}
+
+impl CpuMeter {
+    pub fn start(proc: Proc) -> anyhow::Result<Self> {
+        Ok(Self {
+            proc,
+            start: proc.cpu_secs()?,
+        })
+    }
+
+    pub fn used(&self) -> anyhow::Result<f64> {
+        Ok(self.proc.cpu_secs()? - self.start)
+    }
+}
+
+/// Time one CPU spent, in clock ticks, from a `cpuN` line of `/proc/stat`.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuTicks {
+    /// Running processes: user, nice, system.
+    tasks: u64,
+    /// Interrupts and softirqs. A tick that lands in a softirq is counted here *and* charged to
+    /// the process it interrupted (the gateway's CPU time includes the loopback receive path
+    /// its sends trigger), so busy time is `tasks + irq`.
+    irq: u64,
+    /// Taken by the hypervisor for other guests.
+    steal: u64,
+    total: u64,
+}
+
+fn read_cpu_ticks() -> anyhow::Result<Vec<CpuTicks>> {
+    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let mut cpus = Vec::new();
+    for line in stat.lines() {
+        let Some(rest) = line.strip_prefix("cpu") else {
+            continue;
+        };
+        // Skip the aggregate `cpu ` line: only `cpuN` lines.
+        if !rest.starts_with(|c: char| c.is_ascii_digit()) {
+            continue;
+        }
+        let fields: Vec<u64> = rest
+            .split_whitespace()
+            .skip(1)
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        let field = |i: usize| fields.get(i).copied().unwrap_or(0);
+        // user nice system idle iowait irq softirq steal (guest time is inside user)
+        cpus.push(CpuTicks {
+            tasks: field(0) + field(1) + field(2),
+            irq: field(5) + field(6),
+            steal: field(7),
+            total: (0..8).map(field).sum(),
+        });
+    }
+    Ok(cpus)
+}
+
+/// How busy every CPU of the machine was over part of a run: on a shared machine this tells a
+/// clean run from one that competed with other work.
+#[derive(Debug, Clone)]
+pub struct MachineMeter {
+    start: Vec<CpuTicks>,
+}
+
+/// One CPU's share of a measured window, each from 0 to 1.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct CpuShare {
+    pub tasks: f64,
+    pub irq: f64,
+    pub steal: f64,
+}
+
+impl MachineMeter {
+    pub fn start() -> anyhow::Result<Self> {
+        Ok(Self {
+            start: read_cpu_ticks()?,
+        })
+    }
+
+    /// Every CPU's shares since `start`, and the CPU seconds the machine was busy (tasks and
+    /// interrupts) in that time.
+    pub fn used(&self) -> anyhow::Result<(Vec<CpuShare>, f64)> {
+        let end = read_cpu_ticks()?;
+        let mut busy_ticks = 0;
+        let shares = self
+            .start
+            .iter()
+            .zip(&end)
+            .map(|(a, b)| {
+                let total = b.total.saturating_sub(a.total).max(1) as f64;
+                let tasks = b.tasks.saturating_sub(a.tasks);
+                let irq = b.irq.saturating_sub(a.irq);
+                busy_ticks += tasks + irq;
+                CpuShare {
+                    tasks: tasks as f64 / total,
+                    irq: irq as f64 / total,
+                    steal: b.steal.saturating_sub(a.steal) as f64 / total,
+                }
+            })
+            .collect();
+        Ok((
+            shares,
+            busy_ticks as f64 / rustix::param::clock_ticks_per_second() as f64,
+        ))
+    }
+}
