@@ -37,6 +37,8 @@ pub struct App {
     pub draining: AtomicBool,
     /// The store answered its last health check; `/readyz` fails while it does not.
     pub store_healthy: AtomicBool,
+    /// The broker answered its last health check; `/readyz` fails while it does not.
+    pub broker_healthy: AtomicBool,
     /// Connections open on this node, counted before the upgrade so the limit holds.
     pub open: AtomicUsize,
     next_conn: AtomicU64,
@@ -99,6 +101,7 @@ impl App {
             sessions: TaskTracker::new(),
             draining: AtomicBool::new(false),
             store_healthy: AtomicBool::new(true),
+            broker_healthy: AtomicBool::new(true),
             open: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),
         }
@@ -121,28 +124,35 @@ impl App {
             Some("draining")
         } else if !self.store_healthy.load(Ordering::Acquire) {
             Some("store unavailable")
+        } else if !self.broker_healthy.load(Ordering::Acquire) {
+            Some("broker unavailable")
         } else {
             None
         }
     }
 
-    /// Checks the store every `interval` until shutdown, logging each change of health.
-    pub async fn watch_store_health(&self, interval: std::time::Duration) {
+    /// Checks the store and the broker every `interval` until shutdown, logging each change.
+    pub async fn watch_health(&self, interval: std::time::Duration) {
         loop {
-            let healthy = match tokio::time::timeout(interval * 5, self.store.health()).await {
-                Ok(Ok(())) => true,
-                Ok(Err(error)) => {
-                    tracing::debug!(%error, "store health check failed");
-                    false
-                }
-                Err(_) => false,
-            };
-            let was = self.store_healthy.swap(healthy, Ordering::AcqRel);
-            if was != healthy {
-                if healthy {
-                    tracing::info!("store is back: ready");
-                } else {
-                    tracing::warn!("store unavailable: not ready");
+            let limit = interval * 5;
+            let store = matches!(
+                tokio::time::timeout(limit, self.store.health()).await,
+                Ok(Ok(()))
+            );
+            let broker = matches!(
+                tokio::time::timeout(limit, self.broker.health()).await,
+                Ok(Ok(()))
+            );
+            for (flag, healthy, what) in [
+                (&self.store_healthy, store, "store"),
+                (&self.broker_healthy, broker, "broker"),
+            ] {
+                if flag.swap(healthy, Ordering::AcqRel) != healthy {
+                    if healthy {
+                        tracing::info!("{what} is back");
+                    } else {
+                        tracing::warn!("{what} unavailable: not ready");
+                    }
                 }
             }
             tokio::select! {

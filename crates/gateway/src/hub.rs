@@ -630,11 +630,11 @@ impl Sequencer {
 mod tests {
     use super::*;
     use crate::broker::memory::MemoryBroker;
-    use tokio_tungstenite::tungstenite::Message as WsMessage;
     use crate::store::memory::MemoryStore;
     use crate::store::{NewMessage, NewRoom};
     use switchboard_protocol::RoomKind;
     use switchboard_protocol::{Message, MessageKind, UserRef};
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
 
     fn session(user: &str, codec: Codec) -> (SessionHandle, mpsc::Receiver<Outbound>) {
         let (tx, rx) = mpsc::channel(8);

@@ -26,17 +26,21 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, Parts};
 use crate::auth::{JwtAuthenticator, KeyError, TokenSigner};
+use crate::broker::Broker;
 use crate::broker::memory::MemoryBroker;
+use crate::broker::redis::RedisBroker;
 use crate::config::Config;
 use crate::hub::{Hub, HubInbox};
+use crate::presence::Presence;
 use crate::presence::memory::MemoryPresence;
+use crate::presence::redis::RedisPresence;
 use crate::server::Role;
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
 use crate::store::postgres::{PgConfig, PgStore};
 
-/// How often `/readyz` re-checks the store.
-const STORE_HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often `/readyz` re-checks the store and the broker.
+const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why the node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +56,10 @@ pub enum StartError {
     },
     #[error("cannot open the store: {0}")]
     Store(store::StoreError),
+    #[error("cannot connect the broker: {0}")]
+    Broker(broker::BrokerError),
+    #[error("cannot connect presence: {0}")]
+    Presence(presence::PresenceError),
     #[error("cannot install the metrics recorder: {0}")]
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
 }
@@ -64,27 +72,77 @@ pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
         let id = uuid::Uuid::now_v7().simple().to_string();
         format!("n{}", &id[id.len() - 8..])
     });
+    // First: backends resolve their metric handles when they start.
+    let metrics = metrics::install()?;
     let dev_secret: Option<[u8; 32]> = config.dev_mode().then(rand::random);
     let auth = JwtAuthenticator::from_config(&config, dev_secret.as_ref().map(|s| &s[..]))?;
     let dev_signer = dev_secret.as_ref().map(|secret| TokenSigner::hs256(secret));
-    let store = open_store(&config).await?;
-    let broker = Arc::new(MemoryBroker::new());
-    let hub = Arc::new(Hub::new(broker.clone(), Arc::clone(&store)));
-    broker.attach(Arc::new(HubInbox(Arc::clone(&hub))));
+    let store = with_patience("PostgreSQL", || open_store(&config)).await?;
+    let (broker, presence, hub): (Arc<dyn Broker>, Arc<dyn Presence>, Arc<Hub>) =
+        match &config.redis_url {
+            None => {
+                tracing::info!("broker and presence: in process (set REDIS_URL for a cluster)");
+                let broker = Arc::new(MemoryBroker::new());
+                let hub = Arc::new(Hub::new(broker.clone(), Arc::clone(&store)));
+                broker.attach(Arc::new(HubInbox(Arc::clone(&hub))));
+                (broker, Arc::new(MemoryPresence::new()), hub)
+            }
+            Some(url) => {
+                let broker = with_patience("Redis", || async {
+                    RedisBroker::connect(url, &node_id)
+                        .await
+                        .map_err(StartError::Broker)
+                })
+                .await?;
+                let hub = Arc::new(Hub::new(broker.clone(), Arc::clone(&store)));
+                broker.attach(Arc::new(HubInbox(Arc::clone(&hub))));
+                let ttl = config.presence_ttl();
+                let presence = with_patience("Redis", || async {
+                    RedisPresence::connect(url, &node_id, ttl)
+                        .await
+                        .map_err(StartError::Presence)
+                })
+                .await?;
+                tracing::info!(node = %node_id, "broker and presence: Redis");
+                (broker, Arc::new(presence), hub)
+            }
+        };
     let parts = Parts {
         store,
         broker,
-        presence: Arc::new(MemoryPresence::new()),
+        presence,
         hub,
         auth: Arc::new(auth),
         dev_signer,
-        metrics: Some(metrics::install()?),
+        metrics: Some(metrics),
     };
     Ok(Arc::new(App::new(config, node_id, parts)))
 }
 
-/// How long start-up keeps trying to reach PostgreSQL before giving up.
-const STORE_CONNECT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long start-up keeps trying to reach a backend before giving up.
+const CONNECT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Retries `connect` with backoff until it succeeds or [`CONNECT_PATIENCE`] runs out: in a
+/// cluster, backends often start at the same time as the gateways.
+async fn with_patience<T, F, Fut>(what: &str, mut connect: F) -> Result<T, StartError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StartError>>,
+{
+    let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
+    let mut backoff = std::time::Duration::from_millis(200);
+    loop {
+        match connect().await {
+            Ok(value) => return Ok(value),
+            Err(error) if tokio::time::Instant::now() + backoff < deadline => {
+                tracing::warn!(%error, "{what} not reachable yet; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
 
 async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
     let Some(pg) = PgConfig::from_config(config) else {
@@ -94,26 +152,13 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
         );
         return Ok(Arc::new(MemoryStore::new(config.memory_history)));
     };
-    let deadline = tokio::time::Instant::now() + STORE_CONNECT_PATIENCE;
-    let mut backoff = std::time::Duration::from_millis(200);
-    loop {
-        match PgStore::connect(&pg).await {
-            Ok(store) => {
-                tracing::info!(
-                    pool = pg.pool_size,
-                    batch = pg.batch_max_messages,
-                    "store: PostgreSQL"
-                );
-                return Ok(Arc::new(store));
-            }
-            Err(error) if tokio::time::Instant::now() + backoff < deadline => {
-                tracing::warn!(%error, "PostgreSQL not reachable yet; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
-            }
-            Err(error) => return Err(StartError::Store(error)),
-        }
-    }
+    let store = PgStore::connect(&pg).await.map_err(StartError::Store)?;
+    tracing::info!(
+        pool = pg.pool_size,
+        batch = pg.batch_max_messages,
+        "store: PostgreSQL"
+    );
+    Ok(Arc::new(store))
 }
 
 /// Serves until SIGTERM or SIGINT, then drains: readiness flips, every session gets
@@ -159,7 +204,7 @@ pub async fn serve(app: Arc<App>) -> Result<(), StartError> {
         announce_dev_mode(signer, local);
     }
     let health = Arc::clone(&app);
-    tokio::spawn(async move { health.watch_store_health(STORE_HEALTH_INTERVAL).await });
+    tokio::spawn(async move { health.watch_health(HEALTH_INTERVAL).await });
     let presence = Arc::clone(&app);
     tokio::spawn(async move { presence.maintain_presence().await });
 

@@ -5,7 +5,10 @@
 //! the store's per-room `seq`, not from the broker; a broker that may have lost events reports it
 //! through [`Inbox::gap`], never through silence.
 
+#[doc(hidden)]
+pub mod contract;
 pub mod memory;
+pub mod redis;
 
 use std::sync::Arc;
 

@@ -4,7 +4,10 @@
 //! `user:offline` on the last. Cluster implementations hold entries under node leases that expire
 //! unless refreshed, so a crashed node's users go offline without anyone cleaning up.
 
+#[doc(hidden)]
+pub mod contract;
 pub mod memory;
+pub mod redis;
 
 use async_trait::async_trait;
 use switchboard_protocol::{PresenceStatus, UserId, UserRef};

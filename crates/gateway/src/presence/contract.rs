@@ -1,0 +1,200 @@
+//! The behaviour every [`Presence`] must have, as one suite run against each implementation:
+//! the in-memory presence in unit tests, Redis in integration tests against a real server.
+//!
+//! A case talks to two nodes, A and B, sharing one backend. For a single-node presence both are
+//! the same instance and every case still holds. Each case uses its own user ids (from
+//! `prefix`), so the suite can share a backend with other runs.
+
+use switchboard_protocol::{PresenceStatus, UserId, UserRef};
+
+use super::Presence;
+use crate::broker::ConnId;
+
+fn user(prefix: &str, name: &str) -> UserRef {
+    UserRef {
+        id: UserId::parse(format!("{prefix}-{name}")).expect("user id"),
+        name: name.to_uppercase(),
+    }
+}
+
+fn conn(prefix: &str, n: u64) -> ConnId {
+    ConnId::new(prefix, n)
+}
+
+/// Runs every case; `a` and `b` may be the same instance.
+pub async fn run_all(a: &dyn Presence, b: &dyn Presence, prefix: &str) {
+    first_and_last_connection_are_reported_across_nodes(a, b, prefix).await;
+    connections_are_listed_oldest_first(a, b, prefix).await;
+    online_lists_visible_users_with_status_and_name(a, b, prefix).await;
+    an_unknown_connection_changes_nothing(a, prefix).await;
+    live_nodes_depart_no_one(a, b, prefix).await;
+}
+
+pub async fn first_and_last_connection_are_reported_across_nodes(
+    a: &dyn Presence,
+    b: &dyn Presence,
+    prefix: &str,
+) {
+    let alice = user(prefix, "alice");
+    let (c1, c2) = (conn(prefix, 1), conn(prefix, 2));
+    let first = a.connect(&alice, &c1).await.expect("connect");
+    assert!(first.first);
+    assert_eq!(first.connections, vec![c1.clone()]);
+    let second = b.connect(&alice, &c2).await.expect("connect");
+    assert!(!second.first, "already online through another connection");
+    assert_eq!(second.connections, vec![c1.clone(), c2.clone()]);
+    assert_eq!(
+        a.disconnect(&alice.id, &c1).await.expect("disconnect"),
+        None
+    );
+    let last = b.disconnect(&alice.id, &c2).await.expect("disconnect");
+    assert!(last.is_some_and(|at| at > 0), "the last one: {last:?}");
+    let online = a.online(std::slice::from_ref(&alice.id)).await;
+    assert!(online.expect("online").is_empty());
+    // Back again: a fresh first connection.
+    assert!(b.connect(&alice, &c1).await.expect("connect").first);
+    assert!(
+        a.disconnect(&alice.id, &c1)
+            .await
+            .expect("disconnect")
+            .is_some()
+    );
+}
+
+pub async fn connections_are_listed_oldest_first(a: &dyn Presence, b: &dyn Presence, prefix: &str) {
+    let carol = user(prefix, "carol");
+    let conns: Vec<ConnId> = (10..14).map(|n| conn(prefix, n)).collect();
+    a.connect(&carol, &conns[0]).await.expect("connect");
+    b.connect(&carol, &conns[1]).await.expect("connect");
+    let third = a.connect(&carol, &conns[2]).await.expect("connect");
+    assert_eq!(third.connections, conns[..3].to_vec());
+    b.disconnect(&carol.id, &conns[1])
+        .await
+        .expect("disconnect");
+    let fourth = b.connect(&carol, &conns[3]).await.expect("connect");
+    assert_eq!(
+        fourth.connections,
+        vec![conns[0].clone(), conns[2].clone(), conns[3].clone()]
+    );
+    a.disconnect(&carol.id, &conns[0])
+        .await
+        .expect("disconnect");
+    a.disconnect(&carol.id, &conns[2])
+        .await
+        .expect("disconnect");
+    let last = b
+        .disconnect(&carol.id, &conns[3])
+        .await
+        .expect("disconnect");
+    assert!(last.is_some());
+}
+
+pub async fn online_lists_visible_users_with_status_and_name(
+    a: &dyn Presence,
+    b: &dyn Presence,
+    prefix: &str,
+) {
+    let bob = user(prefix, "bob");
+    let dave = user(prefix, "dave");
+    let ids = vec![bob.id.clone(), dave.id.clone()];
+    let c = conn(prefix, 20);
+    a.connect(&bob, &c).await.expect("connect");
+    assert_eq!(
+        b.online(&ids).await.expect("online"),
+        vec![(bob.clone(), PresenceStatus::Online)],
+        "dave never connected"
+    );
+    b.set_status(&bob.id, PresenceStatus::Away)
+        .await
+        .expect("status");
+    assert_eq!(
+        a.online(&ids).await.expect("online"),
+        vec![(bob.clone(), PresenceStatus::Away)]
+    );
+    a.set_status(&bob.id, PresenceStatus::Offline)
+        .await
+        .expect("status");
+    assert!(
+        b.online(&ids).await.expect("online").is_empty(),
+        "invisible"
+    );
+    // A status for someone not connected is not kept.
+    a.set_status(&dave.id, PresenceStatus::Busy)
+        .await
+        .expect("status");
+    assert!(b.online(&ids).await.expect("online").is_empty());
+    // The last connection ends: the next session starts online, under its current name.
+    a.disconnect(&bob.id, &c).await.expect("disconnect");
+    let renamed = UserRef {
+        id: bob.id.clone(),
+        name: "Robert".into(),
+    };
+    b.connect(&renamed, &c).await.expect("connect");
+    assert_eq!(
+        a.online(&ids).await.expect("online"),
+        vec![(renamed, PresenceStatus::Online)]
+    );
+    b.disconnect(&bob.id, &c).await.expect("disconnect");
+}
+
+pub async fn an_unknown_connection_changes_nothing(a: &dyn Presence, prefix: &str) {
+    let erin = user(prefix, "erin");
+    assert_eq!(
+        a.disconnect(&erin.id, &conn(prefix, 30))
+            .await
+            .expect("disconnect"),
+        None
+    );
+    let c = conn(prefix, 31);
+    a.connect(&erin, &c).await.expect("connect");
+    assert_eq!(
+        a.disconnect(&erin.id, &conn(prefix, 32))
+            .await
+            .expect("disconnect"),
+        None,
+        "not one of hers"
+    );
+    assert_eq!(
+        a.online(std::slice::from_ref(&erin.id))
+            .await
+            .expect("online")
+            .len(),
+        1
+    );
+    assert!(
+        a.disconnect(&erin.id, &c)
+            .await
+            .expect("disconnect")
+            .is_some()
+    );
+}
+
+pub async fn live_nodes_depart_no_one(a: &dyn Presence, b: &dyn Presence, prefix: &str) {
+    let frank = user(prefix, "frank");
+    let c = conn(prefix, 40);
+    a.connect(&frank, &c).await.expect("connect");
+    for node in [a, b] {
+        let departed = node.maintain().await.expect("maintain");
+        assert!(departed.iter().all(|d| d.user != frank.id), "{departed:?}");
+    }
+    assert_eq!(
+        b.online(std::slice::from_ref(&frank.id))
+            .await
+            .expect("online")
+            .len(),
+        1
+    );
+    a.disconnect(&frank.id, &c).await.expect("disconnect");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::presence::memory::MemoryPresence;
+
+    #[tokio::test]
+    async fn the_memory_presence_meets_the_presence_contract() {
+        let presence = MemoryPresence::new();
+        run_all(&presence, &presence, "mem").await;
+    }
+}
