@@ -380,3 +380,20 @@ async fn a_subscriber_connection_frozen_past_its_deadline_is_replaced_and_repair
     assert!(repaired, "the replaced connection's room is repaired");
     publish_until_received(&a, &b, &r, 100).await;
 }
+
+#[tokio::test]
+async fn connecting_to_a_missing_redis_fails_instead_of_hanging() {
+    let url = format!(
+        "redis://127.0.0.1:{}",
+        switchboard_testkit::free_port().unwrap()
+    );
+    let start = Instant::now();
+    assert!(RedisBroker::connect(&url, "node-a").await.is_err());
+    let ttl = Duration::from_secs(15);
+    assert!(RedisPresence::connect(&url, "node-a", ttl).await.is_err());
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+}
