@@ -16,7 +16,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures_util::{SinkExt, StreamExt};
+use std::future::Future;
+
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use switchboard_protocol::{
     ClientFrame, CloseCode, Codec, ErrorCode, RoomId, ServerFrame, UserRef,
 };
@@ -115,6 +117,16 @@ where
         }
     };
     Box::pin(session.close(end)).await;
+}
+
+/// Awaits `fut` for at most `limit`, arming the timer only when `fut` does not finish at once:
+/// nearly every write completes without waiting, and a timer per write would cost more than it.
+async fn within<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    if let Some(output) = fut.as_mut().now_or_never() {
+        return Some(output);
+    }
+    tokio::time::timeout(limit, fut).await.ok()
 }
 
 fn time_left(expires_at: SystemTime) -> Option<Duration> {
@@ -230,19 +242,29 @@ where
 
     /// The session loop: one select over the socket, the queue, the kick and the timers.
     async fn serve(&mut self) -> End {
+        // The waits that outlive one turn of the loop are made once and kept: re-arming a
+        // timer and re-registering two waiters on every wake-up would cost more than the
+        // write the wake-up is usually for.
         let kick = Arc::clone(&self.kick);
         let shutdown = self.app.shutdown.clone();
+        let kicked = kick.kicked();
+        let cancelled = shutdown.cancelled();
+        let timer = tokio::time::sleep_until(self.next_wake());
+        tokio::pin!(kicked, cancelled, timer);
         loop {
             let wake = self.next_wake();
+            if timer.deadline() != wake {
+                timer.as_mut().reset(wake);
+            }
             let result = tokio::select! {
                 biased;
-                code = kick.kicked() => Err(SessionError::Close(code)),
-                () = shutdown.cancelled() => self.goodbye().await,
+                code = &mut kicked => Err(SessionError::Close(code)),
+                () = &mut cancelled => self.goodbye().await,
                 // Boxed: request handling is the largest state of the loop, and it is rare
                 // next to idling; inline, every idle connection would carry its size.
                 inbound = self.ws.next() => Box::pin(self.on_inbound(inbound)).await,
                 Some(first) = self.rx.recv() => Box::pin(self.write_batch(first)).await,
-                () = tokio::time::sleep_until(wake) => Box::pin(self.on_timer()).await,
+                () = &mut timer => Box::pin(self.on_timer()).await,
             };
             match result {
                 Ok(()) => {}
@@ -480,19 +502,19 @@ where
 
     async fn write(&mut self, message: WsMessage) -> Result<(), SessionError> {
         let timeout = self.app.config.write_timeout();
-        match tokio::time::timeout(timeout, self.ws.send(message)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(SessionError::Gone),
-            Err(_) => Err(SessionError::Close(CloseCode::SlowConsumer)),
+        match within(timeout, self.ws.send(message)).await {
+            Some(Ok(())) => Ok(()),
+            Some(Err(_)) => Err(SessionError::Gone),
+            None => Err(SessionError::Close(CloseCode::SlowConsumer)),
         }
     }
 
     async fn flush(&mut self) -> Result<(), SessionError> {
         let timeout = self.app.config.write_timeout();
-        match tokio::time::timeout(timeout, self.ws.flush()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(SessionError::Gone),
-            Err(_) => Err(SessionError::Close(CloseCode::SlowConsumer)),
+        match within(timeout, self.ws.flush()).await {
+            Some(Ok(())) => Ok(()),
+            Some(Err(_)) => Err(SessionError::Gone),
+            None => Err(SessionError::Close(CloseCode::SlowConsumer)),
         }
     }
 
@@ -510,10 +532,10 @@ where
             }
             ws.flush().await
         };
-        match tokio::time::timeout(timeout, batch).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(SessionError::Gone),
-            Err(_) => {
+        match within(timeout, batch).await {
+            Some(Ok(())) => Ok(()),
+            Some(Err(_)) => Err(SessionError::Gone),
+            None => {
                 if self.kick.kick(CloseCode::SlowConsumer) {
                     metrics::slow_consumer();
                 }
