@@ -9,17 +9,18 @@
 #   BENCH_ONLY=idle scripts/bench.sh # one scenario: idle, room, rooms
 #
 # Knobs (environment): BENCH_PORT (18080), BENCH_RUNS (3), BENCH_SECS (seconds of sending, 8),
-# BENCH_ROOM_RATES (messages/s tried with 1,000 receivers in one room, "25 50 100 200 400 600"),
+# BENCH_ROOM_RATES (messages/s tried with 1,000 receivers in one room, "25 50 100 200 300 400 600"),
 # BENCH_ROOMS_RATES (messages/s, all rooms together, for 10,000 receivers in 100 rooms,
-# "1000 2000"), BENCH_GATEWAY (a gateway binary to measure instead of building this tree's).
+# "500 1000 2000"), BENCH_QUIET_WAIT (120 s), BENCH_RETRIES (1), BENCH_GATEWAY (a gateway
+# binary to measure instead of building this tree's).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 PORT=${BENCH_PORT:-18080}
 RUNS=${BENCH_RUNS:-3}
 SECS=${BENCH_SECS:-8}
-ROOM_RATES=${BENCH_ROOM_RATES:-"25 50 100 200 400 600"}
-ROOMS_RATES=${BENCH_ROOMS_RATES:-"1000 2000"}
+ROOM_RATES=${BENCH_ROOM_RATES:-"25 50 100 200 300 400 600"}
+ROOMS_RATES=${BENCH_ROOMS_RATES:-"500 1000 2000"}
 ONLY=${BENCH_ONLY:-}
 OUT=target/bench/$(date +%Y%m%d-%H%M%S)
 GATEWAY=${BENCH_GATEWAY:-target/release/gateway}
@@ -159,7 +160,7 @@ if [ -z "$ONLY" ] || [ "$ONLY" = idle ]; then
         echo "| idle: 10,000 connections | gateway KiB/conn | handshakes/s | failed |"
         echo "|---|---|---|---|"
     } >>"$SUMMARY"
-    for buffer in 4096 1024; do
+    for buffer in 4096 1024 512; do
         name=idle-rb$buffer
         run "$name" "SWITCHBOARD_READ_BUFFER_BYTES=$buffer" \
             idle --conns 10000 --hold-secs 5 --source-ips 4
