@@ -146,7 +146,7 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_WRITE_TIMEOUT_MS", default_value_t = 10_000)]
     pub write_timeout_ms: u64,
     /// Bytes read from a socket at a time; small keeps idle connections cheap.
-    #[arg(long, env = "SWITCHBOARD_READ_BUFFER_BYTES", default_value_t = 1_024)]
+    #[arg(long, env = "SWITCHBOARD_READ_BUFFER_BYTES", default_value_t = 512)]
     pub read_buffer_bytes: usize,
     /// Longest time graceful shutdown waits for connections to close.
     #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
