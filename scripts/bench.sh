@@ -6,12 +6,13 @@
 # connections and time; the whole script takes about 10 minutes on 2 cores.
 #
 #   scripts/bench.sh                 # everything
-#   BENCH_ONLY=idle scripts/bench.sh # one scenario: idle, room, rooms
+#   BENCH_ONLY=idle scripts/bench.sh # one scenario: idle, room, rooms, persist
 #
 # Knobs (environment): BENCH_PORT (18080), BENCH_RUNS (3), BENCH_SECS (seconds of sending, 8),
 # BENCH_ROOM_RATES (messages/s tried with 1,000 receivers in one room, "25 50 100 200 300 400 600"),
 # BENCH_ROOMS_RATES (messages/s, all rooms together, for 10,000 receivers in 100 rooms,
-# "500 1000 2000"), BENCH_QUIET_WAIT (120 s), BENCH_RETRIES (1), BENCH_GATEWAY (a gateway
+# "500 1000 2000"), BENCH_PERSIST_CONNS (closed-loop senders in the persist scenario, "2000"),
+# BENCH_QUIET_WAIT (120 s), BENCH_RETRIES (1), BENCH_GATEWAY (a gateway
 # binary to measure instead of building this tree's).
 set -euo pipefail
 
@@ -21,6 +22,7 @@ RUNS=${BENCH_RUNS:-3}
 SECS=${BENCH_SECS:-8}
 ROOM_RATES=${BENCH_ROOM_RATES:-"25 50 100 200 300 400 600"}
 ROOMS_RATES=${BENCH_ROOMS_RATES:-"500 1000 2000"}
+PERSIST_CONNS=${BENCH_PERSIST_CONNS:-2000}
 ONLY=${BENCH_ONLY:-}
 OUT=target/bench/$(date +%Y%m%d-%H%M%S)
 GATEWAY=${BENCH_GATEWAY:-target/release/gateway}
@@ -65,7 +67,7 @@ stop_gateway() {
     fi
     GW_PID=
 }
-trap stop_gateway EXIT
+trap 'stop_gateway; stop_postgres' EXIT
 
 # start_gateway [VAR=value...]: a fresh gateway on CPU 0, ready to serve.
 start_gateway() {
@@ -111,6 +113,63 @@ wait_quiet() {
     done
 }
 
+# PostgreSQL for the persist scenario: a private server in a temp dir, pinned to CPU 0 with the
+# gateway, with the durability settings of a default install (fsync and synchronous commit on).
+PG_BIN=/usr/lib/postgresql/15/bin
+PG_PID= PG_DIR= PG_PORT=$((PORT + 1))
+stop_postgres() {
+    if [ -n "$PG_PID" ] && kill -0 "$PG_PID" 2>/dev/null; then
+        kill -INT "$PG_PID" # fast shutdown
+        for _ in $(seq 100); do kill -0 "$PG_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -QUIT "$PG_PID" 2>/dev/null || true
+        wait "$PG_PID" 2>/dev/null || true
+    fi
+    PG_PID=
+    [ -n "$PG_DIR" ] && rm -rf "$PG_DIR"
+    PG_DIR=
+}
+# as_pg CMD...: PostgreSQL refuses to run as root, so as root its tools run as nobody.
+as_pg() {
+    if [ "$(id -u)" -eq 0 ]; then
+        setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$@"
+    else
+        "$@"
+    fi
+}
+start_postgres() {
+    PG_DIR=$(mktemp -d)
+    [ "$(id -u)" -eq 0 ] && chown nobody:nogroup "$PG_DIR"
+    as_pg "$PG_BIN/initdb" -D "$PG_DIR/data" -U switchboard --auth=trust -E UTF8 \
+        --locale=C.UTF-8 --no-instructions >"$OUT/postgres.log" 2>&1
+    as_pg taskset -c 0 "$PG_BIN/postgres" -D "$PG_DIR/data" -p "$PG_PORT" -k "$PG_DIR" \
+        -c listen_addresses=127.0.0.1 -c max_connections=200 >>"$OUT/postgres.log" 2>&1 &
+    PG_PID=$!
+    for _ in $(seq 100); do
+        "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" && return 0
+        sleep 0.1
+    done
+    echo "PostgreSQL did not start; see $OUT/postgres.log" >&2
+    exit 1
+}
+psql_bench() {
+    PGOPTIONS='-c client_min_messages=warning' "$PG_BIN/psql" -X -q -t -A -h 127.0.0.1 -p "$PG_PORT" -U switchboard "$@"
+}
+# An empty database per run, so every run starts from the same table sizes.
+fresh_database() {
+    psql_bench -d postgres -c 'DROP DATABASE IF EXISTS bench' -c 'CREATE DATABASE bench'
+}
+# Every acknowledged message must be a row: compare the table with what loadgen counted.
+check_rows() {
+    local out=$1 rows acked
+    rows=$(psql_bench -d bench -c 'SELECT count(*) FROM messages')
+    acked=$(head -n 1 "$out" | grep -o '"acked_ok":[0-9]*' | cut -d: -f2)
+    echo "rows in messages: $rows, acked: $acked" >>"$out"
+    if [ "$rows" -lt "$acked" ]; then
+        echo "  LOST: $acked messages acknowledged but only $rows rows stored" >&2
+        exit 1
+    fi
+}
+
 # run NAME "GATEWAY_ENV..." LOADGEN_ARGS...: RUNS runs, one JSON line each in $OUT/NAME.jsonl.
 # A fan-out run that loadgen flags as noisy (other processes used the CPUs) is repeated, up to
 # BENCH_RETRIES times (default 1); the repeat counts whether or not it is clean.
@@ -120,12 +179,14 @@ run() {
     for i in $(seq "$RUNS"); do
         for attempt in $(seq 0 "${BENCH_RETRIES:-1}"); do
             wait_quiet
+            ${RUN_BEFORE:-}
             # shellcheck disable=SC2086 # gateway_env is a list of VAR=value words
             start_gateway $gateway_env
             out=$OUT/$name.$i.txt
             taskset -c 1 "$LOADGEN" "$@" --url "ws://127.0.0.1:$PORT/ws" --secret "$SECRET" \
                 --gateway-pid "$GW_PID" >"$out"
             stop_gateway
+            ${RUN_AFTER:+$RUN_AFTER "$out"}
             echo "  $name run $i: $(sed -n 2,99p "$out" | tr '\n' ' ')"
             if ! head -n 1 "$out" | grep -q '"noisy":true' || [ "$attempt" -ge "${BENCH_RETRIES:-1}" ]; then
                 break
@@ -207,6 +268,30 @@ if [ -z "$ONLY" ] || [ "$ONLY" = rooms ]; then
             --source-ips 4
         fanout_row "100 rooms" "$name" "$rate"
     done
+    echo >>"$SUMMARY"
+fi
+
+if [ -z "$ONLY" ] || [ "$ONLY" = persist ]; then
+    echo "== persisted messages: group commit vs one transaction per message"
+    start_postgres
+    {
+        echo "| persist: $PERSIST_CONNS closed-loop senders, one room each | persisted msgs/s | ack p50 ms | ack p99 ms | ack p99.9 ms | ack errors | gateway CPU | gateway µs/msg | CPU 0 busy |"
+        echo "|---|---|---|---|---|---|---|---|---|"
+    } >>"$SUMMARY"
+    RUN_BEFORE=fresh_database RUN_AFTER=check_rows
+    for batch in 256 1; do
+        name=persist-b$batch
+        run "$name" "DATABASE_URL=postgres://switchboard@127.0.0.1:$PG_PORT/bench SWITCHBOARD_BATCH_MAX_MESSAGES=$batch" \
+            persist --conns "$PERSIST_CONNS" --secs "$SECS"
+        read -r mps p50 p99 p999 errors gcpu us cpu0 < <(median "$name" persisted_per_sec \
+            ack_latency_ms.p50 ack_latency_ms.p99 ack_latency_ms.p999 ack_errors_total \
+            gateway_cpu_util gateway_us_per_message cpu0_busy)
+        printf '| SWITCHBOARD_BATCH_MAX_MESSAGES=%s | %.0f | %.2f | %.2f | %.2f | %.0f | %s | %.1f | %s |\n' \
+            "$batch" "$mps" "$p50" "$p99" "$p999" "$errors" "$(percent "$gcpu")" "$us" \
+            "$(percent "$cpu0")" >>"$SUMMARY"
+    done
+    RUN_BEFORE= RUN_AFTER=
+    stop_postgres
     echo >>"$SUMMARY"
 fi
 

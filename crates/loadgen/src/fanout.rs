@@ -191,13 +191,13 @@ fn content(timestamp: u64, bytes: usize) -> String {
 }
 
 /// The `id` of an ack, by byte search.
-fn ack_id(frame: &[u8]) -> Option<u64> {
+pub(crate) fn ack_id(frame: &[u8]) -> Option<u64> {
     const ID_KEY: &[u8] = br#""id":"#;
     leading_number(&frame[memmem::find(frame, ID_KEY)? + ID_KEY.len()..])
 }
 
 /// An ack's outcome, by byte search: `Ok` or the error code.
-fn ack_outcome(frame: &[u8]) -> Result<(), String> {
+pub(crate) fn ack_outcome(frame: &[u8]) -> Result<(), String> {
     const CODE_KEY: &[u8] = br#""code":""#;
     match memmem::find(frame, CODE_KEY) {
         None => Ok(()),
@@ -259,7 +259,7 @@ impl Ctx {
 }
 
 /// Why a connection's stream ended, or `None` if it goes on.
-fn end_reason(
+pub(crate) fn end_reason(
     frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
 ) -> Result<Message, String> {
     match frame {

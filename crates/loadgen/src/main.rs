@@ -1,11 +1,13 @@
 //! `loadgen`: drives a Switchboard gateway over loopback and measures it.
 //!
-//! Two scenarios, each bounded in connections and time and ending by itself:
+//! Three scenarios, each bounded in connections and time and ending by itself:
 //! - `idle`: N authenticated connections that then stay silent; reports the handshake rate and
 //!   the gateway's resident memory per connection (from `/proc`).
 //! - `fanout`: receivers spread over rooms, publishers at a fixed aggregate rate with a timestamp
 //!   in every message; reports deliveries per second, loss, latency percentiles and the gateway's
 //!   CPU time per delivery.
+//! - `persist`: senders in a closed loop; reports acknowledged (so committed) messages per second
+//!   and the ack latency, for comparing the store's write paths.
 //!
 //! Each prints one JSON line (for scripts) followed by lines for people. Everything runs on one
 //! thread (`current_thread` runtime), so the process can be pinned to one core next to a gateway
@@ -15,6 +17,7 @@ mod conn;
 mod fanout;
 mod idle;
 mod median;
+mod persist;
 mod procfs;
 mod token;
 
@@ -35,6 +38,8 @@ enum Command {
     Idle(idle::IdleArgs),
     /// Broadcast timestamped messages to receivers in rooms; report throughput and latency.
     Fanout(fanout::FanoutArgs),
+    /// Send in a closed loop; report persisted (acknowledged) messages per second and ack latency.
+    Persist(persist::PersistArgs),
     /// Print the medians of fields over a file of JSON summary lines (used by scripts/bench.sh).
     Median(median::MedianArgs),
 }
@@ -50,6 +55,7 @@ fn main() -> anyhow::Result<()> {
     let report = match Cli::parse().command {
         Command::Idle(args) => run_scenario(idle::run(args))?,
         Command::Fanout(args) => run_scenario(fanout::run(args))?,
+        Command::Persist(args) => run_scenario(persist::run(args))?,
         Command::Median(args) => {
             writeln!(std::io::stdout().lock(), "{}", median::run(&args)?)?;
             return Ok(());
