@@ -82,4 +82,7 @@ fi
 # Hook: the browser test (Node), added by scripts/browser-test.sh when present.
 [ -x scripts/browser-test.sh ] && scripts/browser-test.sh
 
+# Hook: a smoke run of every k6 load test (loadtest/), added by scripts/loadtest-smoke.sh.
+[ -x scripts/loadtest-smoke.sh ] && scripts/loadtest-smoke.sh
+
 step "all checks passed"
