@@ -7,7 +7,7 @@
 //   k6 run -e USERS=500 -e ROOMS=50 -e MSG_RATE=0.2 -e DURATION_SECS=120 loadtest/chat.js
 
 import { check } from 'k6';
-import { int, runId, sleepMs, vuId } from './lib/switchboard.js';
+import { SUMMARY_TREND_STATS, int, runId, sleepMs, vuId } from './lib/switchboard.js';
 import { Member } from './lib/member.js';
 
 const USERS = int('USERS', 50);
@@ -22,6 +22,7 @@ const READ_EVERY = int('READ_EVERY', 5);
 const LOSS_GRACE_MS = int('LOSS_GRACE_MS', 3000);
 
 export const options = {
+  summaryTrendStats: SUMMARY_TREND_STATS,
   scenarios: {
     chat: {
       executor: 'per-vu-iterations',

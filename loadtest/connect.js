@@ -6,13 +6,14 @@
 //   k6 run -e CONNECTIONS=1000 -e RAMP_SECS=20 -e HOLD_SECS=30 loadtest/connect.js
 
 import { check } from 'k6';
-import { Client, credentials, int, runId, sleepMs, vuId } from './lib/switchboard.js';
+import { SUMMARY_TREND_STATS, Client, credentials, int, runId, sleepMs, vuId } from './lib/switchboard.js';
 
 const CONNECTIONS = int('CONNECTIONS', 200);
 const RAMP_SECS = int('RAMP_SECS', 10);
 const HOLD_SECS = int('HOLD_SECS', 10);
 
 export const options = {
+  summaryTrendStats: SUMMARY_TREND_STATS,
   scenarios: {
     storm: {
       executor: 'per-vu-iterations',

@@ -6,7 +6,7 @@
 //   k6 run -e RECEIVERS=2000 -e PUBLISHERS=4 -e PUBLISH_RATE=10 loadtest/fanout.js
 
 import { check } from 'k6';
-import { int, runId, sleepMs, vuId } from './lib/switchboard.js';
+import { SUMMARY_TREND_STATS, int, runId, sleepMs, vuId } from './lib/switchboard.js';
 import { Member } from './lib/member.js';
 
 const RECEIVERS = int('RECEIVERS', 200);
@@ -21,6 +21,7 @@ const deliveryThresholds = ['count>0'];
 if (MIN_DELIVERY_RATE > 0) deliveryThresholds.push(`rate>${MIN_DELIVERY_RATE}`);
 
 export const options = {
+  summaryTrendStats: SUMMARY_TREND_STATS,
   scenarios: {
     fanout: {
       executor: 'per-vu-iterations',

@@ -11,7 +11,7 @@
 
 import { check } from 'k6';
 import { Counter } from 'k6/metrics';
-import { int, randInt, runId, sleepMs, vuId } from './lib/switchboard.js';
+import { SUMMARY_TREND_STATS, int, randInt, runId, sleepMs, vuId } from './lib/switchboard.js';
 import { Member } from './lib/member.js';
 
 const CLIENTS = int('CLIENTS', 50);
@@ -31,6 +31,7 @@ const replayed = new Counter('sb_replayed');
 const resumeFailures = new Counter('sb_resume_failures');
 
 export const options = {
+  summaryTrendStats: SUMMARY_TREND_STATS,
   scenarios: {
     reconnect: {
       executor: 'per-vu-iterations',

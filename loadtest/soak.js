@@ -13,7 +13,7 @@
 import http from 'k6/http';
 import { check } from 'k6';
 import { Counter, Gauge, Trend } from 'k6/metrics';
-import { httpBase, int, runId, sleepMs, vuId } from './lib/switchboard.js';
+import { SUMMARY_TREND_STATS, httpBase, int, runId, sleepMs, vuId } from './lib/switchboard.js';
 import { Member } from './lib/member.js';
 
 const USERS = int('USERS', 50);
@@ -46,6 +46,7 @@ const scrapeFailures = new Counter('gateway_scrape_failures');
 const runSecs = JOIN_SECS + DURATION_SECS + LOSS_GRACE_MS / 1000 + 2;
 
 export const options = {
+  summaryTrendStats: SUMMARY_TREND_STATS,
   scenarios: {
     users: {
       executor: 'per-vu-iterations',

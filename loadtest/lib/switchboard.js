@@ -18,6 +18,8 @@ export const TARGET_URL = __ENV.TARGET_URL || 'ws://127.0.0.1:8080/ws';
 export const AUTH_MODE = (__ENV.AUTH_MODE || 'header').toLowerCase();
 /// Time one request may wait for its ack, and a connection for session:ready.
 export const REQUEST_TIMEOUT_MS = int('REQUEST_TIMEOUT_MS', 10000);
+/// Trend columns in the end-of-test summary (k6 leaves out p(99) by default).
+export const SUMMARY_TREND_STATS = ['avg', 'min', 'med', 'max', 'p(90)', 'p(95)', 'p(99)'];
 const SECRET = __ENV.SWITCHBOARD_JWT_SECRET || '';
 const TOKEN_TTL_SECS = int('TOKEN_TTL_SECS', 3600);
 // Tokens made by `gateway token`, one per line; VU n uses line n (mod the count). Only readable in
@@ -253,6 +255,9 @@ export class Client {
   }
 
   dispatch(frame) {
+    // Frames still arriving after close() belong to a connection the client has given up on: a
+    // real client drops them too (and gets them again from the resume).
+    if (this.closing) return;
     if ((frame.type === 'ack' || frame.type === 'pong') && frame.id !== undefined) {
       const waiter = this.pending.get(frame.id);
       if (waiter) {
@@ -281,12 +286,15 @@ export class Client {
   }
 
   /// Sends `frame` with a fresh `id`; resolves with the ack's `result`, rejects with a
-  /// RequestError on an error ack, a timeout, or a close. Every failure is counted.
-  request(frame, timeoutMs = REQUEST_TIMEOUT_MS) {
+  /// RequestError on an error ack, a timeout, or a close. Every failure is counted in
+  /// sb_request_failures, except error codes listed in `expected` and the client's own close.
+  request(frame, { timeoutMs = REQUEST_TIMEOUT_MS, expected = [] } = {}) {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       const failWith = (err) => {
-        requestFailures.add(1, Object.assign({ code: err.code || 'error' }, this.tags));
+        if (!expected.includes(err.code) && !err.byClient) {
+          requestFailures.add(1, Object.assign({ code: err.code || 'error' }, this.tags));
+        }
         reject(err);
       };
       if (this.closed) {
@@ -302,30 +310,32 @@ export class Client {
     });
   }
 
-  failPending(why) {
+  failPending(why, byClient = false) {
     for (const [, waiter] of this.pending) {
       clearTimeout(waiter.timer);
-      waiter.reject(new RequestError('CLOSED', why));
+      const err = new RequestError('CLOSED', why);
+      err.byClient = byClient;
+      waiter.reject(err);
     }
     this.pending.clear();
   }
 
   /// Joins a room (with `sinceSeq`, a resume); resolves with the `room` result.
-  join(roomId, sinceSeq) {
+  join(roomId, sinceSeq, expected = []) {
     const frame = { type: 'room:join', roomId };
     if (sinceSeq !== undefined) frame.sinceSeq = sinceSeq;
-    return this.request(frame);
+    return this.request(frame, { expected });
   }
 
   /// Joins a room, creating it when it does not exist yet (another VU may race us to it).
   async ensureRoom(roomId) {
     try {
-      return await this.join(roomId);
+      return await this.join(roomId, undefined, ['ROOM_NOT_FOUND']);
     } catch (e) {
       if (e.code !== 'ROOM_NOT_FOUND') throw e;
     }
     try {
-      return await this.request({ type: 'room:create', roomId });
+      return await this.request({ type: 'room:create', roomId }, { expected: ['ROOM_EXISTS'] });
     } catch (e) {
       if (e.code !== 'ROOM_EXISTS') throw e;
     }
@@ -361,7 +371,7 @@ export class Client {
   /// Closes the socket normally (1000); the close is not counted as unexpected.
   close() {
     this.closing = true;
-    this.failPending('closed by the client');
+    this.failPending('closed by the client', true);
     if (this.ws && !this.closed) this.ws.close();
   }
 }
