@@ -242,7 +242,7 @@ if [[ "$CLUSTER" == 1 ]]; then
     temp_paths+="    ${kind}_temp_path $WORK/nginx/tmp_$kind;"$'\n'
   done
   conf="${conf/$'\nhttp {\n'/$'\nhttp {\n'$temp_paths}"
-  conf="$(grep -Ev '^(error_log|pid|user|daemon) ' <<<"$conf")"
+  conf="$(grep -Ev '^(error_log|pid|user|daemon) |^ *#' <<<"$conf")"
   [[ "$(id -u)" -ne 0 ]] || conf="user root;"$'\n'"$conf"
   for gw in gateway1 gateway2 gateway3 'listen 80;' '/var/log'; do
     [[ "$conf" != *"$gw"* ]] || die "adapting nginx/nginx.conf left '$gw' in it"
