@@ -134,7 +134,9 @@ export async function user(data) {
 /// Sums of the series the soak watches, over every gateway; undefined when a scrape failed.
 function scrape() {
   const totals = { errors: 0, serverCloses: 0, framesIn: 0, gaps: 0, slow: 0, connections: 0 };
+  totals.perGateway = [];
   for (const url of METRICS_URLS) {
+    let connections = 0;
     const res = http.get(url, { timeout: '5s', tags: { name: 'metrics' } });
     if (res.status !== 200) {
       scrapeFailures.add(1);
@@ -165,11 +167,13 @@ function scrape() {
           totals.slow += value;
           break;
         case 'switchboard_connections':
-          totals.connections += value;
+          connections += value;
           break;
         default:
       }
     }
+    totals.connections += connections;
+    totals.perGateway.push(connections);
   }
   return totals;
 }
@@ -186,6 +190,8 @@ export async function sampler(data) {
   if (!first) return;
   let prev = first;
   const ratios = [];
+  // Most connections seen on each gateway: shows how a cluster spread the load.
+  const peak = METRICS_URLS.map(() => 0);
   while (Date.now() < end) {
     await sleepMs(Math.min(SAMPLE_SECS * 1000, end - Date.now()));
     const now = scrape();
@@ -196,6 +202,9 @@ export async function sampler(data) {
     ratios.push(ratio);
     errorRatio.add(ratio);
     gwConnections.add(now.connections);
+    now.perGateway.forEach((c, k) => {
+      peak[k] = Math.max(peak[k], c);
+    });
     prev = now;
   }
   gwErrors.add(prev.errors - first.errors);
@@ -211,6 +220,7 @@ export async function sampler(data) {
   check(ratios, { 'sampled at least 3 windows': (r) => r.length >= 3 });
   console.log(
     `soak: ${ratios.length} windows, error ratio first third ${early.toFixed(5)}, ` +
-      `last third ${late.toFixed(5)}, errors ${prev.errors - first.errors}`,
+      `last third ${late.toFixed(5)}, errors ${prev.errors - first.errors}, ` +
+      `peak connections per gateway ${peak.join(' ')}`,
   );
 }
