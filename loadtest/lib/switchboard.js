@@ -22,8 +22,9 @@ export const REQUEST_TIMEOUT_MS = int('REQUEST_TIMEOUT_MS', 10000);
 export const SUMMARY_TREND_STATS = ['avg', 'min', 'med', 'max', 'p(90)', 'p(95)', 'p(99)'];
 const SECRET = __ENV.SWITCHBOARD_JWT_SECRET || '';
 const TOKEN_TTL_SECS = int('TOKEN_TTL_SECS', 3600);
-// Tokens made by `gateway token`, one per line; VU n uses line n (mod the count). Only readable in
-// the init context, so it is read here, once per VU.
+// Tokens made by `gateway token`, one per line; VU n uses line n (mod the count). An absolute path:
+// k6 resolves relative ones against this file. Only readable in the init context, so it is read
+// here, once per VU.
 const TOKENS = __ENV.TOKENS_FILE
   ? open(__ENV.TOKENS_FILE)
       .split('\n')
