@@ -11,8 +11,14 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
+all=(connect chat fanout reconnect soak)
+# A new script must get smoke defaults in scripts/loadtest.sh and a place in this list.
+for f in loadtest/*.js; do
+  n="$(basename "$f" .js)"
+  [[ " ${all[*]} " == *" $n "* ]] || { echo "loadtest-smoke: $f is not in the smoke list" >&2; exit 1; }
+done
 scenarios=("$@")
-[[ ${#scenarios[@]} -gt 0 ]] || scenarios=(connect chat fanout reconnect soak)
+[[ ${#scenarios[@]} -gt 0 ]] || scenarios=("${all[@]}")
 
 if [[ -z "${GATEWAY_BIN:-}" ]]; then
   echo "loadtest-smoke: cargo build --release -p switchboard-gateway" >&2
