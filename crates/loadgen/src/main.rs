@@ -7,6 +7,11 @@
 //!   in every message; reports deliveries per second, loss, latency percentiles and the gateway's
 //!   CPU time per delivery.
 //!
+//! Both speak either the Switchboard protocol or, with `--dialect socketio`, Socket.IO 4 over a
+//! raw WebSocket (see [`socketio`]), so a Socket.IO server doing the same work is measured the
+//! same way. `--url` repeats to spread connections over the nodes of a cluster, and `fanout
+//! --publisher-url` puts the publishers on another node than the receivers.
+//!
 //! Each prints one JSON line (for scripts) followed by lines for people. Everything runs on one
 //! thread (`current_thread` runtime), so the process can be pinned to one core next to a gateway
 //! pinned to the other; the per-delivery work is kept small (see [`fanout`]).
@@ -16,6 +21,7 @@ mod fanout;
 mod idle;
 mod median;
 mod procfs;
+mod socketio;
 mod token;
 
 use std::io::Write;
