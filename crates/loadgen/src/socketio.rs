@@ -119,8 +119,8 @@ pub async fn handshake(ws: &mut Ws, token: &str) -> anyhow::Result<()> {
         if reply.starts_with("40") {
             return Ok(());
         }
-        if reply.starts_with("44") {
-            bail!("refused by the server: {:.200}", &reply[2..]);
+        if let Some(error) = reply.strip_prefix("44") {
+            bail!("refused by the server: {error:.200}");
         }
         if classify(reply.as_bytes()) == Packet::Closed {
             bail!("closed by the server during the handshake");
