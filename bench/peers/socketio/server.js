@@ -6,7 +6,8 @@
 // cluster. No database: seqs come from an in-memory counter per room and process.
 //
 // Environment: PORT (3000), HOST (127.0.0.1), JWT_SECRET or SWITCHBOARD_JWT_SECRET (required,
-// the secret the gateway uses), REDIS_URL (optional). GET /readyz answers 200 once listening.
+// the secret the gateway uses), REDIS_URL (optional), PING_INTERVAL_MS and PING_TIMEOUT_MS
+// (Socket.IO's 25000 and 20000 when unset). GET /readyz answers 200 once listening.
 'use strict';
 
 const http = require('node:http');
@@ -40,6 +41,8 @@ const httpServer = http.createServer((req, res) => {
 const io = new Server(httpServer, {
   transports: ['websocket'],
   serveClient: false,
+  ...(process.env.PING_INTERVAL_MS && { pingInterval: Number(process.env.PING_INTERVAL_MS) }),
+  ...(process.env.PING_TIMEOUT_MS && { pingTimeout: Number(process.env.PING_TIMEOUT_MS) }),
 });
 
 // Authentication: the token from `socket.handshake.auth`, verified before the connection counts.

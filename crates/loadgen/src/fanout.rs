@@ -404,10 +404,27 @@ async fn publisher(
     let _ = ready.send(()).await;
     drop(ready);
 
-    let mut plan = ctx.plan.clone();
-    let plan = match plan.wait_for(Option::is_some).await {
-        Ok(plan) => plan.unwrap_or_else(|| unreachable!("waited for Some")),
-        Err(_) => return,
+    // Wait for the schedule. A Socket.IO server drops a client that leaves its pings unanswered
+    // for pingInterval + pingTimeout (45 s), and setting up 10,000 receivers can take that long,
+    // so Socket.IO publishers read (and answer pings) meanwhile. Switchboard publishers read
+    // nothing until the first send, as they always have.
+    let mut plan_rx = ctx.plan.clone();
+    let read_meanwhile = ctx.target.dialect == Dialect::SocketIo;
+    let plan = loop {
+        tokio::select! {
+            biased;
+            plan = plan_rx.wait_for(Option::is_some) => match plan {
+                Ok(plan) => break plan.unwrap_or_else(|| unreachable!("waited for Some")),
+                Err(_) => return,
+            },
+            frame = ws.next(), if read_meanwhile => {
+                // No send yet, so no ack to time.
+                if let Err(reason) = on_publisher_frame(&ctx, &mut ws, frame, &|_| Instant::now()).await {
+                    ctx.ended_early(format!("publisher {reason}"));
+                    return;
+                }
+            }
+        }
     };
     let interval = 1.0 / rate;
     let due = |k: u64| plan.start + Duration::from_secs_f64((k as f64 + phase) * interval);
