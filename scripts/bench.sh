@@ -305,6 +305,13 @@ SUMMARY=$OUT/summary.md
     echo "# Benchmark medians of $RUNS runs"
     echo
     echo "$(date -u +%Y-%m-%dT%H:%MZ); $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); Linux $(uname -r); gateway $GATEWAY"
+    if $NEEDS_PEER; then
+        echo
+        echo "Peer: $SOCKETIO_LABEL on node $(node --version) ($PEER_DIR)"
+    fi
+    if $NEEDS_REDIS; then
+        echo "Redis: $(redis-server --version | cut -d' ' -f3)"
+    fi
     echo
 } >"$SUMMARY"
 
