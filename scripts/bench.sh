@@ -1,19 +1,31 @@
 #!/usr/bin/env bash
-# Benchmarks the gateway with loadgen; results go to docs/benchmarks.md by hand.
+# Benchmarks the gateway with loadgen, next to Socket.IO doing the same work; results go to
+# docs/benchmarks.md by hand.
 #
-# Every scenario runs BENCH_RUNS times (default 3) against a fresh gateway pinned to CPU 0, with
-# loadgen pinned to CPU 1, and the medians are printed. Loopback only; every run is bounded in
-# connections and time; the whole script takes about 10 minutes on 2 cores.
+# Every scenario runs BENCH_RUNS times (default 3) against fresh servers pinned to CPU 0 (every
+# node of a cluster, and redis-server, share it), with loadgen pinned to CPU 1, and the medians
+# are printed. Loopback only; every run is bounded in connections and time.
 #
-#   scripts/bench.sh                 # everything
-#   BENCH_ONLY=idle scripts/bench.sh # one scenario: idle, room, rooms, persist
+#   scripts/bench.sh                            # everything
+#   BENCH_ONLY=idle scripts/bench.sh            # one scenario, or several: BENCH_ONLY="room peer-room"
 #
-# Knobs (environment): BENCH_PORT (18080), BENCH_RUNS (3), BENCH_SECS (seconds of sending, 8),
-# BENCH_ROOM_RATES (messages/s tried with 1,000 receivers in one room, "25 50 100 200 300 400 600"),
-# BENCH_ROOMS_RATES (messages/s, all rooms together, for 10,000 receivers in 100 rooms,
-# "500 1000 2000"), BENCH_PERSIST_CONNS (closed-loop senders in the persist scenario, "2000"),
-# BENCH_QUIET_WAIT (120 s), BENCH_RETRIES (1), BENCH_GATEWAY (a gateway
-# binary to measure instead of building this tree's).
+# Scenarios: idle, room, rooms (the gateway alone: 10,000 idle connections; 1,000 receivers in
+# one room; 10,000 receivers in 100 rooms), peer-idle, peer-room, peer-rooms (the same with the
+# Socket.IO server of bench/peers/socketio; rows land in the same tables as the gateway's),
+# cross (publisher on node A, receivers on node B, over Redis: two gateways vs two Socket.IO
+# processes with the redis adapter), nodes (fan-out with receivers split over two nodes vs all
+# on one, publisher on the first; both cluster modes, over Redis), persist (closed-loop senders
+# against a gateway on PostgreSQL: group commit vs one transaction per message; PostgreSQL shares
+# CPU 0 with the gateway).
+#
+# Knobs (environment): BENCH_PORT (18080; a second node uses BENCH_PORT+1), BENCH_RUNS (3),
+# BENCH_SECS (seconds of sending, 8), BENCH_ROOM_RATES (messages/s tried with 1,000 receivers in
+# one room, "25 50 100 200 300 400 600"), BENCH_ROOMS_RATES (messages/s, all rooms together, for
+# 10,000 receivers in 100 rooms, "500 1000 2000"), BENCH_CROSS_RATES ("50 200"),
+# BENCH_NODES_RATES ("100 300"), connection counts BENCH_IDLE_CONNS (10000), BENCH_ROOM_CONNS
+# (1000), BENCH_ROOMS_CONNS (10000), BENCH_CROSS_CONNS (100), BENCH_NODES_CONNS (1000),
+# BENCH_PERSIST_CONNS (2000), BENCH_QUIET_WAIT (120 s), BENCH_RETRIES (1), BENCH_GATEWAY (a gateway binary to measure
+# instead of building this tree's).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -22,15 +34,46 @@ RUNS=${BENCH_RUNS:-3}
 SECS=${BENCH_SECS:-8}
 ROOM_RATES=${BENCH_ROOM_RATES:-"25 50 100 200 300 400 600"}
 ROOMS_RATES=${BENCH_ROOMS_RATES:-"500 1000 2000"}
+CROSS_RATES=${BENCH_CROSS_RATES:-"50 200"}
+NODES_RATES=${BENCH_NODES_RATES:-"100 300"}
+IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
+ROOM_CONNS=${BENCH_ROOM_CONNS:-1000}
+ROOMS_CONNS=${BENCH_ROOMS_CONNS:-10000}
+CROSS_CONNS=${BENCH_CROSS_CONNS:-100}
+NODES_CONNS=${BENCH_NODES_CONNS:-1000}
 PERSIST_CONNS=${BENCH_PERSIST_CONNS:-2000}
 ONLY=${BENCH_ONLY:-}
+PEER_DIR=bench/peers/socketio
 OUT=target/bench/$(date +%Y%m%d-%H%M%S)
 GATEWAY=${BENCH_GATEWAY:-target/release/gateway}
 LOADGEN=target/release/loadgen
 SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export RUST_BACKTRACE=0
 
-for tool in taskset curl; do
+# selected SCENARIO: whether BENCH_ONLY (space- or comma-separated) names it; all do when unset.
+selected() {
+    [ -z "$ONLY" ] && return 0
+    case " ${ONLY//,/ } " in *" $1 "*) return 0 ;; esac
+    return 1
+}
+for scenario in ${ONLY//,/ }; do
+    case $scenario in
+        idle | room | rooms | peer-idle | peer-room | peer-rooms | cross | nodes | persist) ;;
+        *) echo "unknown scenario $scenario in BENCH_ONLY" >&2; exit 1 ;;
+    esac
+done
+NEEDS_PEER=false NEEDS_REDIS=false
+for scenario in peer-idle peer-room peer-rooms cross nodes; do
+    selected "$scenario" && NEEDS_PEER=true
+done
+for scenario in cross nodes; do
+    selected "$scenario" && NEEDS_REDIS=true
+done
+
+tools=(taskset curl)
+$NEEDS_PEER && tools+=(node npm)
+$NEEDS_REDIS && tools+=(redis-server redis-cli)
+for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null || { echo "bench.sh needs $tool" >&2; exit 1; }
 done
 if [ "$(nproc)" -lt 2 ]; then
@@ -43,35 +86,68 @@ if [ "$(ulimit -n)" -lt 12000 ]; then
     echo "open-files limit $(ulimit -n) is below the 12,000 that 10,000 connections need" >&2
     exit 1
 fi
-if curl -s -o /dev/null "http://127.0.0.1:$PORT/"; then
-    echo "port $PORT is in use; set BENCH_PORT" >&2
-    exit 1
-fi
+for port in "$PORT" "$((PORT + 1))"; do
+    if curl -s -o /dev/null "http://127.0.0.1:$port/"; then
+        echo "port $port is in use; set BENCH_PORT" >&2
+        exit 1
+    fi
+done
 
 if [ -n "${BENCH_GATEWAY:-}" ]; then
     cargo build --release -p switchboard-loadgen
 else
     cargo build --release -p switchboard-gateway -p switchboard-loadgen
 fi
+if $NEEDS_PEER; then
+    # Installed from npm at bench time (node_modules is git-ignored), exactly as locked.
+    if [ ! -f "$PEER_DIR/node_modules/.package-lock.json" ] ||
+        [ "$PEER_DIR/package-lock.json" -nt "$PEER_DIR/node_modules/.package-lock.json" ]; then
+        (cd "$PEER_DIR" && npm ci --no-audit --no-fund)
+    fi
+    SOCKETIO_VERSION=$(node -p "require('./$PEER_DIR/node_modules/socket.io/package.json').version")
+    SOCKETIO_LABEL="socket.io $SOCKETIO_VERSION"
+fi
 mkdir -p "$OUT"
 echo "results in $OUT"
 
-GW_PID=
-stop_gateway() {
-    if [ -n "$GW_PID" ] && kill -0 "$GW_PID" 2>/dev/null; then
-        kill -TERM "$GW_PID"
-        # Draining 10,000 sessions takes a moment; the gateway's drain bound is 10 s.
-        for _ in $(seq 150); do kill -0 "$GW_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$GW_PID" 2>/dev/null || true
-        wait "$GW_PID" 2>/dev/null || true
-    fi
-    GW_PID=
+# Every process a run started (servers, redis-server), stopped in reverse order after the run
+# and, whatever happens, when the script exits.
+PIDS=()
+stop_all() {
+    local i pid
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        pid=${PIDS[i]}
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid"
+            # Draining 10,000 sessions takes a moment; the gateway's drain bound is 10 s.
+            for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        wait "$pid" 2>/dev/null || true
+    done
+    PIDS=()
 }
-trap 'stop_gateway; stop_postgres' EXIT
+trap 'stop_all; stop_postgres' EXIT
+trap 'exit 130' INT TERM
 
-# start_gateway [VAR=value...]: a fresh gateway on CPU 0, ready to serve.
+# wait_ready PID URL LOG: until URL answers, or fail if PID dies or 10 s pass.
+wait_ready() {
+    local pid=$1 url=$2 log=$3
+    for _ in $(seq 100); do
+        curl -sf "$url" >/dev/null && return 0
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "$url did not become ready; see $log" >&2
+    exit 1
+}
+
+# start_gateway PORT [VAR=value...]: a fresh gateway on CPU 0, ready to serve; its pid is
+# appended to PIDS.
 start_gateway() {
-    env SWITCHBOARD_LISTEN="127.0.0.1:$PORT" \
+    local port=$1
+    shift
+    env SWITCHBOARD_LISTEN="127.0.0.1:$port" \
         SWITCHBOARD_JWT_SECRET="$SECRET" \
         SWITCHBOARD_RATE_PER_SEC=100000 \
         SWITCHBOARD_RATE_BURST=100000 \
@@ -79,14 +155,94 @@ start_gateway() {
         SWITCHBOARD_LOG=warn \
         "$@" \
         taskset -c 0 "$GATEWAY" >>"$OUT/gateway.log" 2>&1 &
-    GW_PID=$!
+    PIDS+=("$!")
+    wait_ready "$!" "http://127.0.0.1:$port/readyz" "$OUT/gateway.log"
+}
+
+# start_socketio PORT [VAR=value...]: a fresh Socket.IO server (one node process) on CPU 0.
+start_socketio() {
+    local port=$1
+    shift
+    env PORT="$port" HOST=127.0.0.1 JWT_SECRET="$SECRET" NODE_ENV=production "$@" \
+        taskset -c 0 node "$PEER_DIR/server.js" >>"$OUT/socketio.log" 2>&1 &
+    PIDS+=("$!")
+    wait_ready "$!" "http://127.0.0.1:$port/readyz" "$OUT/socketio.log"
+}
+
+# start_redis: a fresh, non-persistent redis-server on CPU 0 and a free port; sets REDIS_PORT
+# and REDIS_PID.
+start_redis() {
+    REDIS_PORT=$((PORT + 100))
+    while (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null; do
+        REDIS_PORT=$((REDIS_PORT + 1))
+    done
+    taskset -c 0 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" \
+        --appendonly no --daemonize no >>"$OUT/redis.log" 2>&1 &
+    REDIS_PID=$!
+    PIDS+=("$REDIS_PID")
     for _ in $(seq 100); do
-        curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && return 0
-        kill -0 "$GW_PID" 2>/dev/null || break
+        [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] && return 0
+        kill -0 "$REDIS_PID" 2>/dev/null || break
         sleep 0.1
     done
-    echo "gateway did not become ready; see $OUT/gateway.log" >&2
+    echo "redis-server did not start; see $OUT/redis.log" >&2
     exit 1
+}
+
+# url_of SERVER PORT: the WebSocket URL loadgen connects to.
+url_of() {
+    case $1 in
+        switchboard) echo "ws://127.0.0.1:$2/ws" ;;
+        socketio) echo "ws://127.0.0.1:$2/socket.io/?EIO=4&transport=websocket" ;;
+    esac
+}
+
+# start_node SERVER PORT [VAR=value...]: one node of either kind.
+start_node() {
+    local server=$1
+    shift
+    case $server in
+        switchboard) start_gateway "$@" ;;
+        socketio) start_socketio "$@" ;;
+    esac
+}
+
+# start_servers SERVER TOPOLOGY "ENV...": starts what a run needs and sets TARGET, loadgen's
+# arguments for it. Topologies:
+#   single  one node on PORT, as in the gateway's own scenarios (embedded mode)
+#   cluster one node on PORT with REDIS_URL (the 1-node baseline of `nodes`)
+#   cross   nodes A (PORT) and B (PORT+1) over Redis; publishers on A, receivers on B
+#   split   nodes A and B over Redis; publishers on A, receivers alternately on A and B
+start_servers() {
+    local server=$1 topology=$2 env=$3 a b
+    TARGET=()
+    [ "$server" = socketio ] && TARGET+=(--dialect socketio)
+    a=$(url_of "$server" "$PORT")
+    b=$(url_of "$server" "$((PORT + 1))")
+    if [ "$topology" = single ]; then
+        # shellcheck disable=SC2086 # env is a list of VAR=value words
+        start_node "$server" "$PORT" $env
+        TARGET+=(--url "$a" --gateway-pid "${PIDS[-1]}")
+        return
+    fi
+    start_redis
+    TARGET+=(--backend-pid "$REDIS_PID")
+    # shellcheck disable=SC2086
+    start_node "$server" "$PORT" REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
+        SWITCHBOARD_NODE_ID=bench-a $env
+    TARGET+=(--gateway-pid "${PIDS[-1]}")
+    case $topology in
+        cluster)
+            TARGET+=(--url "$a")
+            return
+            ;;
+        cross) TARGET+=(--publisher-url "$a" --url "$b") ;;
+        split) TARGET+=(--publisher-url "$a" --url "$a" --url "$b") ;;
+    esac
+    # shellcheck disable=SC2086
+    start_node "$server" "$((PORT + 1))" REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
+        SWITCHBOARD_NODE_ID=bench-b $env
+    TARGET+=(--gateway-pid "${PIDS[-1]}")
 }
 
 # The machine is shared: before a run, wait (up to BENCH_QUIET_WAIT seconds, default 120) until
@@ -116,7 +272,7 @@ wait_quiet() {
 # PostgreSQL for the persist scenario: a private server in a temp dir, pinned to CPU 0 with the
 # gateway, with the durability settings of a default install (fsync and synchronous commit on).
 PG_BIN=/usr/lib/postgresql/15/bin
-PG_PID= PG_DIR= PG_PORT=$((PORT + 1))
+PG_PID= PG_DIR= PG_PORT=$((PORT + 50))
 stop_postgres() {
     if [ -n "$PG_PID" ] && kill -0 "$PG_PID" 2>/dev/null; then
         kill -INT "$PG_PID" # fast shutdown
@@ -170,22 +326,21 @@ check_rows() {
     fi
 }
 
-# run NAME "GATEWAY_ENV..." LOADGEN_ARGS...: RUNS runs, one JSON line each in $OUT/NAME.jsonl.
-# A fan-out run that loadgen flags as noisy (other processes used the CPUs) is repeated, up to
-# BENCH_RETRIES times (default 1); the repeat counts whether or not it is clean.
+# run NAME SERVER TOPOLOGY "SERVER_ENV..." LOADGEN_ARGS...: RUNS runs against fresh servers
+# (see start_servers), one JSON line each in $OUT/NAME.jsonl. A fan-out run that loadgen flags
+# as noisy (other processes used the CPUs) is repeated, up to BENCH_RETRIES times (default 1);
+# the repeat counts whether or not it is clean.
 run() {
-    local name=$1 gateway_env=$2 attempt out
-    shift 2
+    local name=$1 server=$2 topology=$3 server_env=$4 attempt out
+    shift 4
     for i in $(seq "$RUNS"); do
         for attempt in $(seq 0 "${BENCH_RETRIES:-1}"); do
             wait_quiet
             ${RUN_BEFORE:-}
-            # shellcheck disable=SC2086 # gateway_env is a list of VAR=value words
-            start_gateway $gateway_env
+            start_servers "$server" "$topology" "$server_env"
             out=$OUT/$name.$i.txt
-            taskset -c 1 "$LOADGEN" "$@" --url "ws://127.0.0.1:$PORT/ws" --secret "$SECRET" \
-                --gateway-pid "$GW_PID" >"$out"
-            stop_gateway
+            taskset -c 1 "$LOADGEN" "$@" "${TARGET[@]}" --secret "$SECRET" >"$out"
+            stop_all
             ${RUN_AFTER:+$RUN_AFTER "$out"}
             echo "  $name run $i: $(sed -n 2,99p "$out" | tr '\n' ' ')"
             if ! head -n 1 "$out" | grep -q '"noisy":true' || [ "$attempt" -ge "${BENCH_RETRIES:-1}" ]; then
@@ -212,66 +367,158 @@ SUMMARY=$OUT/summary.md
     echo "# Benchmark medians of $RUNS runs"
     echo
     echo "$(date -u +%Y-%m-%dT%H:%MZ); $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); Linux $(uname -r); gateway $GATEWAY"
+    if $NEEDS_PEER; then
+        echo
+        echo "Peer: $SOCKETIO_LABEL on node $(node --version) ($PEER_DIR)"
+    fi
+    if $NEEDS_REDIS; then
+        echo "Redis: $(redis-server --version | cut -d' ' -f3)"
+    fi
     echo
 } >"$SUMMARY"
 
-if [ -z "$ONLY" ] || [ "$ONLY" = idle ]; then
-    echo "== 10,000 idle connections"
+# fmt N: N with thousands separators (10000 -> 10,000), as in the table headers.
+fmt() { echo "$1" | sed -e ':a' -e 's/\B[0-9]\{3\}\>/,&/' -e 'ta'; }
+
+if selected idle || selected peer-idle; then
+    echo "== $(fmt "$IDLE_CONNS") idle connections"
     {
-        echo "| idle: 10,000 connections | gateway KiB/conn | handshakes/s | failed |"
-        echo "|---|---|---|---|"
+        echo "| server | idle: $(fmt "$IDLE_CONNS") connections | server KiB/conn | handshakes/s | failed |"
+        echo "|---|---|---|---|---|"
     } >>"$SUMMARY"
-    for buffer in 4096 1024 512; do
-        name=idle-rb$buffer
-        run "$name" "SWITCHBOARD_READ_BUFFER_BYTES=$buffer" \
-            idle --conns 10000 --hold-secs 5 --source-ips 4
+    idle_row() {
+        local server=$1 label=$2 name=$3 kib hs failed
         read -r kib hs failed < <(median "$name" gateway_kib_per_conn handshakes_per_sec failed)
-        printf '| SWITCHBOARD_READ_BUFFER_BYTES=%s | %.2f | %.0f | %s |\n' \
-            "$buffer" "$kib" "$hs" "$failed" >>"$SUMMARY"
-    done
+        printf '| %s | %s | %.2f | %.0f | %s |\n' "$server" "$label" "$kib" "$hs" "$failed" \
+            >>"$SUMMARY"
+    }
+    if selected idle; then
+        for buffer in 4096 1024 512; do
+            name=idle-rb$buffer
+            run "$name" switchboard single "SWITCHBOARD_READ_BUFFER_BYTES=$buffer" \
+                idle --conns "$IDLE_CONNS" --hold-secs 5 --source-ips 4
+            idle_row switchboard "SWITCHBOARD_READ_BUFFER_BYTES=$buffer" "$name"
+        done
+    fi
+    if selected peer-idle; then
+        name=peer-idle
+        run "$name" socketio single "" \
+            idle --conns "$IDLE_CONNS" --hold-secs 5 --source-ips 4
+        idle_row "$SOCKETIO_LABEL" "node $(node --version)" "$name"
+    fi
     echo >>"$SUMMARY"
 fi
 
 FANOUT_FIELDS=(deliveries_per_sec latency_ms.p50 latency_ms.p99 latency_ms.p999 latency_ms.max
     loss gateway_cpu_util gateway_us_per_delivery loadgen_cpu_util others_cpu_secs)
+# fanout_header TITLE [redis]: a table of fan-out rows; with "redis", a column for its CPU.
 fanout_header() {
+    local extra="" line=""
+    if [ "${2:-}" = redis ]; then extra=" redis CPU |" line="---|"; fi
     {
-        echo "| $1 | msgs/s | deliveries/s | p50 ms | p99 ms | p99.9 ms | max ms | loss | gateway CPU | gateway µs/delivery | loadgen CPU | other CPU s |"
-        echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+        echo "| server | $1 | msgs/s | deliveries/s | p50 ms | p99 ms | p99.9 ms | max ms | loss | server CPU | server µs/delivery |$extra loadgen CPU | other CPU s |"
+        echo "|---|---|---|---|---|---|---|---|---|---|---|$line---|---|"
     } >>"$SUMMARY"
 }
+# fanout_row SERVER LABEL NAME RATE [redis]
 fanout_row() {
-    local label=$1 name=$2 rate=$3
+    local server=$1 label=$2 name=$3 rate=$4 extra="" dps p50 p99 p999 max loss gcpu us lcpu others
     read -r dps p50 p99 p999 max loss gcpu us lcpu others < <(median "$name" "${FANOUT_FIELDS[@]}")
-    printf '| %s | %s | %.0f | %.1f | %.1f | %.1f | %.1f | %.0f | %s | %.2f | %s | %.2f |\n' \
-        "$label" "$rate" "$dps" "$p50" "$p99" "$p999" "$max" "$loss" \
-        "$(percent "$gcpu")" "$us" "$(percent "$lcpu")" "$others" >>"$SUMMARY"
+    if [ "${5:-}" = redis ]; then
+        # Fraction of a core: median CPU seconds over the median window.
+        extra=" $(percent "$(awk -v c="$(median "$name" backend_cpu_secs)" \
+            -v w="$(median "$name" window_secs)" 'BEGIN { print c / w }')") |"
+    fi
+    printf '| %s | %s | %s | %.0f | %.1f | %.1f | %.1f | %.1f | %.0f | %s | %.2f |%s %s | %.2f |\n' \
+        "$server" "$label" "$rate" "$dps" "$p50" "$p99" "$p999" "$max" "$loss" \
+        "$(percent "$gcpu")" "$us" "$extra" "$(percent "$lcpu")" "$others" >>"$SUMMARY"
+}
+server_label() {
+    case $1 in
+        switchboard) echo switchboard ;;
+        socketio) echo "$SOCKETIO_LABEL" ;;
+    esac
 }
 
-if [ -z "$ONLY" ] || [ "$ONLY" = room ]; then
-    echo "== 1,000 receivers in one room"
-    fanout_header "1 room, 1,000 receivers"
+# Rows of the gateway and of Socket.IO at the same rate sit next to each other.
+if selected room || selected peer-room; then
+    echo "== $(fmt "$ROOM_CONNS") receivers in one room"
+    fanout_header "1 room, $(fmt "$ROOM_CONNS") receivers"
     for rate in $ROOM_RATES; do
-        name=room-r$rate
-        run "$name" "" fanout --conns 1000 --rooms 1 --rate "$rate" --secs "$SECS"
-        fanout_row "1 room" "$name" "$rate"
+        if selected room; then
+            name=room-r$rate
+            run "$name" switchboard single "" \
+                fanout --conns "$ROOM_CONNS" --rooms 1 --rate "$rate" --secs "$SECS"
+            fanout_row switchboard "1 room" "$name" "$rate"
+        fi
+        if selected peer-room; then
+            name=peer-room-r$rate
+            run "$name" socketio single "" \
+                fanout --conns "$ROOM_CONNS" --rooms 1 --rate "$rate" --secs "$SECS"
+            fanout_row "$SOCKETIO_LABEL" "1 room" "$name" "$rate"
+        fi
     done
     echo >>"$SUMMARY"
 fi
 
-if [ -z "$ONLY" ] || [ "$ONLY" = rooms ]; then
-    echo "== 10,000 receivers in 100 rooms"
-    fanout_header "100 rooms, 10,000 receivers"
+if selected rooms || selected peer-rooms; then
+    echo "== $(fmt "$ROOMS_CONNS") receivers in 100 rooms"
+    fanout_header "100 rooms, $(fmt "$ROOMS_CONNS") receivers"
     for rate in $ROOMS_RATES; do
-        name=rooms-r$rate
-        run "$name" "" fanout --conns 10000 --rooms 100 --rate "$rate" --secs "$SECS" \
-            --source-ips 4
-        fanout_row "100 rooms" "$name" "$rate"
+        if selected rooms; then
+            name=rooms-r$rate
+            run "$name" switchboard single "" fanout --conns "$ROOMS_CONNS" --rooms 100 \
+                --rate "$rate" --secs "$SECS" --source-ips 4
+            fanout_row switchboard "100 rooms" "$name" "$rate"
+        fi
+        if selected peer-rooms; then
+            name=peer-rooms-r$rate
+            run "$name" socketio single "" fanout --conns "$ROOMS_CONNS" --rooms 100 \
+                --rate "$rate" --secs "$SECS" --source-ips 4
+            fanout_row "$SOCKETIO_LABEL" "100 rooms" "$name" "$rate"
+        fi
     done
     echo >>"$SUMMARY"
 fi
 
-if [ -z "$ONLY" ] || [ "$ONLY" = persist ]; then
+# Cross-node latency: one room, the publisher on node A, every receiver on node B, the two
+# nodes (and redis-server) on CPU 0. Server CPU is both nodes together.
+if selected cross; then
+    echo "== cross-node: $(fmt "$CROSS_CONNS") receivers on node B, publisher on node A"
+    fanout_header "cross-node, $(fmt "$CROSS_CONNS") receivers on B, publisher on A" redis
+    for rate in $CROSS_RATES; do
+        for server in switchboard socketio; do
+            name=cross-$server-r$rate
+            run "$name" "$server" cross "" \
+                fanout --conns "$CROSS_CONNS" --rooms 1 --rate "$rate" --secs "$SECS"
+            fanout_row "$(server_label "$server")" "2 nodes over Redis" "$name" "$rate" redis
+        done
+    done
+    echo >>"$SUMMARY"
+fi
+
+# Fan-out with the receivers split over two nodes vs all on one node, both over Redis and in
+# the same run; the publisher is on the first node. Both nodes share CPU 0 on a 2-CPU machine,
+# so this is the cost of the cluster path, not scale-out.
+if selected nodes; then
+    echo "== nodes: $(fmt "$NODES_CONNS") receivers on 1 node vs split over 2"
+    fanout_header "1 room, $(fmt "$NODES_CONNS") receivers" redis
+    for rate in $NODES_RATES; do
+        for server in switchboard socketio; do
+            name=nodes1-$server-r$rate
+            run "$name" "$server" cluster "" \
+                fanout --conns "$NODES_CONNS" --rooms 1 --rate "$rate" --secs "$SECS"
+            fanout_row "$(server_label "$server")" "1 node (Redis)" "$name" "$rate" redis
+            name=nodes2-$server-r$rate
+            run "$name" "$server" split "" \
+                fanout --conns "$NODES_CONNS" --rooms 1 --rate "$rate" --secs "$SECS"
+            fanout_row "$(server_label "$server")" "2 nodes, receivers split" "$name" "$rate" redis
+        done
+    done
+    echo >>"$SUMMARY"
+fi
+
+if selected persist; then
     echo "== persisted messages: group commit vs one transaction per message"
     start_postgres
     {
@@ -281,7 +528,7 @@ if [ -z "$ONLY" ] || [ "$ONLY" = persist ]; then
     RUN_BEFORE=fresh_database RUN_AFTER=check_rows
     for batch in 256 1; do
         name=persist-b$batch
-        run "$name" "DATABASE_URL=postgres://switchboard@127.0.0.1:$PG_PORT/bench SWITCHBOARD_BATCH_MAX_MESSAGES=$batch" \
+        run "$name" switchboard single "DATABASE_URL=postgres://switchboard@127.0.0.1:$PG_PORT/bench SWITCHBOARD_BATCH_MAX_MESSAGES=$batch" \
             persist --conns "$PERSIST_CONNS" --secs "$SECS"
         read -r mps p50 p99 p999 errors gcpu us cpu0 < <(median "$name" persisted_per_sec \
             ack_latency_ms.p50 ack_latency_ms.p99 ack_latency_ms.p999 ack_errors_total \

@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
 use crate::procfs::Proc;
+use crate::socketio;
 use crate::token::Mint;
 
 pub type Ws = WebSocketStream<TcpStream>;
@@ -26,18 +27,48 @@ pub type Ws = WebSocketStream<TcpStream>;
 pub const SESSION_READY_PREFIX: &str = r#"{"type":"session:ready""#;
 pub const ACK_PREFIX: &str = r#"{"type":"ack""#;
 
+/// Which protocol the server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Dialect {
+    /// The Switchboard protocol (docs/protocol.md), authenticated with `Authorization: Bearer`.
+    Switchboard,
+    /// Socket.IO 4 over Engine.IO 4 on a raw WebSocket (`bench/peers/socketio`), authenticated
+    /// with `{"token": …}` in the connect packet.
+    #[value(name = "socketio")]
+    SocketIo,
+}
+
+impl Dialect {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Switchboard => "switchboard",
+            Self::SocketIo => "socketio",
+        }
+    }
+}
+
 /// Where and how to connect; shared by every scenario.
 #[derive(Debug, Clone, Args)]
 pub struct TargetArgs {
-    /// WebSocket URL of the gateway (loopback).
+    /// WebSocket URL of the server (loopback). Repeat it to spread connections (receivers, idle
+    /// connections) round-robin over several nodes. For `--dialect socketio`, a URL like
+    /// ws://127.0.0.1:3000/socket.io/?EIO=4&transport=websocket.
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
-    pub url: String,
-    /// HS256 secret the gateway was started with (SWITCHBOARD_JWT_SECRET), at least 32 bytes.
+    pub url: Vec<String>,
+    /// Protocol the server speaks.
+    #[arg(long, value_enum, default_value_t = Dialect::Switchboard)]
+    pub dialect: Dialect,
+    /// HS256 secret the server was started with (SWITCHBOARD_JWT_SECRET), at least 32 bytes.
     #[arg(long, env = "SWITCHBOARD_JWT_SECRET", hide_env_values = true)]
     pub secret: String,
-    /// Gateway process id, to read its memory and CPU time from /proc.
+    /// Server process id, to read its memory and CPU time from /proc. Repeat it for a cluster:
+    /// the figures are then the sums over every node.
     #[arg(long)]
-    pub gateway_pid: Option<u32>,
+    pub gateway_pid: Vec<u32>,
+    /// Process id of a backend the servers use (e.g. redis-server): its CPU time is reported
+    /// on its own and not counted as other processes' noise. Repeatable.
+    #[arg(long)]
+    pub backend_pid: Vec<u32>,
     /// Spread connections over 127.0.0.1 ..= 127.0.0.N as source addresses, when one address
     /// runs out of ephemeral ports.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=250))]
@@ -47,27 +78,22 @@ pub struct TargetArgs {
     pub concurrency: usize,
 }
 
-/// A resolved target plus the token mint.
+/// One server URL, resolved.
 #[derive(Debug)]
-pub struct Target {
+pub struct Endpoint {
     url: String,
     addr: SocketAddr,
-    source_ips: u8,
-    mint: Mint,
-    pub gateway: Option<Proc>,
 }
 
-impl Target {
-    pub async fn new(args: &TargetArgs) -> anyhow::Result<Self> {
-        let request = args
-            .url
-            .as_str()
+impl Endpoint {
+    pub async fn resolve(url: &str, dialect: Dialect, source_ips: u8) -> anyhow::Result<Self> {
+        let request = url
             .into_client_request()
-            .with_context(|| format!("bad --url {}", args.url))?;
+            .with_context(|| format!("bad URL {url}"))?;
         let authority = request
             .uri()
             .authority()
-            .with_context(|| format!("--url {} has no host", args.url))?;
+            .with_context(|| format!("URL {url} has no host"))?;
         let host_port = match authority.port_u16() {
             Some(_) => authority.to_string(),
             None => format!("{}:80", authority.host()),
@@ -76,22 +102,87 @@ impl Target {
             .await?
             .find(SocketAddr::is_ipv4)
             .with_context(|| format!("{host_port} has no IPv4 address"))?;
-        if args.source_ips > 1 && !addr.ip().is_loopback() {
-            bail!("--source-ips > 1 only works against a loopback gateway");
+        if source_ips > 1 && !addr.ip().is_loopback() {
+            bail!("--source-ips > 1 only works against a loopback server");
+        }
+        if dialect == Dialect::SocketIo {
+            socketio::check_url(url)?;
         }
         Ok(Self {
-            url: args.url.clone(),
+            url: url.to_owned(),
             addr,
-            source_ips: args.source_ips,
-            mint: Mint::new(&args.secret)?,
-            gateway: args.gateway_pid.map(Proc::Pid),
         })
     }
 
-    /// Connects connection number `index` as user `user` (with `Authorization: Bearer`) and
-    /// waits for `session:ready`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+/// The resolved targets plus the token mint.
+#[derive(Debug)]
+pub struct Target {
+    endpoints: Vec<Endpoint>,
+    pub dialect: Dialect,
+    source_ips: u8,
+    mint: Mint,
+    /// The server processes (one per node), for memory and CPU.
+    pub gateway: Vec<Proc>,
+    /// Backends of the servers (redis-server), for CPU.
+    pub backends: Vec<Proc>,
+}
+
+impl Target {
+    pub async fn new(args: &TargetArgs) -> anyhow::Result<Self> {
+        let mut endpoints = Vec::with_capacity(args.url.len());
+        for url in &args.url {
+            endpoints.push(Endpoint::resolve(url, args.dialect, args.source_ips).await?);
+        }
+        if endpoints.is_empty() {
+            bail!("give at least one --url");
+        }
+        Ok(Self {
+            endpoints,
+            dialect: args.dialect,
+            source_ips: args.source_ips,
+            mint: Mint::new(&args.secret)?,
+            gateway: args.gateway_pid.iter().copied().map(Proc::Pid).collect(),
+            backends: args.backend_pid.iter().copied().map(Proc::Pid).collect(),
+        })
+    }
+
+    /// A URL of the same dialect and source addresses (e.g. the publishers' node), resolved.
+    pub async fn resolve(&self, url: &str) -> anyhow::Result<Endpoint> {
+        Endpoint::resolve(url, self.dialect, self.source_ips).await
+    }
+
+    /// The endpoint connection number `index` goes to: round-robin over every `--url`.
+    pub fn endpoint(&self, index: usize) -> &Endpoint {
+        &self.endpoints[index % self.endpoints.len()]
+    }
+
+    /// The first `--url`.
+    pub fn first(&self) -> &Endpoint {
+        &self.endpoints[0]
+    }
+
+    /// Connects connection number `index` to its endpoint (round-robin over `--url`).
     pub async fn open(
         &self,
+        index: usize,
+        user: &str,
+        config: WebSocketConfig,
+    ) -> anyhow::Result<Ws> {
+        self.open_at(self.endpoint(index), index, user, config)
+            .await
+    }
+
+    /// Connects connection number `index` to `endpoint` as user `user` and waits until the
+    /// session is ready: with `Authorization: Bearer` and `session:ready` for Switchboard, with
+    /// the Engine.IO and Socket.IO handshakes for Socket.IO.
+    pub async fn open_at(
+        &self,
+        endpoint: &Endpoint,
         index: usize,
         user: &str,
         config: WebSocketConfig,
@@ -105,15 +196,18 @@ impl Target {
             ))?;
         }
         let stream = socket
-            .connect(self.addr)
+            .connect(endpoint.addr)
             .await
-            .with_context(|| format!("connecting to {}", self.addr))?;
+            .with_context(|| format!("connecting to {}", endpoint.addr))?;
         stream.set_nodelay(true)?;
-        let mut request = self.url.as_str().into_client_request()?;
-        let bearer = format!("Bearer {}", self.mint.token(user)?);
-        request
-            .headers_mut()
-            .insert(AUTHORIZATION, HeaderValue::from_str(&bearer)?);
+        let mut request = endpoint.url.as_str().into_client_request()?;
+        let token = self.mint.token(user)?;
+        if self.dialect == Dialect::Switchboard {
+            let bearer = format!("Bearer {token}");
+            request
+                .headers_mut()
+                .insert(AUTHORIZATION, HeaderValue::from_str(&bearer)?);
+        }
         let (mut ws, _response) = client_async_with_config(request, stream, Some(config))
             .await
             .map_err(|error| match error {
@@ -129,10 +223,16 @@ impl Target {
                 ),
                 other => anyhow::Error::new(other).context("websocket handshake"),
             })?;
-        loop {
-            match next_text(&mut ws).await? {
-                text if text.starts_with(SESSION_READY_PREFIX) => return Ok(ws),
-                _ => continue,
+        match self.dialect {
+            Dialect::Switchboard => loop {
+                match next_text(&mut ws).await? {
+                    text if text.starts_with(SESSION_READY_PREFIX) => return Ok(ws),
+                    _ => continue,
+                }
+            },
+            Dialect::SocketIo => {
+                socketio::handshake(&mut ws, &token).await?;
+                Ok(ws)
             }
         }
     }

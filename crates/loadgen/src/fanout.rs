@@ -12,7 +12,12 @@
 //! **Per delivery** a receiver does no JSON parsing: tungstenite hands over one text frame at a
 //! time from a read buffer that one `read` filled with many, the frame is recognised by its
 //! prefix (serde writes the `type` tag first) and the timestamp is the run of digits after
-//! `"content":"`.
+//! `"content":"`. The Socket.IO dialect does the same on its own frames (see [`socketio`]).
+//!
+//! **Across nodes**: `--publisher-url` puts the publishers on one node while receivers connect
+//! to the `--url`s (round-robin), so the latency includes the hop between nodes. With
+//! Switchboard on the in-memory store every node has its own rooms, so receivers on another
+//! node than the publishers create the room there first (`ROOM_EXISTS` is fine).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -34,8 +39,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::Report;
-use crate::conn::{self, ACK_PREFIX, Target, TargetArgs, Ws};
-use crate::procfs::{CpuMeter, MachineMeter, Proc};
+use crate::conn::{self, ACK_PREFIX, Dialect, Endpoint, Target, TargetArgs, Ws};
+use crate::procfs::{CpuMeter, GroupCpuMeter, MachineMeter, Proc, total_rss_kib};
+use crate::socketio::{self, Packet};
 
 const MESSAGE_NEW_PREFIX: &[u8] = br#"{"type":"message:new""#;
 const MESSAGE_NEW_TYPE: &[u8] = br#""type":"message:new""#;
@@ -87,6 +93,10 @@ pub struct FanoutArgs {
     /// Receiver read buffer: how many bytes one read may drain.
     #[arg(long, default_value_t = 2 * 1024)]
     read_buffer_bytes: usize,
+    /// Connect the publishers to this URL (e.g. node A of a cluster) instead of the first
+    /// `--url`; receivers still go to the `--url`s.
+    #[arg(long)]
+    publisher_url: Option<String>,
 }
 
 /// The schedule every task follows once setup is done.
@@ -102,6 +112,11 @@ struct Plan {
 #[derive(Debug)]
 struct Ctx {
     target: Target,
+    /// Where publishers connect (`--publisher-url`, else the first `--url`).
+    publishers_at: Option<Endpoint>,
+    /// Receivers create their room before joining: they are on another node than the
+    /// publishers, whose in-memory store may not know the room.
+    receivers_create: bool,
     rooms: Vec<RoomId>,
     /// Timestamps count from here.
     epoch: Instant,
@@ -155,7 +170,7 @@ impl Stats {
 }
 
 /// The timestamp of a `message:new` frame, or `None` for any other frame.
-fn delivery_timestamp(frame: &[u8]) -> Option<u64> {
+pub(crate) fn delivery_timestamp(frame: &[u8]) -> Option<u64> {
     if !frame.starts_with(MESSAGE_NEW_PREFIX) && MESSAGE_NEW_FINDER.find(frame).is_none() {
         return None;
     }
@@ -163,7 +178,7 @@ fn delivery_timestamp(frame: &[u8]) -> Option<u64> {
 }
 
 /// The decimal number `bytes` start with, if any (and if it fits a `u64`).
-fn leading_number(bytes: &[u8]) -> Option<u64> {
+pub(crate) fn leading_number(bytes: &[u8]) -> Option<u64> {
     let len = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
     if len == 0 {
         return None;
@@ -174,7 +189,7 @@ fn leading_number(bytes: &[u8]) -> Option<u64> {
 }
 
 /// The `createdAt` of a `message:new` frame: the last field, so searched from the end.
-fn created_at(frame: &[u8]) -> Option<u64> {
+pub(crate) fn created_at(frame: &[u8]) -> Option<u64> {
     const KEY: &[u8] = br#""createdAt":"#;
     leading_number(&frame[memmem::rfind(frame, KEY)? + KEY.len()..])
 }
@@ -214,6 +229,18 @@ impl Ctx {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
+    /// Records the latency of one delivery sent at `sent_ns`, and its stored-to-received time
+    /// when `frame` has a `createdAt`.
+    fn record_delivery(&self, sent_ns: u64, frame: &[u8]) {
+        let latency_us = self.now_ns().saturating_sub(sent_ns) / 1_000;
+        let mut stats = self.stats.borrow_mut();
+        stats.latency.saturating_record(latency_us.max(1));
+        if let Some(stored) = created_at(frame) {
+            let after = wall_millis().saturating_sub(stored);
+            stats.after_store_ms.saturating_record(after.max(1));
+        }
+    }
+
     fn setup_failed(&self, error: &anyhow::Error) {
         let mut stats = self.stats.borrow_mut();
         stats.setup_failed += 1;
@@ -231,9 +258,11 @@ impl Ctx {
             .or_default() += 1;
     }
 
-    /// Connects and joins under the concurrency bound and the setup deadline.
+    /// Connects (to `endpoint`, else round-robin over `--url`) and joins under the concurrency
+    /// bound and the setup deadline.
     async fn set_up(
         &self,
+        endpoint: Option<&Endpoint>,
         index: usize,
         user: &str,
         config: WebSocketConfig,
@@ -242,12 +271,16 @@ impl Ctx {
     ) -> anyhow::Result<Ws> {
         let _permit = self.connecting.acquire().await?;
         let steps = async {
-            let mut ws = self.target.open(index, user, config).await?;
-            for &room in rooms {
-                if create {
-                    conn::create_and_join(&mut ws, &self.rooms[room]).await?;
-                } else {
-                    conn::join(&mut ws, &self.rooms[room]).await?;
+            let endpoint = endpoint.unwrap_or_else(|| self.target.endpoint(index));
+            let mut ws = self.target.open_at(endpoint, index, user, config).await?;
+            for (n, &room) in rooms.iter().enumerate() {
+                let room = &self.rooms[room];
+                match self.target.dialect {
+                    Dialect::Switchboard if create => conn::create_and_join(&mut ws, room).await?,
+                    Dialect::Switchboard => conn::join(&mut ws, room).await?,
+                    // Socket.IO rooms exist once joined; ack ids stay below FIRST_SEND_ID
+                    // for one room per publisher, and are only matched while joining anyway.
+                    Dialect::SocketIo => socketio::join(&mut ws, room, 1 + n as u64).await?,
                 }
             }
             anyhow::Ok(ws)
@@ -276,7 +309,11 @@ async fn receiver(ctx: Rc<Ctx>, index: usize, room: usize, ready: mpsc::Sender<(
         .read_buffer_size(ctx.read_buffer_bytes)
         .write_buffer_size(0);
     let user = format!("recv-{index}");
-    let mut ws = match ctx.set_up(index, &user, config, &[room], false).await {
+    let create = ctx.receivers_create;
+    let mut ws = match ctx
+        .set_up(None, index, &user, config, &[room], create)
+        .await
+    {
         Ok(ws) => ws,
         Err(error) => {
             ctx.setup_failed(&error);
@@ -290,11 +327,22 @@ async fn receiver(ctx: Rc<Ctx>, index: usize, room: usize, ready: mpsc::Sender<(
 
     let stopped = ctx.stop.cancelled();
     tokio::pin!(stopped);
+    let socketio = ctx.target.dialect == Dialect::SocketIo;
     let mut received = 0u64;
     loop {
         tokio::select! {
             biased;
             frame = ws.next() => match end_reason(frame) {
+                Ok(Message::Text(text)) if socketio => {
+                    let frame = text.as_bytes();
+                    if let Some(sent_ns) = socketio::delivery_timestamp(frame) {
+                        received += 1;
+                        ctx.record_delivery(sent_ns, frame);
+                    } else if let Err(reason) = socketio_control(&mut ws, frame).await {
+                        ctx.ended_early(reason);
+                        break;
+                    }
+                }
                 Ok(Message::Text(text)) => {
                     if let Some(sent_ns) = delivery_timestamp(text.as_bytes()) {
                         received += 1;
@@ -336,7 +384,14 @@ async fn publisher(
 ) {
     let user = format!("pub-{index}");
     let mut ws = match ctx
-        .set_up(index, &user, WebSocketConfig::default(), &rooms, true)
+        .set_up(
+            ctx.publishers_at.as_ref(),
+            index,
+            &user,
+            WebSocketConfig::default(),
+            &rooms,
+            true,
+        )
         .await
     {
         Ok(ws) => ws,
@@ -349,10 +404,27 @@ async fn publisher(
     let _ = ready.send(()).await;
     drop(ready);
 
-    let mut plan = ctx.plan.clone();
-    let plan = match plan.wait_for(Option::is_some).await {
-        Ok(plan) => plan.unwrap_or_else(|| unreachable!("waited for Some")),
-        Err(_) => return,
+    // Wait for the schedule. A Socket.IO server drops a client that leaves its pings unanswered
+    // for pingInterval + pingTimeout (45 s), and setting up 10,000 receivers can take that long,
+    // so Socket.IO publishers read (and answer pings) meanwhile. Switchboard publishers read
+    // nothing until the first send, as they always have.
+    let mut plan_rx = ctx.plan.clone();
+    let read_meanwhile = ctx.target.dialect == Dialect::SocketIo;
+    let plan = loop {
+        tokio::select! {
+            biased;
+            plan = plan_rx.wait_for(Option::is_some) => match plan {
+                Ok(plan) => break plan.unwrap_or_else(|| unreachable!("waited for Some")),
+                Err(_) => return,
+            },
+            frame = ws.next(), if read_meanwhile => {
+                // No send yet, so no ack to time.
+                if let Err(reason) = on_publisher_frame(&ctx, &mut ws, frame, &|_| Instant::now()).await {
+                    ctx.ended_early(format!("publisher {reason}"));
+                    return;
+                }
+            }
+        }
     };
     let interval = 1.0 / rate;
     let due = |k: u64| plan.start + Duration::from_secs_f64((k as f64 + phase) * interval);
@@ -362,7 +434,7 @@ async fn publisher(
     while due(k) < plan.stop_sending && ended.is_none() {
         tokio::select! {
             biased;
-            frame = ws.next() => ended = on_publisher_frame(&ctx, frame, &due).err(),
+            frame = ws.next() => ended = on_publisher_frame(&ctx, &mut ws, frame, &due).await.err(),
             () = tokio::time::sleep_until(due(k)) => {
                 let now = Instant::now();
                 // Everything already due goes out in one flush.
@@ -370,12 +442,20 @@ async fn publisher(
                     let at = due(k);
                     let room = rooms[(k as usize) % rooms.len()];
                     let sent_ns = u64::try_from((at - ctx.epoch).as_nanos()).unwrap_or(u64::MAX);
-                    let frame = format!(
-                        r#"{{"type":"message:send","id":{id},"roomId":"{room_id}","content":"{content}","clientMsgId":"{user}-{k}"}}"#,
-                        id = k + FIRST_SEND_ID,
-                        room_id = ctx.rooms[room],
-                        content = content(sent_ns, ctx.msg_bytes),
-                    );
+                    let frame = match ctx.target.dialect {
+                        Dialect::Switchboard => format!(
+                            r#"{{"type":"message:send","id":{id},"roomId":"{room_id}","content":"{content}","clientMsgId":"{user}-{k}"}}"#,
+                            id = k + FIRST_SEND_ID,
+                            room_id = ctx.rooms[room],
+                            content = content(sent_ns, ctx.msg_bytes),
+                        ),
+                        Dialect::SocketIo => socketio::message_send(
+                            k + FIRST_SEND_ID,
+                            &ctx.rooms[room],
+                            &content(sent_ns, ctx.msg_bytes),
+                            &format!("{user}-{k}"),
+                        ),
+                    };
                     if let Err(error) = ws.feed(Message::text(frame)).await {
                         ended = Some(format!("error: {error}"));
                         break;
@@ -395,7 +475,7 @@ async fn publisher(
     while ended.is_none() {
         tokio::select! {
             biased;
-            frame = ws.next() => ended = on_publisher_frame(&ctx, frame, &due).err(),
+            frame = ws.next() => ended = on_publisher_frame(&ctx, &mut ws, frame, &due).await.err(),
             () = &mut stopped => break,
         }
     }
@@ -405,27 +485,48 @@ async fn publisher(
 }
 
 /// Counts an ack and times it from the send's schedule (`due` maps a send number to it); other
-/// frames (join notices, other publishers' messages) are skipped.
-fn on_publisher_frame(
+/// frames (join notices, other publishers' messages) are skipped, Socket.IO pings answered.
+async fn on_publisher_frame(
     ctx: &Ctx,
+    ws: &mut Ws,
     frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
     due: &dyn Fn(u64) -> Instant,
 ) -> Result<(), String> {
-    if let Message::Text(text) = end_reason(frame)?
-        && text.as_bytes().starts_with(ACK_PREFIX.as_bytes())
-    {
-        let frame = text.as_bytes();
-        let mut stats = ctx.stats.borrow_mut();
-        match ack_outcome(frame) {
-            Ok(()) => stats.acks_ok += 1,
-            Err(code) => *stats.ack_errors.entry(code).or_default() += 1,
-        }
-        if let Some(k) = ack_id(frame).and_then(|id| id.checked_sub(FIRST_SEND_ID)) {
-            let latency_us = u64::try_from(due(k).elapsed().as_micros()).unwrap_or(u64::MAX);
-            stats.ack_latency.saturating_record(latency_us.max(1));
-        }
+    let Message::Text(text) = end_reason(frame)? else {
+        return Ok(());
+    };
+    let frame = text.as_bytes();
+    let id = match ctx.target.dialect {
+        Dialect::Switchboard if frame.starts_with(ACK_PREFIX.as_bytes()) => ack_id(frame),
+        Dialect::Switchboard => return Ok(()),
+        Dialect::SocketIo => match socketio::classify(frame) {
+            Packet::Ack(id) => Some(id),
+            _ => return socketio_control(ws, frame).await,
+        },
+    };
+    let mut stats = ctx.stats.borrow_mut();
+    match ack_outcome(frame) {
+        Ok(()) => stats.acks_ok += 1,
+        Err(code) => *stats.ack_errors.entry(code).or_default() += 1,
+    }
+    if let Some(k) = id.and_then(|id| id.checked_sub(FIRST_SEND_ID)) {
+        let latency_us = u64::try_from(due(k).elapsed().as_micros()).unwrap_or(u64::MAX);
+        stats.ack_latency.saturating_record(latency_us.max(1));
     }
     Ok(())
+}
+
+/// A Socket.IO frame that is neither a delivery nor an ack: answers a ping, ends on a close,
+/// skips the rest.
+async fn socketio_control(ws: &mut Ws, frame: &[u8]) -> Result<(), String> {
+    match socketio::classify(frame) {
+        Packet::Ping => ws
+            .send(Message::text(socketio::PONG))
+            .await
+            .map_err(|error| format!("error: pong: {error}")),
+        Packet::Closed => Err("socket.io disconnect".to_owned()),
+        Packet::Ack(_) | Packet::Other => Ok(()),
+    }
 }
 
 /// The rooms publisher `p` of `publishers` sends to, round-robin.
@@ -468,11 +569,21 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Report> {
         .map(|r| RoomId::parse(format!("bench-{r}")))
         .collect::<Result<Vec<_>, _>>()?;
     let target = Target::new(&args.target).await?;
-    let gateway = target.gateway;
+    let publishers_at = match &args.publisher_url {
+        Some(url) => Some(target.resolve(url).await?),
+        None => None,
+    };
+    let receivers_create = publishers_at
+        .as_ref()
+        .is_some_and(|at| args.target.url.iter().any(|url| url != at.url()));
+    let gateway = target.gateway.clone();
+    let backends = target.backends.clone();
     let (plan_tx, plan_rx) = watch::channel(None);
     let setup_timeout = Duration::from_secs(args.setup_timeout_secs);
     let ctx = Rc::new(Ctx {
         target,
+        publishers_at,
+        receivers_create,
         rooms,
         epoch: Instant::now(),
         connecting: Semaphore::new(args.target.concurrency.max(1)),
@@ -538,8 +649,9 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Report> {
     tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
 
     // The measured window: from the first scheduled send to the end of the drain.
-    let gateway_rss_before = gateway.map(Proc::rss_kib).transpose()?;
-    let gateway_cpu = gateway.map(CpuMeter::start).transpose()?;
+    let gateway_rss_before = total_rss_kib(&gateway)?;
+    let gateway_cpu = GroupCpuMeter::start(&gateway)?;
+    let backend_cpu = GroupCpuMeter::start(&backends)?;
     let loadgen_cpu = CpuMeter::start(Proc::Myself)?;
     let machine = MachineMeter::start()?;
     let start = Instant::now() + Duration::from_millis(20);
@@ -551,10 +663,11 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Report> {
     }));
     tokio::time::sleep_until(deadline).await;
     let window_secs = (Instant::now() - start).as_secs_f64();
-    let gateway_cpu_secs = gateway_cpu.as_ref().map(CpuMeter::used).transpose()?;
+    let gateway_cpu_secs = gateway_cpu.as_ref().map(GroupCpuMeter::used).transpose()?;
+    let backend_cpu_secs = backend_cpu.as_ref().map(GroupCpuMeter::used).transpose()?;
     let loadgen_cpu_secs = loadgen_cpu.used()?;
     let (cpus, busy_secs) = machine.used()?;
-    let gateway_rss_after = gateway.map(Proc::rss_kib).transpose()?;
+    let gateway_rss_after = total_rss_kib(&gateway)?;
     ctx.stop.cancel();
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
@@ -594,11 +707,19 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Report> {
     let gateway_util = gateway_cpu_secs.map(|cpu| cpu / window_secs);
     let ack_errors: u64 = stats.ack_errors.values().sum();
     // CPU time of processes other than these two: on a shared machine, the competition.
-    let others_cpu_secs = (busy_secs - gateway_cpu_secs.unwrap_or(0.0) - loadgen_cpu_secs).max(0.0);
+    let others_cpu_secs = (busy_secs
+        - gateway_cpu_secs.unwrap_or(0.0)
+        - backend_cpu_secs.unwrap_or(0.0)
+        - loadgen_cpu_secs)
+        .max(0.0);
     let noisy = others_cpu_secs > NOISY_SHARE * window_secs;
 
     let json = json!({
         "scenario": "fanout",
+        "dialect": ctx.target.dialect.name(),
+        "nodes": gateway.len(),
+        "publisher_url": ctx.publishers_at.as_ref().unwrap_or_else(|| ctx.target.first()).url(),
+        "receiver_urls": args.target.url,
         "receivers": args.conns,
         "receivers_ready": receivers_ready,
         "rooms": args.rooms,
@@ -627,6 +748,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Report> {
         "gateway_cpu_util": gateway_util,
         "gateway_us_per_delivery": us_per_delivery,
         "gateway_rss_kib": { "before": gateway_rss_before, "after": gateway_rss_after },
+        "backend_cpu_secs": backend_cpu_secs,
         "loadgen_cpu_secs": loadgen_cpu_secs,
         "loadgen_cpu_util": loadgen_util,
         "cpus": cpus,
@@ -637,6 +759,15 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Report> {
         format!(
             "fanout: {receivers_ready}/{} receivers in {} rooms, {publishers} publishers, {} msgs/s for {} s, {} B content; setup {setup_secs:.1} s",
             args.conns, args.rooms, args.rate, args.secs, args.msg_bytes
+        ),
+        format!(
+            "server: {}, publishers on {}, receivers on {}",
+            ctx.target.dialect.name(),
+            ctx.publishers_at
+                .as_ref()
+                .unwrap_or_else(|| ctx.target.first())
+                .url(),
+            args.target.url.join(" ")
         ),
         format!(
             "sent {sent} (acked {}, ack errors {ack_errors} {:?}); deliveries expected {expected}, received {received}, loss {loss} ({loss_pct:.3}%)",
@@ -655,6 +786,12 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Report> {
             100.0 * cpu / window_secs
         )),
         _ => lines.push("gateway CPU not measured (pass --gateway-pid)".to_owned()),
+    }
+    if let Some(cpu) = backend_cpu_secs {
+        lines.push(format!(
+            "backend CPU {cpu:.2} s ({:.0}% of a core)",
+            100.0 * cpu / window_secs
+        ));
     }
     lines.push(format!(
         "loadgen CPU {loadgen_cpu_secs:.2} s ({:.0}% of a core){}",

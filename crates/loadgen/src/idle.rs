@@ -1,4 +1,5 @@
-//! `loadgen idle`: what an authenticated connection that does nothing costs the gateway.
+//! `loadgen idle`: what an authenticated connection that does nothing costs the server (the
+//! gateway, or a peer speaking another dialect).
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::Report;
 use crate::conn::{Target, TargetArgs};
-use crate::procfs::Proc;
+use crate::procfs::{Proc, total_rss_kib};
 
 #[derive(Debug, Args)]
 pub struct IdleArgs {
@@ -19,7 +20,9 @@ pub struct IdleArgs {
     /// Connections to open and hold.
     #[arg(long, default_value_t = 10_000)]
     conns: usize,
-    /// Seconds to hold them idle before reading the gateway's memory.
+    /// Seconds to hold them idle before reading the server's memory. Idle connections read
+    /// nothing, so with `--dialect socketio` keep it below the server's ping interval plus
+    /// ping timeout (45 s by default), after which it drops them.
     #[arg(long, default_value_t = 5)]
     hold_secs: u64,
     /// Time allowed to open every connection.
@@ -37,8 +40,7 @@ fn config() -> WebSocketConfig {
 
 pub async fn run(args: IdleArgs) -> anyhow::Result<Report> {
     let target = Target::new(&args.target).await?;
-    let gateway = target.gateway;
-    let rss_before = gateway.map(Proc::rss_kib).transpose()?;
+    let rss_before = total_rss_kib(&target.gateway)?;
 
     let started = Instant::now();
     let target_ref = &target;
@@ -72,7 +74,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<Report> {
     let handshakes_per_sec = open as f64 / elapsed.as_secs_f64();
 
     tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
-    let rss_after = gateway.map(Proc::rss_kib).transpose()?;
+    let rss_after = total_rss_kib(&target.gateway)?;
     let loadgen_rss = Proc::Myself.rss_kib()?;
     let kib_per_conn = match (rss_before, rss_after) {
         (Some(before), Some(after)) => Some((after as f64 - before as f64) / open as f64),
@@ -81,6 +83,8 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<Report> {
 
     let json = json!({
         "scenario": "idle",
+        "dialect": target.dialect.name(),
+        "nodes": target.gateway.len(),
         "conns": args.conns,
         "open": open,
         "failed": failures,

@@ -9,6 +9,11 @@
 //! - `persist`: senders in a closed loop; reports acknowledged (so committed) messages per second
 //!   and the ack latency, for comparing the store's write paths.
 //!
+//! Both speak either the Switchboard protocol or, with `--dialect socketio`, Socket.IO 4 over a
+//! raw WebSocket (see [`socketio`]), so a Socket.IO server doing the same work is measured the
+//! same way. `--url` repeats to spread connections over the nodes of a cluster, and `fanout
+//! --publisher-url` puts the publishers on another node than the receivers.
+//!
 //! Each prints one JSON line (for scripts) followed by lines for people. Everything runs on one
 //! thread (`current_thread` runtime), so the process can be pinned to one core next to a gateway
 //! pinned to the other; the per-delivery work is kept small (see [`fanout`]).
@@ -19,6 +24,7 @@ mod idle;
 mod median;
 mod persist;
 mod procfs;
+mod socketio;
 mod token;
 
 use std::io::Write;

@@ -29,9 +29,10 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::Report;
+use crate::conn::Dialect;
 use crate::conn::{self, ACK_PREFIX, Target, TargetArgs, Ws};
 use crate::fanout::{ack_id, ack_outcome, end_reason};
-use crate::procfs::{CpuMeter, MachineMeter, Proc};
+use crate::procfs::{CpuMeter, GroupCpuMeter, MachineMeter, Proc};
 
 /// Request id of a sender's first `message:send`; setup requests use smaller ones.
 const FIRST_SEND_ID: u64 = 10;
@@ -143,12 +144,13 @@ async fn sender(ctx: Rc<Ctx>, index: usize, ready: mpsc::Sender<()>) {
     let mut ws = match ctx.set_up(index, &ctx.rooms[index % ctx.rooms.len()]).await {
         Ok(ws) => ws,
         Err(error) => {
-            let mut stats = ctx.stats.borrow_mut();
-            stats.setup_failed += 1;
-            stats
-                .first_setup_error
-                .get_or_insert_with(|| format!("{error:#}"));
-            drop(stats);
+            {
+                let mut stats = ctx.stats.borrow_mut();
+                stats.setup_failed += 1;
+                stats
+                    .first_setup_error
+                    .get_or_insert_with(|| format!("{error:#}"));
+            }
             let _ = ready.send(()).await;
             return;
         }
@@ -262,8 +264,12 @@ pub async fn run(args: PersistArgs) -> anyhow::Result<Report> {
     let rooms = (0..room_count)
         .map(|r| RoomId::parse(format!("persist-{r}")))
         .collect::<Result<Vec<_>, _>>()?;
+    ensure!(
+        args.target.dialect == Dialect::Switchboard,
+        "persist measures the gateway's store: only --dialect switchboard"
+    );
     let target = Target::new(&args.target).await?;
-    let gateway = target.gateway;
+    let gateway = target.gateway.clone();
     let (plan_tx, plan_rx) = watch::channel(None);
     let setup_timeout = Duration::from_secs(args.setup_timeout_secs);
     let ctx = Rc::new(Ctx {
@@ -326,12 +332,12 @@ pub async fn run(args: PersistArgs) -> anyhow::Result<Report> {
         stop_sending,
     }));
     tokio::time::sleep_until(measure_from).await;
-    let gateway_cpu = gateway.map(CpuMeter::start).transpose()?;
+    let gateway_cpu = GroupCpuMeter::start(&gateway)?;
     let loadgen_cpu = CpuMeter::start(Proc::Myself)?;
     let machine = MachineMeter::start()?;
     tokio::time::sleep_until(stop_sending).await;
     let window_secs = (Instant::now() - measure_from).as_secs_f64();
-    let gateway_cpu_secs = gateway_cpu.as_ref().map(CpuMeter::used).transpose()?;
+    let gateway_cpu_secs = gateway_cpu.as_ref().map(GroupCpuMeter::used).transpose()?;
     let loadgen_cpu_secs = loadgen_cpu.used()?;
     let (cpus, _busy) = machine.used()?;
 

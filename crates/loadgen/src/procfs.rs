@@ -72,6 +72,41 @@ impl CpuMeter {
     }
 }
 
+/// CPU seconds used by a group of processes (the nodes of a cluster, or their backends), summed.
+#[derive(Debug, Clone)]
+pub struct GroupCpuMeter(Vec<CpuMeter>);
+
+impl GroupCpuMeter {
+    /// `None` for an empty group: nothing to measure.
+    pub fn start(procs: &[Proc]) -> anyhow::Result<Option<Self>> {
+        if procs.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Self(
+            procs
+                .iter()
+                .map(|&proc| CpuMeter::start(proc))
+                .collect::<anyhow::Result<_>>()?,
+        )))
+    }
+
+    pub fn used(&self) -> anyhow::Result<f64> {
+        self.0.iter().map(CpuMeter::used).sum()
+    }
+}
+
+/// The resident memory of a group of processes, summed; `None` for an empty group.
+pub fn total_rss_kib(procs: &[Proc]) -> anyhow::Result<Option<u64>> {
+    if procs.is_empty() {
+        return Ok(None);
+    }
+    procs
+        .iter()
+        .map(|&proc| proc.rss_kib())
+        .sum::<anyhow::Result<u64>>()
+        .map(Some)
+}
+
 /// Time one CPU spent, in clock ticks, from a `cpuN` line of `/proc/stat`.
 #[derive(Debug, Clone, Copy, Default)]
 struct CpuTicks {
