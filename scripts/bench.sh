@@ -16,7 +16,10 @@
 # processes with the redis adapter), nodes (fan-out with receivers split over two nodes vs all
 # on one, publisher on the first; both cluster modes, over Redis), persist (closed-loop senders
 # against a gateway on PostgreSQL: group commit vs one transaction per message; PostgreSQL shares
-# CPU 0 with the gateway).
+# CPU 0 with the gateway), scale (BENCH_SCALE_CONNS connections, 100,000 by default, over a local
+# cluster of BENCH_SCALE_NODES gateways and redis-server on CPU 0, from several loadgen processes
+# on CPU 1: memory per connection and CPU at idle, then under a steady chat load; not part of
+# "everything", run it with BENCH_ONLY=scale).
 #
 # Knobs (environment): BENCH_PORT (18080; a second node uses BENCH_PORT+1), BENCH_RUNS (3),
 # BENCH_SECS (seconds of sending, 8), BENCH_ROOM_RATES (messages/s tried with 1,000 receivers in
@@ -24,7 +27,10 @@
 # 10,000 receivers in 100 rooms, "500 1000 2000"), BENCH_CROSS_RATES ("50 200"),
 # BENCH_NODES_RATES ("100 300"), connection counts BENCH_IDLE_CONNS (10000), BENCH_ROOM_CONNS
 # (1000), BENCH_ROOMS_CONNS (10000), BENCH_CROSS_CONNS (100), BENCH_NODES_CONNS (1000),
-# BENCH_PERSIST_CONNS (2000), BENCH_QUIET_WAIT (120 s), BENCH_RETRIES (1), BENCH_GATEWAY (a gateway binary to measure
+# BENCH_PERSIST_CONNS (2000), scale knobs BENCH_SCALE_CONNS (100000), BENCH_SCALE_NODES (6),
+# BENCH_SCALE_CHAT_CONNS (10000 of the connections take part in the chat load),
+# BENCH_SCALE_CHAT_RATE (messages/s over 100 rooms, 200), BENCH_SCALE_IDLE_SECS (20),
+# BENCH_QUIET_WAIT (120 s), BENCH_RETRIES (1), BENCH_GATEWAY (a gateway binary to measure
 # instead of building this tree's).
 set -euo pipefail
 
@@ -42,6 +48,11 @@ ROOMS_CONNS=${BENCH_ROOMS_CONNS:-10000}
 CROSS_CONNS=${BENCH_CROSS_CONNS:-100}
 NODES_CONNS=${BENCH_NODES_CONNS:-1000}
 PERSIST_CONNS=${BENCH_PERSIST_CONNS:-2000}
+SCALE_CONNS=${BENCH_SCALE_CONNS:-100000}
+SCALE_NODES=${BENCH_SCALE_NODES:-6}
+SCALE_CHAT_CONNS=${BENCH_SCALE_CHAT_CONNS:-10000}
+SCALE_CHAT_RATE=${BENCH_SCALE_CHAT_RATE:-200}
+SCALE_IDLE_SECS=${BENCH_SCALE_IDLE_SECS:-20}
 ONLY=${BENCH_ONLY:-}
 PEER_DIR=bench/peers/socketio
 OUT=target/bench/$(date +%Y%m%d-%H%M%S)
@@ -50,15 +61,16 @@ LOADGEN=target/release/loadgen
 SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export RUST_BACKTRACE=0
 
-# selected SCENARIO: whether BENCH_ONLY (space- or comma-separated) names it; all do when unset.
+# selected SCENARIO: whether BENCH_ONLY (space- or comma-separated) names it; all but scale do
+# when unset.
 selected() {
-    [ -z "$ONLY" ] && return 0
+    [ -z "$ONLY" ] && [ "$1" != scale ] && return 0
     case " ${ONLY//,/ } " in *" $1 "*) return 0 ;; esac
     return 1
 }
 for scenario in ${ONLY//,/ }; do
     case $scenario in
-        idle | room | rooms | peer-idle | peer-room | peer-rooms | cross | nodes | persist) ;;
+        idle | room | rooms | peer-idle | peer-room | peer-rooms | cross | nodes | persist | scale) ;;
         *) echo "unknown scenario $scenario in BENCH_ONLY" >&2; exit 1 ;;
     esac
 done
@@ -66,7 +78,7 @@ NEEDS_PEER=false NEEDS_REDIS=false
 for scenario in peer-idle peer-room peer-rooms cross nodes; do
     selected "$scenario" && NEEDS_PEER=true
 done
-for scenario in cross nodes; do
+for scenario in cross nodes scale; do
     selected "$scenario" && NEEDS_REDIS=true
 done
 
@@ -542,5 +554,122 @@ if selected persist; then
     echo >>"$SUMMARY"
 fi
 
+# 100,000 connections on this box: one process may hold at most ~20,000 open files, so the
+# connections are spread over SCALE_NODES gateways (ports PORT.. on CPU 0, with redis-server, so
+# presence and fan-out are cluster-wide) and over loadgen processes of at most 15,000 connections
+# each (CPU 1), from 127.0.0.1-16 so no source address runs out of ephemeral ports. Idle
+# connections never read, so they cannot answer pings: the heartbeat timeout is raised for this
+# scenario only. Memory is the gateways' summed RSS before the first connection and with all of
+# them open; idle CPU is their summed CPU time over SCALE_IDLE_SECS; then SCALE_CHAT_CONNS of
+# the connections are a chat load (loadgen fanout over 100 rooms, publishers on the first node,
+# receivers on every node) while the idle ones stay open.
+SCALE_PER_LOADGEN=15000
+# proc_sum FIELD PID...: the sum over PIDs of a /proc/PID/status FIELD (kB), or of CPU ticks ("cpu").
+proc_sum() {
+    local field=$1 pid total=0 value
+    shift
+    for pid in "$@"; do
+        if [ "$field" = cpu ]; then
+            value=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+        else
+            value=$(awk -v f="$field:" '$1 == f { print $2 }' "/proc/$pid/status")
+        fi
+        total=$((total + value))
+    done
+    echo "$total"
+}
+# metric_sum NAME PORT...: the sum of an unlabelled metric over the nodes' /metrics.
+metric_sum() {
+    local name=$1 port total=0 value
+    shift
+    for port in "$@"; do
+        value=$(curl -sf "http://127.0.0.1:$port/metrics" | awk -v n="$name" '$1 == n { print int($2) }')
+        total=$((total + ${value:-0}))
+    done
+    echo "$total"
+}
+scale_run() {
+    local i=$1 n ports=() gw_pids=() urls=() pid_args=() idle=$((SCALE_CONNS - SCALE_CHAT_CONNS))
+    local procs k count loaders=() rss_before ticks_before ticks_after rss_idle open deadline
+    local out=$OUT/scale.$i.txt hz pid
+    hz=$(getconf CLK_TCK)
+    wait_quiet
+    start_redis
+    for ((n = 0; n < SCALE_NODES; n++)); do
+        start_gateway "$((PORT + n))" REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
+            SWITCHBOARD_NODE_ID="scale-$n" SWITCHBOARD_MAX_CONNECTIONS=19000 \
+            SWITCHBOARD_HEARTBEAT_TIMEOUT_MS=600000
+        ports+=("$((PORT + n))")
+        gw_pids+=("${PIDS[-1]}")
+        urls+=(--url "ws://127.0.0.1:$((PORT + n))/ws")
+        pid_args+=(--gateway-pid "${PIDS[-1]}")
+    done
+    rss_before=$(proc_sum VmRSS "${gw_pids[@]}")
+    procs=$(((idle + SCALE_PER_LOADGEN - 1) / SCALE_PER_LOADGEN))
+    for ((k = 0; k < procs; k++)); do
+        count=$((idle / procs + (k < idle % procs ? 1 : 0)))
+        taskset -c 1 "$LOADGEN" idle --conns "$count" --user-prefix "scale$k-" --hold-secs 3600 \
+            --connect-timeout-secs 300 --source-ips 16 --concurrency 100 "${urls[@]}" \
+            --secret "$SECRET" >"$OUT/scale.$i.idle$k.txt" 2>&1 &
+        loaders+=("$!")
+        PIDS+=("$!")
+    done
+    deadline=$((SECONDS + 300))
+    while open=$(metric_sum switchboard_connections "${ports[@]}") && [ "$open" -lt "$idle" ]; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            echo "  scale: only $open of $idle idle connections opened; see $OUT/scale.$i.idle*.txt" >&2
+            break
+        fi
+        for pid in "${loaders[@]}"; do
+            kill -0 "$pid" 2>/dev/null || { echo "  scale: a loadgen ended early: $(cat "$OUT"/scale.$i.idle*.txt)" >&2; exit 1; }
+        done
+        sleep 1
+    done
+    sleep 5 # let the last handshakes' transient allocations settle
+    ticks_before=$(proc_sum cpu "${gw_pids[@]}")
+    sleep "$SCALE_IDLE_SECS"
+    ticks_after=$(proc_sum cpu "${gw_pids[@]}")
+    rss_idle=$(proc_sum VmRSS "${gw_pids[@]}")
+    {
+        printf '{"scenario":"scale-idle","nodes":%d,"open":%d,"gateway_rss_before_kib":%d,"gateway_rss_idle_kib":%d,"gateway_kib_per_conn":%s,"redis_rss_kib":%d,"idle_cpu_util":%s,"idle_secs":%d}\n' \
+            "$SCALE_NODES" "$open" "$rss_before" "$rss_idle" \
+            "$(awk -v a="$rss_idle" -v b="$rss_before" -v n="$open" 'BEGIN { printf "%.3f", (a - b) / n }')" \
+            "$(proc_sum VmRSS "$REDIS_PID")" \
+            "$(awk -v t=$((ticks_after - ticks_before)) -v hz="$hz" -v s="$SCALE_IDLE_SECS" 'BEGIN { printf "%.4f", t / hz / s }')" \
+            "$SCALE_IDLE_SECS"
+    } >>"$OUT/scale-idle.jsonl"
+    echo "  scale run $i idle: $(tail -n 1 "$OUT/scale-idle.jsonl")"
+    taskset -c 1 "$LOADGEN" fanout --conns "$SCALE_CHAT_CONNS" --rooms 100 \
+        --rate "$SCALE_CHAT_RATE" --secs "$SECS" --source-ips 16 --concurrency 100 \
+        --publisher-url "ws://127.0.0.1:$PORT/ws" "${urls[@]}" "${pid_args[@]}" \
+        --backend-pid "$REDIS_PID" --secret "$SECRET" >"$out"
+    head -n 1 "$out" >>"$OUT/scale-chat.jsonl"
+    echo "  scale run $i chat: $(sed -n 2,99p "$out" | tr '\n' ' ')"
+    stop_all
+}
+if selected scale; then
+    echo "== scale: $(fmt "$SCALE_CONNS") connections over $SCALE_NODES gateways"
+    if [ $((SCALE_CONNS / SCALE_NODES)) -gt 19000 ] || [ $((SCALE_CONNS / SCALE_NODES)) -gt $(($(ulimit -n) - 500)) ]; then
+        echo "scale: $((SCALE_CONNS / SCALE_NODES)) connections per gateway is above the open-files limit; add nodes" >&2
+        exit 1
+    fi
+    for i in $(seq "$RUNS"); do scale_run "$i"; done
+    read -r open kib idle_cpu redis_kib < <("$LOADGEN" median "$OUT/scale-idle.jsonl" \
+        --field=open --field=gateway_kib_per_conn --field=idle_cpu_util --field=redis_rss_kib)
+    read -r dps p50 p99 loss gcpu bcpu win < <(median scale-chat deliveries_per_sec latency_ms.p50 \
+        latency_ms.p99 loss gateway_cpu_util backend_cpu_secs window_secs)
+    {
+        echo "| scale: $SCALE_NODES gateways, redis | idle connections | gateway KiB/conn | redis RSS MiB | gateways' CPU idle | chat: receivers + 100 publishers, msgs/s | deliveries/s | p50 ms | p99 ms | loss | gateways' CPU | redis CPU |"
+        echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+        printf '| median of %s | %s | %.2f | %.0f | %s | %s, %s | %.0f | %.1f | %.1f | %.0f | %s | %s |\n' \
+            "$RUNS" "$(fmt "${open%.*}")" "$kib" "$(awk -v k="$redis_kib" 'BEGIN { print k / 1024 }')" \
+            "$(percent "$idle_cpu")" "$(fmt "$SCALE_CHAT_CONNS")" "$SCALE_CHAT_RATE" "$dps" "$p50" \
+            "$p99" "$loss" "$(percent "$gcpu")" "$(percent "$(awk -v c="$bcpu" -v w="$win" 'BEGIN { print c / w }')")"
+        echo
+    } >>"$SUMMARY"
+fi
+
+# Latency against offered load, one line per server, next to the summary.
+python3 scripts/plot.py "$OUT"
 echo
 cat "$SUMMARY"

@@ -28,6 +28,10 @@ pub struct IdleArgs {
     /// Time allowed to open every connection.
     #[arg(long, default_value_t = 120)]
     connect_timeout_secs: u64,
+    /// Connection i authenticates as user `<prefix><i>`. Several loadgen processes against one
+    /// cluster need distinct prefixes, or their users would share the per-user connection limit.
+    #[arg(long, default_value = "idle-")]
+    user_prefix: String,
 }
 
 /// Our side of an idle connection: a 1 KiB read buffer keeps this process small too (the
@@ -44,8 +48,9 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<Report> {
 
     let started = Instant::now();
     let target_ref = &target;
+    let prefix = args.user_prefix.as_str();
     let opening = futures_util::stream::iter(0..args.conns)
-        .map(|i| async move { target_ref.open(i, &format!("idle-{i}"), config()).await })
+        .map(|i| async move { target_ref.open(i, &format!("{prefix}{i}"), config()).await })
         .buffer_unordered(args.target.concurrency.max(1))
         .collect::<Vec<_>>();
     let results = tokio::time::timeout(Duration::from_secs(args.connect_timeout_secs), opening)
