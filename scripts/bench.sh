@@ -284,15 +284,15 @@ wait_quiet() {
 # PostgreSQL for the persist scenario: a private server in a temp dir, pinned to CPU 0 with the
 # gateway, with the durability settings of a default install (fsync and synchronous commit on).
 PG_BIN=/usr/lib/postgresql/15/bin
-PG_PID= PG_DIR= PG_PORT=$((PORT + 50))
+PG_PID= PG_WRAPPER= PG_DIR= PG_PORT=$((PORT + 50))
 stop_postgres() {
     if [ -n "$PG_PID" ] && kill -0 "$PG_PID" 2>/dev/null; then
         kill -INT "$PG_PID" # fast shutdown
         for _ in $(seq 100); do kill -0 "$PG_PID" 2>/dev/null || break; sleep 0.1; done
         kill -QUIT "$PG_PID" 2>/dev/null || true
-        wait "$PG_PID" 2>/dev/null || true
     fi
-    PG_PID=
+    [ -n "$PG_WRAPPER" ] && wait "$PG_WRAPPER" 2>/dev/null || true
+    PG_PID= PG_WRAPPER=
     [ -n "$PG_DIR" ] && rm -rf "$PG_DIR"
     PG_DIR=
 }
@@ -311,9 +311,14 @@ start_postgres() {
         --locale=C.UTF-8 --no-instructions >"$OUT/postgres.log" 2>&1
     as_pg taskset -c 0 "$PG_BIN/postgres" -D "$PG_DIR/data" -p "$PG_PORT" -k "$PG_DIR" \
         -c listen_addresses=127.0.0.1 -c max_connections=200 >>"$OUT/postgres.log" 2>&1 &
-    PG_PID=$!
+    # $! is the shell running as_pg, which would not pass a signal on: stop the postmaster itself,
+    # whose pid heads postmaster.pid.
+    PG_WRAPPER=$!
     for _ in $(seq 100); do
-        "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" && return 0
+        if "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; then
+            PG_PID=$(head -n 1 "$PG_DIR/data/postmaster.pid")
+            return 0
+        fi
         sleep 0.1
     done
     echo "PostgreSQL did not start; see $OUT/postgres.log" >&2
@@ -408,14 +413,14 @@ if selected idle || selected peer-idle; then
         for buffer in 4096 1024 512; do
             name=idle-rb$buffer
             run "$name" switchboard single "SWITCHBOARD_READ_BUFFER_BYTES=$buffer" \
-                idle --conns "$IDLE_CONNS" --hold-secs 5 --source-ips 4
+                idle --conns "$IDLE_CONNS" --hold-secs 5 --source-ips 16
             idle_row switchboard "SWITCHBOARD_READ_BUFFER_BYTES=$buffer" "$name"
         done
     fi
     if selected peer-idle; then
         name=peer-idle
         run "$name" socketio single "" \
-            idle --conns "$IDLE_CONNS" --hold-secs 5 --source-ips 4
+            idle --conns "$IDLE_CONNS" --hold-secs 5 --source-ips 16
         idle_row "$SOCKETIO_LABEL" "node $(node --version)" "$name"
     fi
     echo >>"$SUMMARY"

@@ -148,6 +148,10 @@ pub struct Config {
     /// Bytes read from a socket at a time; small keeps idle connections cheap.
     #[arg(long, env = "SWITCHBOARD_READ_BUFFER_BYTES", default_value_t = 512)]
     pub read_buffer_bytes: usize,
+    /// Threads running sessions; the CPUs this process may use when unset. With one, the gateway
+    /// runs tokio's current-thread scheduler, which keeps runnable sessions in one FIFO queue.
+    #[arg(long, env = "SWITCHBOARD_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
     /// Longest time graceful shutdown waits for connections to close.
     #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
     pub drain_timeout_ms: u64,
@@ -279,6 +283,10 @@ impl Config {
         require(
             self.read_buffer_bytes >= 256,
             "SWITCHBOARD_READ_BUFFER_BYTES must be >= 256",
+        );
+        require(
+            self.worker_threads != Some(0),
+            "SWITCHBOARD_WORKER_THREADS must be >= 1",
         );
         require(
             self.auth_timeout_ms > 0,

@@ -14,9 +14,9 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Token(args)) => print_token(&cli.config, &args),
         Some(Command::Serve) | None => {
             init_logging(&cli.config)?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
+            // Before the runtime exists: its thread count is one of the settings checked.
+            cli.config.validate()?;
+            let runtime = runtime(cli.config.worker_threads)?;
             runtime.block_on(async {
                 let app = switchboard_gateway::build(cli.config).await?;
                 switchboard_gateway::serve(app).await?;
@@ -24,6 +24,23 @@ fn main() -> anyhow::Result<()> {
             })
         }
     }
+}
+
+/// With one thread, the current-thread scheduler: every runnable session waits in one FIFO
+/// queue, where the multi-thread scheduler's bounded local queue (256) would push a large
+/// room's wake-ups out to its global queue and reorder them, which shows as tail latency.
+fn runtime(worker_threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let threads = worker_threads
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1);
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    Ok(builder.enable_all().build()?)
 }
 
 fn print_token(

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use switchboard_protocol::ServerFrame;
+use switchboard_protocol::{ClientFrame, RoomKind, ServerFrame};
 use switchboard_testkit::{ConnectOptions, GatewayBuilder, WsClient};
 
 const SIGTERM: i32 = 15;
@@ -73,6 +73,54 @@ async fn sigterm_says_goodbye_to_every_client_and_exits() {
     assert!(status.success(), "{status:?}");
 }
 
+/// One worker thread selects tokio's current-thread scheduler (what a gateway pinned to one CPU
+/// gets by default); the blocking pool (password hashes) and the drain must work there too.
+#[tokio::test]
+async fn a_single_threaded_gateway_serves_rooms_and_drains_on_sigterm() {
+    let mut gw = gateway_with(&[("SWITCHBOARD_WORKER_THREADS", "1")]).await;
+    let mut alice = connect(&gw, "alice").await;
+    let mut bob = connect(&gw, "bob").await;
+    let create = ClientFrame::RoomCreate {
+        id: alice.next_id(),
+        room_id: room("club"),
+        name: None,
+        kind: RoomKind::Password,
+        password: Some("open sesame".to_owned()),
+    };
+    alice.request_ok(&create).await.unwrap();
+    let join = ClientFrame::RoomJoin {
+        id: bob.next_id(),
+        room_id: room("club"),
+        password: Some("open sesame".to_owned()),
+        since_seq: None,
+    };
+    bob.request_ok(&join).await.unwrap();
+    let joined = alice.recv().await.unwrap();
+    assert!(
+        matches!(joined, ServerFrame::UserJoinedRoom { ref user, .. } if user.id.as_str() == "bob"),
+        "{joined:?}"
+    );
+    let sent: Vec<u64> = [
+        send(&mut alice, "club", "one").await,
+        send(&mut alice, "club", "two").await,
+    ]
+    .into();
+    let received = [next_message(&mut bob).await, next_message(&mut bob).await];
+    assert_eq!(received.map(|m| m.seq).to_vec(), sent);
+    assert_eq!(sent, [1, 2]);
+
+    gw.signal(SIGTERM).unwrap();
+    for client in [&mut alice, &mut bob] {
+        assert_eq!(
+            client.recv().await.unwrap(),
+            ServerFrame::ServerShutdown { reconnect: true }
+        );
+        assert_eq!(client.expect_close().await.unwrap().0, 1001);
+    }
+    let status = gw.wait_exit(Duration::from_secs(15)).await.unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
 #[tokio::test]
 async fn dev_mode_serves_the_chat_page_and_tokens_for_any_name() {
     let gw = GatewayBuilder::new(env!("CARGO_BIN_EXE_gateway"))
@@ -118,6 +166,7 @@ async fn a_bad_configuration_is_refused_with_every_problem_listed() {
     let out = GatewayBuilder::new(env!("CARGO_BIN_EXE_gateway"))
         .env("SWITCHBOARD_JWT_SECRET", "short")
         .env("SWITCHBOARD_HEARTBEAT_TIMEOUT_MS", "10")
+        .env("SWITCHBOARD_WORKER_THREADS", "0")
         .output(Duration::from_secs(20))
         .await
         .unwrap();
@@ -125,6 +174,12 @@ async fn a_bad_configuration_is_refused_with_every_problem_listed() {
     assert!(out.stderr.contains("at least 32 bytes"), "{}", out.stderr);
     assert!(
         out.stderr.contains("HEARTBEAT_TIMEOUT_MS"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("SWITCHBOARD_WORKER_THREADS must be >= 1"),
         "{}",
         out.stderr
     );
