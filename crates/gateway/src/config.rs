@@ -148,8 +148,9 @@ pub struct Config {
     /// Bytes read from a socket at a time; small keeps idle connections cheap.
     #[arg(long, env = "SWITCHBOARD_READ_BUFFER_BYTES", default_value_t = 512)]
     pub read_buffer_bytes: usize,
-    /// Threads running sessions; the CPUs this process may use when unset. With one, the gateway
-    /// runs tokio's current-thread scheduler, which keeps runnable sessions in one FIFO queue.
+    /// Threads running sessions; the CPUs this process may use when unset. `1` selects tokio's
+    /// current-thread scheduler (runnable sessions in one FIFO queue), which is also the default
+    /// on one CPU in embedded mode (no Redis, no PostgreSQL).
     #[arg(long, env = "SWITCHBOARD_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
     /// Longest time graceful shutdown waits for connections to close.

@@ -16,7 +16,7 @@ fn main() -> anyhow::Result<()> {
             init_logging(&cli.config)?;
             // Before the runtime exists: its thread count is one of the settings checked.
             cli.config.validate()?;
-            let runtime = runtime(cli.config.worker_threads)?;
+            let runtime = runtime(&cli.config)?;
             runtime.block_on(async {
                 let app = switchboard_gateway::build(cli.config).await?;
                 switchboard_gateway::serve(app).await?;
@@ -26,16 +26,26 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// With one thread, the current-thread scheduler: every runnable session waits in one FIFO
-/// queue, where the multi-thread scheduler's bounded local queue (256) would push a large
-/// room's wake-ups out to its global queue and reorder them, which shows as tail latency.
-fn runtime(worker_threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let threads = worker_threads
-        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
-        .unwrap_or(1);
-    let mut builder = if threads == 1 {
+/// The current-thread scheduler when asked for (`SWITCHBOARD_WORKER_THREADS=1`), or by default on
+/// one CPU in embedded mode: every runnable session then waits in one FIFO queue, where the
+/// multi-thread scheduler's bounded local queue (256) pushes a large room's wake-ups out to its
+/// global queue and reorders them, which shows as tail latency. With Redis or PostgreSQL a
+/// session also waits on backend client tasks (a publish, a commit); in one FIFO queue those wait
+/// behind every session woken before them, so on one CPU the default stays multi-thread, whose
+/// LIFO slot runs a just-woken client task first.
+fn runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime> {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let embedded = config.redis_url.is_none() && config.database_url.is_none();
+    let current_thread = match config.worker_threads {
+        Some(threads) => threads == 1,
+        None => cpus == 1 && embedded,
+    };
+    let mut builder = if current_thread {
+        tracing::info!(scheduler = "current-thread", "starting the runtime");
         tokio::runtime::Builder::new_current_thread()
     } else {
+        let threads = config.worker_threads.unwrap_or(cpus);
+        tracing::info!(scheduler = "multi-thread", threads, "starting the runtime");
         let mut builder = tokio::runtime::Builder::new_multi_thread();
         builder.worker_threads(threads);
         builder
