@@ -73,8 +73,8 @@ async fn sigterm_says_goodbye_to_every_client_and_exits() {
     assert!(status.success(), "{status:?}");
 }
 
-/// One worker thread selects tokio's current-thread scheduler (what a gateway pinned to one CPU
-/// gets by default); the blocking pool (password hashes) and the drain must work there too.
+/// One worker thread selects tokio's current-thread scheduler (the default of an embedded gateway
+/// on one CPU); the blocking pool (password hashes) and the drain must work there too.
 #[tokio::test]
 async fn a_single_threaded_gateway_serves_rooms_and_drains_on_sigterm() {
     let mut gw = gateway_with(&[("SWITCHBOARD_WORKER_THREADS", "1")]).await;
