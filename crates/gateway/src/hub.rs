@@ -14,11 +14,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use switchboard_protocol::{CloseCode, Codec, RoomId, ServerFrame, UserId};
-use tokio::sync::mpsc::{self, error::TrySendError};
 
 use crate::broker::{Broker, ConnId, Envelope, Event, Inbox, Topic};
 use crate::metrics;
-use crate::outbound::{Kick, Outbound, SharedFrame};
+use crate::outbound::{Kick, Outbound, PushError, QueueTx, SharedFrame};
 use crate::store::Store;
 
 /// Frames a room may hold back waiting for a missing seq before giving up on it.
@@ -39,22 +38,22 @@ const NOT_LIVE: u64 = u64::MAX;
 pub struct SessionHandle {
     pub user: UserId,
     pub codec: Codec,
-    pub tx: mpsc::Sender<Outbound>,
+    pub tx: QueueTx,
     pub kick: Arc<Kick>,
 }
 
 impl SessionHandle {
     /// Queues a frame; a full queue kicks the session as a slow consumer.
     fn push(&self, message: Outbound) -> bool {
-        match self.tx.try_send(message) {
+        match self.tx.try_push(message) {
             Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
+            Err(PushError::Full) => {
                 if self.kick.kick(CloseCode::SlowConsumer) {
                     metrics::slow_consumer();
                 }
                 false
             }
-            Err(TrySendError::Closed(_)) => false,
+            Err(PushError::Closed) => false,
         }
     }
 }
@@ -630,14 +629,15 @@ impl Sequencer {
 mod tests {
     use super::*;
     use crate::broker::memory::MemoryBroker;
+    use crate::outbound::QueueRx;
     use crate::store::memory::MemoryStore;
     use crate::store::{NewMessage, NewRoom};
     use switchboard_protocol::RoomKind;
     use switchboard_protocol::{Message, MessageKind, UserRef};
     use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-    fn session(user: &str, codec: Codec) -> (SessionHandle, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(8);
+    fn session(user: &str, codec: Codec) -> (SessionHandle, QueueRx) {
+        let (tx, rx) = crate::outbound::queue(8);
         let user = UserId::parse(user).unwrap();
         (
             SessionHandle {
@@ -700,12 +700,12 @@ mod tests {
         }
         // 2 arrives before 1: held, then both delivered in order.
         inbox.deliver(&message_new(&room, 2));
-        assert!(receivers[0].try_recv().is_err(), "2 waits for 1");
+        assert!(receivers[0].try_pop().is_none(), "2 waits for 1");
         inbox.deliver(&message_new(&room, 1));
         let mut firsts = Vec::new();
         for rx in &mut receivers {
-            let one = rx.try_recv().expect("seq 1");
-            let two = rx.try_recv().expect("seq 2");
+            let one = rx.try_pop().expect("seq 1");
+            let two = rx.try_pop().expect("seq 2");
             assert_ne!(payload(&one), payload(&two));
             firsts.push(payload(&one));
         }
@@ -716,7 +716,7 @@ mod tests {
         );
         assert_ne!(firsts[0], firsts[2]);
         inbox.deliver(&message_new(&room, 1));
-        assert!(receivers[0].try_recv().is_err(), "a repeat is dropped");
+        assert!(receivers[0].try_pop().is_none(), "a repeat is dropped");
     }
 
     #[tokio::test(start_paused = true)]
@@ -759,10 +759,10 @@ mod tests {
             vec![Topic::Room(room.clone())],
             ServerFrame::MessageNew { message: three },
         ));
-        assert!(rx.try_recv().is_err());
+        assert!(rx.try_pop().is_none());
         let mut seqs = Vec::new();
         for _ in 0..3 {
-            let WsMessage::Text(text) = &*rx.recv().await.expect("delivered") else {
+            let WsMessage::Text(text) = &*rx.pop().await else {
                 panic!()
             };
             let frame: ServerFrame = serde_json::from_str(text.as_str()).unwrap();
@@ -772,7 +772,7 @@ mod tests {
             seqs.push(message.seq);
         }
         assert_eq!(seqs, vec![1, 2, 3]);
-        assert!(rx.try_recv().is_err(), "each once");
+        assert!(rx.try_pop().is_none(), "each once");
     }
 
     #[tokio::test]

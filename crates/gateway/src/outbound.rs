@@ -1,7 +1,12 @@
 //! What flows from the hub to a session: encoded frames, and the kick that ends a session.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
 
 use switchboard_protocol::{CloseCode, Codec, EncodeError, ServerFrame};
 use tokio::sync::Notify;
@@ -18,6 +23,110 @@ pub fn encode(codec: Codec, frame: &ServerFrame) -> Result<WsMessage, EncodeErro
 /// What a session queue holds: a pointer to an encoded message shared by every recipient. One
 /// word per slot keeps an idle connection's queue small.
 pub type Outbound = Arc<WsMessage>;
+
+/// Buffer slots a drained queue keeps; a larger buffer, grown in a burst, is given back.
+const KEPT_SLOTS: usize = 32;
+
+/// A session's bounded queue of outbound frames: the hub pushes without waiting, the session
+/// task pops. The buffer is allocated with the first frame, not up front: tokio's bounded `mpsc`
+/// holds ~0.8 KiB per channel even while empty, and most connections are idle most of the time.
+pub fn queue(capacity: usize) -> (QueueTx, QueueRx) {
+    let shared = Arc::new(Queue {
+        frames: Mutex::new(VecDeque::new()),
+        waker: AtomicWaker::new(),
+        capacity,
+        receiver_gone: AtomicBool::new(false),
+    });
+    (QueueTx(Arc::clone(&shared)), QueueRx(shared))
+}
+
+#[derive(Debug)]
+struct Queue {
+    frames: Mutex<VecDeque<Outbound>>,
+    /// The session task, parked until a frame arrives.
+    waker: AtomicWaker,
+    capacity: usize,
+    /// The session ended: frames pushed now would never be written.
+    receiver_gone: AtomicBool,
+}
+
+impl Queue {
+    fn frames(&self) -> MutexGuard<'_, VecDeque<Outbound>> {
+        // A panic while holding the lock cannot leave a `VecDeque` half-changed.
+        self.frames.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Why a frame was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// The queue holds its capacity: the session is a slow consumer.
+    Full,
+    /// The session is gone.
+    Closed,
+}
+
+/// The hub's end of a session queue.
+#[derive(Debug, Clone)]
+pub struct QueueTx(Arc<Queue>);
+
+impl QueueTx {
+    /// Queues a frame unless the queue is full or the session gone; never waits.
+    pub fn try_push(&self, frame: Outbound) -> Result<(), PushError> {
+        if self.0.receiver_gone.load(Ordering::Acquire) {
+            return Err(PushError::Closed);
+        }
+        {
+            let mut frames = self.0.frames();
+            if frames.len() >= self.0.capacity {
+                return Err(PushError::Full);
+            }
+            frames.push_back(frame);
+        }
+        self.0.waker.wake();
+        Ok(())
+    }
+}
+
+/// The session task's end of its queue.
+#[derive(Debug)]
+pub struct QueueRx(Arc<Queue>);
+
+impl QueueRx {
+    /// The oldest queued frame, if any.
+    pub fn try_pop(&mut self) -> Option<Outbound> {
+        let mut frames = self.0.frames();
+        let frame = frames.pop_front();
+        if frames.is_empty() && frames.capacity() > KEPT_SLOTS {
+            *frames = VecDeque::new();
+        }
+        frame
+    }
+
+    /// Waits for the next frame.
+    pub async fn pop(&mut self) -> Outbound {
+        poll_fn(|cx| self.poll_pop(cx)).await
+    }
+
+    fn poll_pop(&mut self, cx: &mut Context<'_>) -> Poll<Outbound> {
+        if let Some(frame) = self.try_pop() {
+            return Poll::Ready(frame);
+        }
+        self.0.waker.register(cx.waker());
+        // A push between the first look and the registration woke nobody: look again.
+        match self.try_pop() {
+            Some(frame) => Poll::Ready(frame),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for QueueRx {
+    fn drop(&mut self) {
+        self.0.receiver_gone.store(true, Ordering::Release);
+        self.0.frames().clear();
+    }
+}
 
 /// A frame encoded at most once per codec, shared by every recipient: a WebSocket message clone
 /// is a reference-count increment, not a copy.
@@ -86,5 +195,64 @@ impl Kick {
             }
             self.notify.notified().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod queue_tests {
+    use super::*;
+
+    fn frame(text: &str) -> Outbound {
+        Arc::new(WsMessage::Text(text.into()))
+    }
+
+    fn text(frame: &Outbound) -> &str {
+        match &**frame {
+            WsMessage::Text(text) => text.as_str(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn frames_come_out_in_order_up_to_the_capacity() {
+        let (tx, mut rx) = queue(2);
+        assert_eq!(tx.try_push(frame("a")), Ok(()));
+        assert_eq!(tx.try_push(frame("b")), Ok(()));
+        assert_eq!(tx.try_push(frame("c")), Err(PushError::Full));
+        assert_eq!(rx.try_pop().as_ref().map(text), Some("a"));
+        assert_eq!(tx.try_push(frame("c")), Ok(()));
+        assert_eq!(rx.try_pop().as_ref().map(text), Some("b"));
+        assert_eq!(rx.try_pop().as_ref().map(text), Some("c"));
+        assert!(rx.try_pop().is_none());
+    }
+
+    #[test]
+    fn an_empty_queue_holds_no_buffer_and_gives_a_large_one_back() {
+        let (tx, mut rx) = queue(1024);
+        assert_eq!(tx.0.frames().capacity(), 0);
+        for i in 0..100 {
+            tx.try_push(frame(&i.to_string())).unwrap();
+        }
+        while rx.try_pop().is_some() {}
+        assert_eq!(tx.0.frames().capacity(), 0);
+    }
+
+    #[test]
+    fn a_gone_session_refuses_frames() {
+        let (tx, rx) = queue(8);
+        tx.try_push(frame("queued")).unwrap();
+        drop(rx);
+        assert_eq!(tx.try_push(frame("late")), Err(PushError::Closed));
+        assert!(tx.0.frames().is_empty(), "queued frames are released");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_session_wakes_for_a_frame_pushed_from_another_task() {
+        let (tx, mut rx) = queue(8);
+        let waiting = tokio::spawn(async move { rx.pop().await });
+        tokio::task::yield_now().await;
+        tx.try_push(frame("hello")).unwrap();
+        let popped = waiting.await.unwrap();
+        assert_eq!(text(&popped), "hello");
     }
 }

@@ -23,7 +23,6 @@ use switchboard_protocol::{
     ClientFrame, CloseCode, Codec, ErrorCode, RoomId, ServerFrame, UserRef,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -36,7 +35,7 @@ use crate::broker::{ConnId, Envelope, Event, Topic};
 use crate::error::SessionError;
 use crate::hub::SessionHandle;
 use crate::metrics;
-use crate::outbound::{Kick, Outbound, encode};
+use crate::outbound::{Kick, Outbound, QueueRx, encode, queue};
 use limiter::RateLimiter;
 
 /// Queued frames written per socket flush.
@@ -79,7 +78,7 @@ where
         finish(&mut ws, End::Close(CloseCode::TokenExpired)).await;
         return;
     };
-    let (tx, rx) = mpsc::channel(app.config.outbound_queue);
+    let (tx, rx) = queue(app.config.outbound_queue);
     let kick = Arc::new(Kick::default());
     let conn = app.next_conn_id();
     let mut session = Session {
@@ -164,7 +163,7 @@ pub(crate) struct Session<S> {
     user: UserRef,
     codec: Codec,
     ws: WebSocketStream<S>,
-    rx: mpsc::Receiver<Outbound>,
+    rx: QueueRx,
     kick: Arc<Kick>,
     expires_at: Instant,
     /// Rooms this session is typing in, and when the indicator stops by itself.
@@ -263,7 +262,7 @@ where
                 // Boxed: request handling is the largest state of the loop, and it is rare
                 // next to idling; inline, every idle connection would carry its size.
                 inbound = self.ws.next() => Box::pin(self.on_inbound(inbound)).await,
-                Some(first) = self.rx.recv() => Box::pin(self.write_batch(first)).await,
+                first = self.rx.pop() => Box::pin(self.write_batch(first)).await,
                 () = &mut timer => Box::pin(self.on_timer()).await,
             };
             match result {
@@ -525,9 +524,9 @@ where
         let batch = async {
             ws.feed(Arc::unwrap_or_clone(first)).await?;
             for _ in 1..MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(next) => ws.feed(Arc::unwrap_or_clone(next)).await?,
-                    Err(_) => break,
+                match rx.try_pop() {
+                    Some(next) => ws.feed(Arc::unwrap_or_clone(next)).await?,
+                    None => break,
                 }
             }
             ws.flush().await
