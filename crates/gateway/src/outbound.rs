@@ -73,11 +73,13 @@ pub struct QueueTx(Arc<Queue>);
 impl QueueTx {
     /// Queues a frame unless the queue is full or the session gone; never waits.
     pub fn try_push(&self, frame: Outbound) -> Result<(), PushError> {
-        if self.0.receiver_gone.load(Ordering::Acquire) {
-            return Err(PushError::Closed);
-        }
         {
             let mut frames = self.0.frames();
+            // Looked at under the lock: the session's drop sets it before it empties the queue
+            // under the same lock, so no frame can slip in behind the clearing.
+            if self.0.receiver_gone.load(Ordering::Acquire) {
+                return Err(PushError::Closed);
+            }
             if frames.len() >= self.0.capacity {
                 return Err(PushError::Full);
             }
@@ -251,6 +253,7 @@ mod queue_tests {
         let (tx, mut rx) = queue(8);
         let waiting = tokio::spawn(async move { rx.pop().await });
         tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "parked on the empty queue");
         tx.try_push(frame("hello")).unwrap();
         let popped = waiting.await.unwrap();
         assert_eq!(text(&popped), "hello");
