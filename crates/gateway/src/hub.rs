@@ -17,7 +17,7 @@ use switchboard_protocol::{CloseCode, Codec, RoomId, ServerFrame, UserId};
 
 use crate::broker::{Broker, ConnId, Envelope, Event, Inbox, Topic};
 use crate::metrics;
-use crate::outbound::{Kick, Outbound, PushError, QueueTx, SharedFrame};
+use crate::outbound::{Outbound, PushError, QueueTx, SharedFrame};
 use crate::store::Store;
 
 /// Frames a room may hold back waiting for a missing seq before giving up on it.
@@ -39,7 +39,6 @@ pub struct SessionHandle {
     pub user: UserId,
     pub codec: Codec,
     pub tx: QueueTx,
-    pub kick: Arc<Kick>,
 }
 
 impl SessionHandle {
@@ -48,7 +47,7 @@ impl SessionHandle {
         match self.tx.try_push(message) {
             Ok(()) => true,
             Err(PushError::Full) => {
-                if self.kick.kick(CloseCode::SlowConsumer) {
+                if self.tx.kick(CloseCode::SlowConsumer) {
                     metrics::slow_consumer();
                 }
                 false
@@ -539,7 +538,7 @@ impl Inbox for HubInbox {
                 if let (Some(entry), Some(code)) =
                     (hub.lock().conns.get(conn), CloseCode::from_code(*code))
                 {
-                    entry.handle.kick.kick(code);
+                    entry.handle.tx.kick(code);
                 }
             }
         }
@@ -629,7 +628,7 @@ impl Sequencer {
 mod tests {
     use super::*;
     use crate::broker::memory::MemoryBroker;
-    use crate::outbound::QueueRx;
+    use crate::outbound::{Next, QueueRx};
     use crate::store::memory::MemoryStore;
     use crate::store::{NewMessage, NewRoom};
     use switchboard_protocol::RoomKind;
@@ -639,15 +638,7 @@ mod tests {
     fn session(user: &str, codec: Codec) -> (SessionHandle, QueueRx) {
         let (tx, rx) = crate::outbound::queue(8);
         let user = UserId::parse(user).unwrap();
-        (
-            SessionHandle {
-                user,
-                codec,
-                tx,
-                kick: Arc::new(Kick::default()),
-            },
-            rx,
-        )
+        (SessionHandle { user, codec, tx }, rx)
     }
 
     fn message_new(room: &RoomId, seq: u64) -> Envelope {
@@ -762,7 +753,10 @@ mod tests {
         assert!(rx.try_pop().is_none());
         let mut seqs = Vec::new();
         for _ in 0..3 {
-            let WsMessage::Text(text) = &*rx.pop().await else {
+            let Next::Frame(frame) = rx.next().await else {
+                panic!("kicked")
+            };
+            let WsMessage::Text(text) = &*frame else {
                 panic!()
             };
             let frame: ServerFrame = serde_json::from_str(text.as_str()).unwrap();
@@ -784,15 +778,14 @@ mod tests {
         let inbox = HubInbox(Arc::clone(&hub));
         let room = RoomId::parse("general").unwrap();
         let conn = ConnId::new("n", 1);
-        let (handle, _rx) = session("bob", Codec::Json);
-        let kick = Arc::clone(&handle.kick);
+        let (handle, mut rx) = session("bob", Codec::Json);
         hub.register(&conn, handle).await;
         hub.attach(&conn, std::slice::from_ref(&room)).await;
         hub.go_live(&conn, &room, 0);
         for seq in 1..=9 {
             inbox.deliver(&message_new(&room, seq));
         }
-        assert_eq!(kick.kicked().await, CloseCode::SlowConsumer);
+        assert_eq!(rx.next().await, Next::Kicked(CloseCode::SlowConsumer));
     }
 
     fn envelope() -> Envelope {

@@ -1,4 +1,5 @@
-//! What flows from the hub to a session: encoded frames, and the kick that ends a session.
+//! What flows from the hub to a session: encoded frames, and the kick that ends a session. Both
+//! travel through one queue with one waker, so an idle session waits on a single thing.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -9,7 +10,6 @@ use std::task::{Context, Poll};
 use futures_util::task::AtomicWaker;
 
 use switchboard_protocol::{CloseCode, Codec, EncodeError, ServerFrame};
-use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 /// Encodes a frame for one codec: JSON as a text message, MessagePack as a binary one.
@@ -36,6 +36,7 @@ pub fn queue(capacity: usize) -> (QueueTx, QueueRx) {
         waker: AtomicWaker::new(),
         capacity,
         receiver_gone: AtomicBool::new(false),
+        kicked: AtomicU16::new(0),
     });
     (QueueTx(Arc::clone(&shared)), QueueRx(shared))
 }
@@ -48,9 +49,26 @@ struct Queue {
     capacity: usize,
     /// The session ended: frames pushed now would never be written.
     receiver_gone: AtomicBool,
+    /// The close code of the first kick; 0 while not kicked.
+    kicked: AtomicU16,
 }
 
 impl Queue {
+    fn kick(&self, code: CloseCode) -> bool {
+        let first = self
+            .kicked
+            .compare_exchange(0, code.code(), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if first {
+            self.waker.wake();
+        }
+        first
+    }
+
+    fn kicked(&self) -> Option<CloseCode> {
+        CloseCode::from_code(self.kicked.load(Ordering::Acquire))
+    }
+
     fn frames(&self) -> MutexGuard<'_, VecDeque<Outbound>> {
         // A panic while holding the lock cannot leave a `VecDeque` half-changed.
         self.frames.lock().unwrap_or_else(PoisonError::into_inner)
@@ -88,6 +106,20 @@ impl QueueTx {
         self.0.waker.wake();
         Ok(())
     }
+
+    /// Ends the session from outside its task (slow consumer, per-user limit, remote kick):
+    /// it closes with `code` when it next wakes, ahead of anything still queued. The first kick
+    /// wins; returns false if the session was already kicked.
+    pub fn kick(&self, code: CloseCode) -> bool {
+        self.0.kick(code)
+    }
+}
+
+/// What a waiting session wakes up for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    Frame(Outbound),
+    Kicked(CloseCode),
 }
 
 /// The session task's end of its queue.
@@ -105,21 +137,38 @@ impl QueueRx {
         frame
     }
 
-    /// Waits for the next frame.
-    pub async fn pop(&mut self) -> Outbound {
-        poll_fn(|cx| self.poll_pop(cx)).await
+    /// Waits for a kick or the next frame; a kick comes first.
+    pub async fn next(&mut self) -> Next {
+        poll_fn(|cx| self.poll_next(cx)).await
     }
 
-    fn poll_pop(&mut self, cx: &mut Context<'_>) -> Poll<Outbound> {
-        if let Some(frame) = self.try_pop() {
-            return Poll::Ready(frame);
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Next> {
+        if let Some(next) = self.ready() {
+            return Poll::Ready(next);
         }
         self.0.waker.register(cx.waker());
-        // A push between the first look and the registration woke nobody: look again.
-        match self.try_pop() {
-            Some(frame) => Poll::Ready(frame),
+        // A push or kick between the first look and the registration woke nobody: look again.
+        match self.ready() {
+            Some(next) => Poll::Ready(next),
             None => Poll::Pending,
         }
+    }
+
+    fn ready(&mut self) -> Option<Next> {
+        if let Some(code) = self.0.kicked() {
+            return Some(Next::Kicked(code));
+        }
+        self.try_pop().map(Next::Frame)
+    }
+
+    /// The close code, once the session has been kicked.
+    pub fn kicked(&self) -> Option<CloseCode> {
+        self.0.kicked()
+    }
+
+    /// Kicks this session from inside (a write that timed out), so the hub stops queueing.
+    pub fn kick(&self, code: CloseCode) -> bool {
+        self.0.kick(code)
     }
 }
 
@@ -164,39 +213,6 @@ impl<'a> SharedFrame<'a> {
             }
         }
         slot.clone()
-    }
-}
-
-/// Ends a session from outside its task: slow consumer, per-user limit, remote kick.
-///
-/// The first kick wins; the session reads the code when it wakes.
-#[derive(Debug, Default)]
-pub struct Kick {
-    code: AtomicU16,
-    notify: Notify,
-}
-
-impl Kick {
-    /// Asks the session to close with `code`. Returns false if it was already kicked.
-    pub fn kick(&self, code: CloseCode) -> bool {
-        let first = self
-            .code
-            .compare_exchange(0, code.code(), Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
-        if first {
-            self.notify.notify_one();
-        }
-        first
-    }
-
-    /// Resolves once the session has been kicked, with the close code to use.
-    pub async fn kicked(&self) -> CloseCode {
-        loop {
-            if let Some(code) = CloseCode::from_code(self.code.load(Ordering::Acquire)) {
-                return code;
-            }
-            self.notify.notified().await;
-        }
     }
 }
 
@@ -251,11 +267,30 @@ mod queue_tests {
     #[tokio::test]
     async fn a_waiting_session_wakes_for_a_frame_pushed_from_another_task() {
         let (tx, mut rx) = queue(8);
-        let waiting = tokio::spawn(async move { rx.pop().await });
+        let waiting = tokio::spawn(async move { rx.next().await });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "parked on the empty queue");
         tx.try_push(frame("hello")).unwrap();
-        let popped = waiting.await.unwrap();
-        assert_eq!(text(&popped), "hello");
+        match waiting.await.unwrap() {
+            Next::Frame(popped) => assert_eq!(text(&popped), "hello"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_kick_wakes_the_session_ahead_of_queued_frames_and_the_first_kick_wins() {
+        let (tx, mut rx) = queue(8);
+        let waiting = tokio::spawn(async move {
+            let first = rx.next().await;
+            (first, rx)
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "parked on the empty queue");
+        assert!(tx.kick(CloseCode::SlowConsumer));
+        let (first, mut rx) = waiting.await.unwrap();
+        assert_eq!(first, Next::Kicked(CloseCode::SlowConsumer));
+        tx.try_push(frame("late")).unwrap();
+        assert!(!tx.kick(CloseCode::SessionReplaced), "already kicked");
+        assert_eq!(rx.next().await, Next::Kicked(CloseCode::SlowConsumer));
     }
 }

@@ -107,20 +107,24 @@ fn upgrade(app: &Arc<App>, mut req: Request<Incoming>) -> Response<Body> {
     let guard = OpenGuard(Arc::clone(app));
     let upgrade = hyper::upgrade::on(&mut req);
     let session_app = Arc::clone(app);
+    // Boxed and freed once the session is live: an idle connection's task keeps none of it.
+    let start = Box::pin(async move {
+        match upgrade.await {
+            Ok(upgraded) => {
+                let socket = TokioIo::new(upgraded);
+                session::start(session_app, socket, codec.unwrap_or_default(), identity).await
+            }
+            Err(error) => {
+                tracing::debug!(%error, "upgrade failed");
+                None
+            }
+        }
+    });
     app.sessions.spawn(
         async move {
             let _guard = guard;
-            match upgrade.await {
-                Ok(upgraded) => {
-                    session::run(
-                        session_app,
-                        TokioIo::new(upgraded),
-                        codec.unwrap_or_default(),
-                        identity,
-                    )
-                    .await;
-                }
-                Err(error) => tracing::debug!(%error, "upgrade failed"),
+            if let Some(session) = start.await {
+                session.live().await;
             }
         }
         .instrument(tracing::debug_span!("ws")),

@@ -1,7 +1,7 @@
 //! One task owns one socket.
 //!
 //! **Invariant:** nothing but the session task writes to its socket. Others reach it through its
-//! bounded outbound queue (frames) or its [`Kick`] (close). Replies to the session's own requests
+//! bounded outbound queue: frames, or a kick that closes it. Replies to the session's own requests
 //! are written directly, before anything queued later, which is what lets a `room:join` reply
 //! and the live stream meet without a gap or a duplicate.
 
@@ -35,7 +35,7 @@ use crate::broker::{ConnId, Envelope, Event, Topic};
 use crate::error::SessionError;
 use crate::hub::SessionHandle;
 use crate::metrics;
-use crate::outbound::{Kick, Outbound, QueueRx, encode, queue};
+use crate::outbound::{Next, Outbound, QueueRx, encode, queue};
 use limiter::RateLimiter;
 
 /// Queued frames written per socket flush.
@@ -52,9 +52,19 @@ enum End {
     ByClient,
 }
 
-/// Runs a session on an upgraded socket until it ends. `identity` is set when the client
-/// authenticated with a header; otherwise the first frame must be `auth`.
-pub async fn run<S>(app: Arc<App>, socket: S, codec: Codec, identity: Option<Identity>)
+/// Authenticates and opens a session on an upgraded socket: then [`Session::live`] runs it.
+/// `identity` is set when the client authenticated with a header; otherwise the first frame must
+/// be `auth`. `None` once a session that could not start is closed.
+///
+/// Every idle connection holds its task's future for as long as it lives, so the start
+/// (handshake, registration, `session:ready`) belongs in a box the caller frees once the session
+/// is live, and the session is boxed: an async fn keeps a copy of every by-value argument.
+pub(crate) async fn start<S>(
+    app: Arc<App>,
+    socket: S,
+    codec: Codec,
+    identity: Option<Identity>,
+) -> Option<Box<Session<S>>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -66,29 +76,27 @@ where
     .await;
     let identity = match identity {
         Some(identity) => identity,
-        None => match Box::pin(handshake::await_auth(&app, &mut ws, codec)).await {
+        None => match handshake::await_auth(&app, &mut ws, codec).await {
             Ok(identity) => identity,
             Err(end) => {
                 finish(&mut ws, end).await;
-                return;
+                return None;
             }
         },
     };
     let Some(remaining) = time_left(identity.expires_at) else {
         finish(&mut ws, End::Close(CloseCode::TokenExpired)).await;
-        return;
+        return None;
     };
     let (tx, rx) = queue(app.config.outbound_queue);
-    let kick = Arc::new(Kick::default());
     let conn = app.next_conn_id();
-    let mut session = Session {
+    let mut session = Box::new(Session {
         app: Arc::clone(&app),
         conn,
         user: identity.user,
         codec,
         ws,
         rx,
-        kick,
         expires_at: Instant::now() + remaining,
         typing: HashMap::new(),
         limiter: RateLimiter::new(
@@ -98,16 +106,15 @@ where
         ),
         last_heard: Instant::now(),
         next_ping: Instant::now() + app.config.heartbeat_interval(),
-    };
+    });
     let handle = SessionHandle {
         user: session.user.id.clone(),
         codec,
         tx,
-        kick: Arc::clone(&session.kick),
     };
     metrics::connection_opened();
-    let end = match Box::pin(session.open(handle)).await {
-        Ok(()) => session.serve().await,
+    let end = match session.open(handle).await {
+        Ok(()) => return Some(session),
         Err(SessionError::Close(code)) => End::Close(code),
         Err(SessionError::Gone) => End::ByClient,
         Err(SessionError::Refused { code, message }) => {
@@ -115,7 +122,8 @@ where
             End::Close(CloseCode::InternalError)
         }
     };
-    Box::pin(session.close(end)).await;
+    session.close(end).await;
+    None
 }
 
 /// Awaits `fut` for at most `limit`, arming the timer only when `fut` does not finish at once:
@@ -164,7 +172,6 @@ pub(crate) struct Session<S> {
     codec: Codec,
     ws: WebSocketStream<S>,
     rx: QueueRx,
-    kick: Arc<Kick>,
     expires_at: Instant,
     /// Rooms this session is typing in, and when the indicator stops by itself.
     typing: HashMap<RoomId, Instant>,
@@ -239,30 +246,42 @@ where
         Ok(())
     }
 
-    /// The session loop: one select over the socket, the queue, the kick and the timers.
+    /// The live session, from `session:ready` to the close.
+    pub(crate) async fn live(mut self: Box<Self>) {
+        let end = self.serve().await;
+        Box::pin(self.close(end)).await;
+    }
+
+    /// The session loop: one select over the socket, the queue and the timers.
+    ///
+    /// Every idle connection carries this loop's state, so whatever runs in a branch is boxed:
+    /// handling a frame or writing is rare next to idling, and inline, every idle connection
+    /// would carry the size of the largest branch.
     async fn serve(&mut self) -> End {
         // The waits that outlive one turn of the loop are made once and kept: re-arming a
-        // timer and re-registering two waiters on every wake-up would cost more than the
-        // write the wake-up is usually for.
-        let kick = Arc::clone(&self.kick);
+        // timer and re-registering a waiter on every wake-up would cost more than the write
+        // the wake-up is usually for.
         let shutdown = self.app.shutdown.clone();
-        let kicked = kick.kicked();
         let cancelled = shutdown.cancelled();
         let timer = tokio::time::sleep_until(self.next_wake());
-        tokio::pin!(kicked, cancelled, timer);
+        tokio::pin!(cancelled, timer);
         loop {
+            // Looked at on every turn: a client that keeps its socket busy still gets kicked.
+            if let Some(code) = self.rx.kicked() {
+                return End::Close(code);
+            }
             let wake = self.next_wake();
             if timer.deadline() != wake {
                 timer.as_mut().reset(wake);
             }
             let result = tokio::select! {
                 biased;
-                code = &mut kicked => Err(SessionError::Close(code)),
-                () = &mut cancelled => self.goodbye().await,
-                // Boxed: request handling is the largest state of the loop, and it is rare
-                // next to idling; inline, every idle connection would carry its size.
+                () = &mut cancelled => Box::pin(self.goodbye()).await,
                 inbound = self.ws.next() => Box::pin(self.on_inbound(inbound)).await,
-                first = self.rx.pop() => Box::pin(self.write_batch(first)).await,
+                next = self.rx.next() => match next {
+                    Next::Kicked(code) => Err(SessionError::Close(code)),
+                    Next::Frame(first) => Box::pin(self.write_batch(first)).await,
+                },
                 () = &mut timer => Box::pin(self.on_timer()).await,
             };
             match result {
@@ -271,7 +290,10 @@ where
                 Err(SessionError::Gone) => return End::ByClient,
                 Err(SessionError::Refused { code, message }) => {
                     // Only reachable for a refusal outside any request; tell the client.
-                    if self.reply_error(None, code, message).await.is_err() {
+                    if Box::pin(self.reply_error(None, code, message))
+                        .await
+                        .is_err()
+                    {
                         return End::ByClient;
                     }
                 }
@@ -535,7 +557,7 @@ where
             Some(Ok(())) => Ok(()),
             Some(Err(_)) => Err(SessionError::Gone),
             None => {
-                if self.kick.kick(CloseCode::SlowConsumer) {
+                if self.rx.kick(CloseCode::SlowConsumer) {
                     metrics::slow_consumer();
                 }
                 Err(SessionError::Close(CloseCode::SlowConsumer))
@@ -544,7 +566,7 @@ where
     }
 
     /// Unregisters everywhere, tells others, and closes the socket.
-    async fn close(mut self, end: End) {
+    async fn close(mut self: Box<Self>, end: End) {
         let app = Arc::clone(&self.app);
         let rooms: Vec<RoomId> = self.typing.keys().cloned().collect();
         for room in rooms {
@@ -587,16 +609,40 @@ where
 
 #[cfg(test)]
 mod tests {
-    /// Every idle connection carries its session future; keep it small (see the boxed branches).
+    use std::time::{Duration, SystemTime};
+
+    use switchboard_protocol::{Codec, UserId, UserRef};
+
+    use crate::auth::Identity;
+
+    /// Every idle connection carries its boxed session and the live loop's future.
     #[tokio::test]
-    async fn an_idle_session_future_stays_small() {
+    async fn an_idle_session_stays_small() {
         let cli = <crate::config::Cli as clap::Parser>::try_parse_from(["gateway"]);
         let app = crate::build(cli.expect("defaults parse").config)
             .await
             .expect("builds");
-        let (socket, _peer) = tokio::io::duplex(64);
-        let session = super::run(app, socket, switchboard_protocol::Codec::Json, None);
-        let size = size_of_val(&session);
-        assert!(size <= 2_560, "session future is {size} bytes");
+        let identity = Identity {
+            user: UserRef {
+                id: UserId::parse("alice").expect("valid"),
+                name: "Alice".into(),
+            },
+            expires_at: SystemTime::now() + Duration::from_secs(60),
+        };
+        let (socket, _peer) = tokio::io::duplex(64 * 1024);
+        let session = super::start(app, socket, Codec::Json, Some(identity))
+            .await
+            .expect("the session opens");
+        assert!(
+            size_of_val(&*session) <= 640,
+            "a session is {} bytes",
+            size_of_val(&*session)
+        );
+        let live = session.live();
+        assert!(
+            size_of_val(&live) <= 512,
+            "the live loop is {} bytes",
+            size_of_val(&live)
+        );
     }
 }
