@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use switchboard_protocol::{CloseCode, Codec, RoomId, ServerFrame, UserId};
 
-use crate::broker::{Broker, ConnId, Envelope, Event, Inbox, Topic};
+use crate::broker::{Broker, ConnId, ConnIds, Envelope, Event, Inbox, Topic};
 use crate::metrics;
 use crate::outbound::{Outbound, PushError, QueueTx, SharedFrame};
 use crate::store::Store;
@@ -74,7 +74,7 @@ impl std::fmt::Debug for Hub {
 struct Inner {
     conns: HashMap<ConnId, ConnEntry>,
     rooms: HashMap<RoomId, RoomEntry>,
-    users: HashMap<UserId, Vec<ConnId>>,
+    users: HashMap<UserId, ConnIds>,
 }
 
 struct ConnEntry {
@@ -219,7 +219,7 @@ impl Hub {
 
     /// This node's sessions of `user`.
     pub fn sessions_of(&self, user: &UserId) -> usize {
-        self.lock().users.get(user).map_or(0, Vec::len)
+        self.lock().users.get(user).map_or(0, |conns| conns.len())
     }
 
     async fn subscribe(&self, topics: Vec<Topic>) {
@@ -525,7 +525,7 @@ impl Inbox for HubInbox {
                 }
             }
             Event::MemberLeft { user, room } => {
-                let conns: Vec<ConnId> = hub.lock().users.get(user).cloned().unwrap_or_default();
+                let conns: ConnIds = hub.lock().users.get(user).cloned().unwrap_or_default();
                 let hub = Arc::clone(hub);
                 let room = room.clone();
                 tokio::spawn(async move {

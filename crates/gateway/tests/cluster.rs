@@ -158,6 +158,10 @@ async fn a_node_that_only_serves_room_x_receives_no_traffic_for_room_y() {
     bob.join_room("room-y").await.unwrap();
     alice.create_room("room-x").await.unwrap();
     carol.join_room("room-x").await.unwrap();
+    // Redis delivers to node C in publish order: once this message is in, so is every event
+    // the connects and joins published before it (presence, memberships).
+    send(&mut alice, "room-x", "x0").await;
+    assert_eq!(next_message(&mut carol).await.content, "x0");
     let received_before = c.nodes[2]
         .metric("switchboard_broker_received_total")
         .await

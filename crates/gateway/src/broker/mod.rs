@@ -29,6 +29,10 @@ impl ConnId {
     }
 }
 
+/// One user's connections on a node. Nearly every user has one, held inline: no allocation per
+/// user, which counts when a node holds tens of thousands of users.
+pub type ConnIds = smallvec::SmallVec<[ConnId; 1]>;
+
 impl std::fmt::Display for ConnId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)

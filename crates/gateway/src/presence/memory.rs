@@ -8,19 +8,21 @@ use async_trait::async_trait;
 use switchboard_protocol::{PresenceStatus, UserId, UserRef};
 
 use super::{Connected, Departed, Presence, PresenceError};
-use crate::broker::ConnId;
+use crate::broker::{ConnId, ConnIds};
 
 #[derive(Debug, Default)]
 pub struct MemoryPresence {
     users: Mutex<HashMap<UserId, Entry>>,
 }
 
+/// One online user; the map's key is the id (held once: one entry per user, so every byte of it
+/// counts per connection).
 #[derive(Debug)]
 struct Entry {
-    user: UserRef,
+    name: String,
     status: PresenceStatus,
     /// Oldest first.
-    connections: Vec<ConnId>,
+    connections: ConnIds,
 }
 
 impl MemoryPresence {
@@ -40,15 +42,15 @@ impl Presence for MemoryPresence {
     async fn connect(&self, user: &UserRef, conn: &ConnId) -> Result<Connected, PresenceError> {
         let mut users = self.lock();
         let entry = users.entry(user.id.clone()).or_insert_with(|| Entry {
-            user: user.clone(),
+            name: user.name.clone(),
             status: PresenceStatus::Online,
-            connections: Vec::new(),
+            connections: ConnIds::new(),
         });
-        entry.user.name.clone_from(&user.name);
+        entry.name.clone_from(&user.name);
         entry.connections.push(conn.clone());
         Ok(Connected {
             first: entry.connections.len() == 1,
-            connections: entry.connections.clone(),
+            connections: entry.connections.to_vec(),
         })
     }
 
@@ -88,9 +90,15 @@ impl Presence for MemoryPresence {
         let map = self.lock();
         Ok(users
             .iter()
-            .filter_map(|id| map.get(id))
-            .filter(|e| e.status != PresenceStatus::Offline)
-            .map(|e| (e.user.clone(), e.status))
+            .filter_map(|id| map.get_key_value(id))
+            .filter(|(_, e)| e.status != PresenceStatus::Offline)
+            .map(|(id, e)| {
+                let user = UserRef {
+                    id: id.clone(),
+                    name: e.name.clone(),
+                };
+                (user, e.status)
+            })
             .collect())
     }
 }

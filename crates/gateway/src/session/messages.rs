@@ -108,7 +108,7 @@ where
         if !appended.duplicate {
             metrics::message_stored();
             // The typing indicator ends with the message.
-            self.typing.remove(&room);
+            self.typing.stop(&room);
             app.publish(Envelope {
                 topics: vec![Topic::Room(room)],
                 event: Event::Frame {

@@ -12,7 +12,6 @@ mod rooms;
 mod signals;
 mod social;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -37,6 +36,7 @@ use crate::hub::SessionHandle;
 use crate::metrics;
 use crate::outbound::{Next, Outbound, QueueRx, encode, queue};
 use limiter::RateLimiter;
+use signals::Typing;
 
 /// Queued frames written per socket flush.
 const MAX_BATCH: usize = 256;
@@ -98,7 +98,7 @@ where
         ws,
         rx,
         expires_at: Instant::now() + remaining,
-        typing: HashMap::new(),
+        typing: Typing::default(),
         limiter: RateLimiter::new(
             app.config.rate_per_sec,
             app.config.rate_burst,
@@ -173,8 +173,7 @@ pub(crate) struct Session<S> {
     ws: WebSocketStream<S>,
     rx: QueueRx,
     expires_at: Instant,
-    /// Rooms this session is typing in, and when the indicator stops by itself.
-    typing: HashMap<RoomId, Instant>,
+    typing: Typing,
     limiter: RateLimiter,
     last_heard: Instant,
     next_ping: Instant,
@@ -303,7 +302,7 @@ where
 
     fn next_wake(&self) -> Instant {
         let silence = self.last_heard + self.app.config.heartbeat_timeout();
-        let typing = self.typing.values().min().copied();
+        let typing = self.typing.next_deadline();
         [
             Some(self.next_ping),
             Some(silence),
@@ -328,13 +327,7 @@ where
             self.next_ping = now + self.app.config.heartbeat_interval();
             self.write(WsMessage::Ping(Default::default())).await?;
         }
-        let expired: Vec<RoomId> = self
-            .typing
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(room, _)| room.clone())
-            .collect();
-        for room in expired {
+        for room in self.typing.due(now) {
             self.stop_typing(&room).await;
         }
         Ok(())
@@ -568,8 +561,7 @@ where
     /// Unregisters everywhere, tells others, and closes the socket.
     async fn close(mut self: Box<Self>, end: End) {
         let app = Arc::clone(&self.app);
-        let rooms: Vec<RoomId> = self.typing.keys().cloned().collect();
-        for room in rooms {
+        for room in self.typing.rooms() {
             self.stop_typing(&room).await;
         }
         app.hub.unregister(&self.conn).await;
