@@ -10,12 +10,17 @@
 //!    committers on this or another gateway never deadlock and never interleave seqs in a room
 //!    (`NO KEY`: inserting members or watermarks, which only share-lock the room's key, does not
 //!    wait for the batch);
-//! 2. looks up the batch's `(room, sender, clientMsgId)` keys already stored — after the locks,
-//!    so a concurrent writer's row for a locked room is committed and seen;
-//! 3. gives each new message its room's next seq ([`Plan::assign`]), moves every room's
+//! 2. gives each new message its room's next seq ([`Plan::assign`]), moves every room's
 //!    `last_seq` in one `UPDATE … FROM unnest(…)`, and inserts every new row in one
-//!    `INSERT … SELECT … FROM unnest(…)`;
-//! 4. commits, and only then replies to every waiter.
+//!    `INSERT … SELECT … FROM unnest(…) ON CONFLICT (room, sender, client_msg_id) DO NOTHING`;
+//! 3. commits, and only then replies to every waiter.
+//!
+//! Idempotency is optimistic: a retried `clientMsgId` is rare, and looking up every key of every
+//! batch costs PostgreSQL a fifth of its time per message (see docs/benchmarks.md). When the
+//! insert skipped a row, a key was stored before: the transaction is rolled back (so no seq is
+//! taken) and run again with a lookup of the batch's `(room, sender, clientMsgId)` keys after
+//! the locks (so a concurrent writer's row for a locked room is committed and seen), which
+//! answers those keys with the original.
 //!
 //! A retried key gets the original (`duplicate: true`), whether the original is in the table or
 //! in the same batch. A message for a missing room gets `RoomNotFound`; the others are unaffected.
@@ -39,7 +44,8 @@ use super::error::{cause_chain, is_race, timed_out};
 use super::rows::{self, message_columns, to_i64, to_u64};
 use crate::store::{Appended, NewMessage, StoreError};
 
-/// Times a batch's transaction is tried when it lost a race to another writer.
+/// Times a batch's transaction is tried when it lost a race to another writer or met a stored
+/// key (the first try does not look keys up).
 const MAX_ATTEMPTS: usize = 3;
 
 /// A message waiting for its batch.
@@ -115,14 +121,20 @@ impl Committer {
         let plan = Plan::new(batch.iter().map(|p| &p.message));
         let deadline = Instant::now() + self.timeout;
         let mut attempt = 0;
+        let mut look_up = false;
         let result = loop {
             attempt += 1;
-            let run = self.transaction(&batch, &plan);
+            let run = self.transaction(&batch, &plan, look_up);
             match tokio::time::timeout_at(deadline, run).await {
                 Ok(Ok(outcomes)) => break Ok(outcomes),
                 Ok(Err(error)) if attempt < MAX_ATTEMPTS && error.is_race() => {
                     let error = cause_chain(&error);
                     tracing::debug!(%error, attempt, "group commit lost a race; retrying");
+                    look_up = true;
+                }
+                Ok(Err(CommitError::KeyStored)) if attempt < MAX_ATTEMPTS => {
+                    tracing::debug!(attempt, "a retried key in the batch; looking keys up");
+                    look_up = true;
                 }
                 Ok(Err(error)) => break Err(cause_chain(&error)),
                 Err(_) => break Err(timed_out(self.timeout).to_string()),
@@ -153,11 +165,14 @@ impl Committer {
         }
     }
 
-    /// The transaction of one batch; the outcome of each distinct message of `plan`.
+    /// The transaction of one batch; the outcome of each distinct message of `plan`. Without
+    /// `look_up`, fails with [`CommitError::KeyStored`] (and stores nothing) if a key was stored
+    /// before.
     async fn transaction(
         &self,
         batch: &[Pending],
         plan: &Plan,
+        look_up: bool,
     ) -> Result<Vec<Outcome>, CommitError> {
         let messages: Vec<&NewMessage> = plan.distinct.iter().map(|&i| &batch[i].message).collect();
         let mut client = self.pool.get().await?;
@@ -168,34 +183,38 @@ impl Committer {
                  ORDER BY id FOR NO KEY UPDATE",
             )
             .await?;
-        let lookup = tx
-            .prepare_cached(concat!(
-                "SELECT ",
-                message_columns!(),
-                " FROM unnest($1::text[], $2::text[], $3::text[])",
-                " AS k(room, sender, client_msg_id)",
-                // LATERAL … LIMIT 1: one unique-index probe per key, whatever the statistics
-                // say (a join may become a hash join over a sequential scan of the table).
-                " CROSS JOIN LATERAL (SELECT * FROM messages WHERE room = k.room",
-                " AND sender = k.sender AND client_msg_id = k.client_msg_id LIMIT 1) m"
-            ))
-            .await?;
         let rooms: Vec<&str> = messages
             .iter()
             .map(|m| m.room.as_str())
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let key_rooms: Vec<&str> = messages.iter().map(|m| m.room.as_str()).collect();
-        let key_senders: Vec<&str> = messages.iter().map(|m| m.sender.id.as_str()).collect();
-        let key_ids: Vec<&str> = messages.iter().map(|m| m.client_msg_id.as_str()).collect();
-        // Pipelined: the lookup runs after the locks are held, in the same round trip.
         let lock_params: [&(dyn ToSql + Sync); 1] = [&rooms];
-        let lookup_params: [&(dyn ToSql + Sync); 3] = [&key_rooms, &key_senders, &key_ids];
-        let (locked, existing) = tokio::try_join!(
-            tx.query(&lock, &lock_params),
-            tx.query(&lookup, &lookup_params),
-        )?;
+        let (locked, existing) = if look_up {
+            let lookup = tx
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    message_columns!(),
+                    " FROM unnest($1::text[], $2::text[], $3::text[])",
+                    " AS k(room, sender, client_msg_id)",
+                    // LATERAL … LIMIT 1: one unique-index probe per key, whatever the statistics
+                    // say (a join may become a hash join over a sequential scan of the table).
+                    " CROSS JOIN LATERAL (SELECT * FROM messages WHERE room = k.room",
+                    " AND sender = k.sender AND client_msg_id = k.client_msg_id LIMIT 1) m"
+                ))
+                .await?;
+            let key_rooms: Vec<&str> = messages.iter().map(|m| m.room.as_str()).collect();
+            let key_senders: Vec<&str> = messages.iter().map(|m| m.sender.id.as_str()).collect();
+            let key_ids: Vec<&str> = messages.iter().map(|m| m.client_msg_id.as_str()).collect();
+            // Pipelined: the lookup runs after the locks are held, in the same round trip.
+            let lookup_params: [&(dyn ToSql + Sync); 3] = [&key_rooms, &key_senders, &key_ids];
+            tokio::try_join!(
+                tx.query(&lock, &lock_params),
+                tx.query(&lookup, &lookup_params),
+            )?
+        } else {
+            (tx.query(&lock, &lock_params).await?, Vec::new())
+        };
         let mut last_seqs = HashMap::with_capacity(locked.len());
         for row in &locked {
             let room: &str = row.try_get(0)?;
@@ -225,7 +244,8 @@ impl Committer {
                     "INSERT INTO messages (room, seq, id, sender, sender_name, kind, content, \
                      client_msg_id, created_at) \
                      SELECT * FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[], \
-                     $5::text[], $6::text[], $7::text[], $8::text[], $9::timestamptz[])",
+                     $5::text[], $6::text[], $7::text[], $8::text[], $9::timestamptz[]) \
+                     ON CONFLICT (room, sender, client_msg_id) DO NOTHING",
                 )
                 .await?;
             let rows = NewRows::of(&assigned.outcomes);
@@ -241,10 +261,14 @@ impl Committer {
                 &rows.client_msg_id,
                 &rows.created_at,
             ];
-            tokio::try_join!(
+            let (_, inserted) = tokio::try_join!(
                 tx.execute(&update, &update_params),
                 tx.execute(&insert, &insert_params),
             )?;
+            if inserted != rows.seq.len() as u64 {
+                // Dropping the transaction rolls it back: no seq was taken.
+                return Err(CommitError::KeyStored);
+            }
         }
         tx.commit().await?;
         Ok(assigned.outcomes)
@@ -260,6 +284,9 @@ enum CommitError {
     Db(#[from] tokio_postgres::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A key of the batch was stored before; the transaction was rolled back.
+    #[error("a message of the batch was stored before")]
+    KeyStored,
 }
 
 impl CommitError {
