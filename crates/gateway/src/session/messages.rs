@@ -20,16 +20,15 @@ impl<S> Session<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    pub(super) async fn send_message(
-        &mut self,
-        room_id: RoomId,
+    /// Checks a `message:send` before [`Session::append`] stores it; the content passes through.
+    pub(super) fn check_message(
+        &self,
+        room_id: &RoomId,
         content: String,
-        kind: MessageKind,
-        client_msg_id: String,
-    ) -> Outcome {
-        self.require_member(&room_id)?;
-        let content = self.check_content(content, &client_msg_id)?;
-        self.append(room_id, content, kind, client_msg_id).await
+        client_msg_id: &str,
+    ) -> Result<String, SessionError> {
+        self.require_member(room_id)?;
+        self.check_content(content, client_msg_id)
     }
 
     pub(super) async fn send_direct(
@@ -79,7 +78,7 @@ where
 
     /// Stores, then publishes: a message is fanned out only once it is in the store, and the
     /// ack says where it is. A retry of a stored message is answered, not stored or sent again.
-    async fn append(
+    pub(super) async fn append(
         &mut self,
         room: RoomId,
         content: String,

@@ -403,6 +403,8 @@ where
     async fn on_frame(&mut self, frame: ClientFrame) -> Result<(), SessionError> {
         metrics::frame_in(frame.kind().wire_name());
         let id = frame.request_id();
+        // Each request's future is boxed on its own: a box is as large as its future, and inline
+        // the largest of them would be allocated and copied for every frame.
         let outcome = match frame {
             ClientFrame::Auth { .. } => Err(SessionError::refused(
                 ErrorCode::AlreadyAuthenticated,
@@ -415,14 +417,14 @@ where
                 kind,
                 password,
                 ..
-            } => self.create_room(room_id, name, kind, password).await,
+            } => Box::pin(self.create_room(room_id, name, kind, password)).await,
             ClientFrame::RoomJoin {
                 room_id,
                 password,
                 since_seq,
                 ..
-            } => self.join_room(room_id, password, since_seq).await,
-            ClientFrame::RoomLeave { room_id, .. } => self.leave_room(room_id).await,
+            } => Box::pin(self.join_room(room_id, password, since_seq)).await,
+            ClientFrame::RoomLeave { room_id, .. } => Box::pin(self.leave_room(room_id)).await,
             ClientFrame::HistoryFetch {
                 room_id,
                 before_seq,
@@ -439,35 +441,42 @@ where
                 kind,
                 client_msg_id,
                 ..
-            } => {
-                self.send_message(room_id, content, kind, client_msg_id)
-                    .await
-            }
+            } => match self.check_message(&room_id, content, &client_msg_id) {
+                Ok(content) => Box::pin(self.append(room_id, content, kind, client_msg_id)).await,
+                Err(refused) => Err(refused),
+            },
             ClientFrame::DmSend {
                 recipient_id,
                 content,
                 kind,
                 client_msg_id,
                 ..
-            } => {
-                self.send_direct(recipient_id, content, kind, client_msg_id)
-                    .await
+            } => Box::pin(self.send_direct(recipient_id, content, kind, client_msg_id)).await,
+            ClientFrame::MessageRead { room_id, seq, .. } => {
+                Box::pin(self.mark_read(room_id, seq)).await
             }
-            ClientFrame::MessageRead { room_id, seq, .. } => self.mark_read(room_id, seq).await,
-            ClientFrame::TypingStart { room_id } => self.start_typing(room_id).await,
+            ClientFrame::TypingStart { room_id } => Box::pin(self.start_typing(room_id)).await,
             ClientFrame::TypingStop { room_id } => {
                 self.require_member(&room_id)?;
-                self.stop_typing(&room_id).await;
+                Box::pin(self.stop_typing(&room_id)).await;
                 return Ok(());
             }
-            ClientFrame::PresenceUpdate { status, .. } => self.update_presence(status).await,
+            ClientFrame::PresenceUpdate { status, .. } => {
+                Box::pin(self.update_presence(status)).await
+            }
             ClientFrame::NotificationsList { limit, before, .. } => {
                 self.list_notifications(limit, before).await
             }
             ClientFrame::NotificationsRead { ids, .. } => self.read_notifications(ids).await,
-            ClientFrame::FriendRequest { user_id, .. } => self.request_friend(user_id).await,
-            ClientFrame::FriendAccept { user_id, .. } => self.accept_friend(user_id).await,
-            ClientFrame::FriendRemove { user_id, .. } => self.remove_friend(user_id).await,
+            ClientFrame::FriendRequest { user_id, .. } => {
+                Box::pin(self.request_friend(user_id)).await
+            }
+            ClientFrame::FriendAccept { user_id, .. } => {
+                Box::pin(self.accept_friend(user_id)).await
+            }
+            ClientFrame::FriendRemove { user_id, .. } => {
+                Box::pin(self.remove_friend(user_id)).await
+            }
             ClientFrame::FriendsList { .. } => self.list_friends().await,
         };
         match (outcome, id) {
