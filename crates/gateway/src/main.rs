@@ -2,6 +2,14 @@
 
 use std::io::Write;
 
+/// jemalloc rather than the system allocator: measured on this gateway (docs/benchmarks.md), an
+/// idle connection costs 0.4 KiB less RSS and a persisted message ~10 % less CPU, because the
+/// message path allocates and frees futures and frames larger than glibc's per-thread cache
+/// takes.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use anyhow::Context;
 use clap::Parser;
 use switchboard_gateway::auth::TokenSigner;
