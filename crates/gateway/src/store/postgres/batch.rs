@@ -221,11 +221,14 @@ impl Committer {
             let last_seq: i64 = row.try_get(1)?;
             last_seqs.insert(room.to_owned(), to_u64(last_seq));
         }
-        let mut stored = HashMap::with_capacity(existing.len());
-        for row in &existing {
-            let message = rows::message(row)?;
-            stored.insert(Key::of_message(&message), message);
-        }
+        let stored_messages = existing
+            .iter()
+            .map(rows::message)
+            .collect::<Result<Vec<_>, _>>()?;
+        let stored: HashMap<Key<'_>, &Message> = stored_messages
+            .iter()
+            .map(|message| (Key::of_message(message), message))
+            .collect();
         let assigned = Plan::assign(&messages, &last_seqs, &stored, rows::now_to_the_milli());
         if !assigned.new_last_seqs.is_empty() {
             let (seq_rooms, seq_values): (Vec<&str>, Vec<i64>) = assigned
@@ -296,28 +299,29 @@ impl CommitError {
     }
 }
 
-/// Idempotency key: a message is the same when room, sender and `clientMsgId` are.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Key {
-    room: RoomId,
-    sender: String,
-    client_msg_id: String,
+/// Idempotency key: a message is the same when room, sender and `clientMsgId` are. Borrowed
+/// from the message it belongs to: planning a batch copies no strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key<'a> {
+    room: &'a str,
+    sender: &'a str,
+    client_msg_id: &'a str,
 }
 
-impl Key {
-    fn of(message: &NewMessage) -> Self {
+impl<'a> Key<'a> {
+    fn of(message: &'a NewMessage) -> Self {
         Self {
-            room: message.room.clone(),
-            sender: message.sender.id.as_str().to_owned(),
-            client_msg_id: message.client_msg_id.clone(),
+            room: message.room.as_str(),
+            sender: message.sender.id.as_str(),
+            client_msg_id: &message.client_msg_id,
         }
     }
 
-    fn of_message(message: &Message) -> Self {
+    fn of_message(message: &'a Message) -> Self {
         Self {
-            room: message.room_id.clone(),
-            sender: message.sender.id.as_str().to_owned(),
-            client_msg_id: message.client_msg_id.clone(),
+            room: message.room_id.as_str(),
+            sender: message.sender.id.as_str(),
+            client_msg_id: &message.client_msg_id,
         }
     }
 }
@@ -355,7 +359,7 @@ struct Assigned {
 
 impl Plan {
     fn new<'a>(batch: impl Iterator<Item = &'a NewMessage>) -> Self {
-        let mut seen: HashMap<Key, usize> = HashMap::new();
+        let mut seen: HashMap<Key<'a>, usize> = HashMap::new();
         let mut distinct = Vec::new();
         let first_of = batch
             .enumerate()
@@ -374,14 +378,14 @@ impl Plan {
     fn assign(
         messages: &[&NewMessage],
         last_seqs: &HashMap<String, u64>,
-        stored: &HashMap<Key, Message>,
+        stored: &HashMap<Key<'_>, &Message>,
         now: SystemTime,
     ) -> Assigned {
         let mut next: HashMap<&str, u64> = HashMap::new();
         let outcomes = messages
             .iter()
             .map(|&message| {
-                if let Some(original) = stored.get(&Key::of(message)) {
+                if let Some(&original) = stored.get(&Key::of(message)) {
                     return Outcome::Existing(original.clone());
                 }
                 let room = message.room.as_str();
@@ -547,7 +551,7 @@ mod tests {
             other => panic!("{other:?}"),
         };
         original.seq = 7;
-        let stored = HashMap::from([(Key::of(&batch[0]), original.clone())]);
+        let stored = HashMap::from([(Key::of(&batch[0]), &original)]);
         let assigned = Plan::assign(
             &messages,
             &HashMap::from([("a".to_owned(), 9)]),
