@@ -281,52 +281,11 @@ wait_quiet() {
     done
 }
 
-# PostgreSQL for the persist scenario: a private server in a temp dir, pinned to CPU 0 with the
-# gateway, with the durability settings of a default install (fsync and synchronous commit on).
-PG_BIN=/usr/lib/postgresql/15/bin
-PG_PID= PG_WRAPPER= PG_DIR= PG_PORT=$((PORT + 50))
-stop_postgres() {
-    if [ -n "$PG_PID" ] && kill -0 "$PG_PID" 2>/dev/null; then
-        kill -INT "$PG_PID" # fast shutdown
-        for _ in $(seq 100); do kill -0 "$PG_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -QUIT "$PG_PID" 2>/dev/null || true
-    fi
-    [ -n "$PG_WRAPPER" ] && wait "$PG_WRAPPER" 2>/dev/null || true
-    PG_PID= PG_WRAPPER=
-    [ -n "$PG_DIR" ] && rm -rf "$PG_DIR"
-    PG_DIR=
-}
-# as_pg CMD...: PostgreSQL refuses to run as root, so as root its tools run as nobody.
-as_pg() {
-    if [ "$(id -u)" -eq 0 ]; then
-        setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$@"
-    else
-        "$@"
-    fi
-}
-start_postgres() {
-    PG_DIR=$(mktemp -d)
-    [ "$(id -u)" -eq 0 ] && chown nobody:nogroup "$PG_DIR"
-    as_pg "$PG_BIN/initdb" -D "$PG_DIR/data" -U switchboard --auth=trust -E UTF8 \
-        --locale=C.UTF-8 --no-instructions >"$OUT/postgres.log" 2>&1
-    as_pg taskset -c 0 "$PG_BIN/postgres" -D "$PG_DIR/data" -p "$PG_PORT" -k "$PG_DIR" \
-        -c listen_addresses=127.0.0.1 -c max_connections=200 >>"$OUT/postgres.log" 2>&1 &
-    # $! is the shell running as_pg, which would not pass a signal on: stop the postmaster itself,
-    # whose pid heads postmaster.pid.
-    PG_WRAPPER=$!
-    for _ in $(seq 100); do
-        if "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; then
-            PG_PID=$(head -n 1 "$PG_DIR/data/postmaster.pid")
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "PostgreSQL did not start; see $OUT/postgres.log" >&2
-    exit 1
-}
-psql_bench() {
-    PGOPTIONS='-c client_min_messages=warning' "$PG_BIN/psql" -X -q -t -A -h 127.0.0.1 -p "$PG_PORT" -U switchboard "$@"
-}
+# PostgreSQL for the persist scenario, on CPU 0 with the gateway: see scripts/lib/postgres.sh.
+PG_PORT=$((PORT + 50)) PG_LOG=$OUT/postgres.log
+# shellcheck source=lib/postgres.sh
+source scripts/lib/postgres.sh
+psql_bench() { psql_pg -t -A "$@"; }
 # An empty database per run, so every run starts from the same table sizes.
 fresh_database() {
     psql_bench -d postgres -c 'DROP DATABASE IF EXISTS bench' -c 'CREATE DATABASE bench'
