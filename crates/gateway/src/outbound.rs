@@ -116,7 +116,7 @@ impl QueueTx {
 }
 
 /// What a waiting session wakes up for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Next {
     Frame(Outbound),
     Kicked(CloseCode),
