@@ -1,8 +1,11 @@
-//! How a failed request ends: a reply (the connection stays) or a close.
+//! How a failed step ends: a reply (the connection stays) or a close.
 //!
-//! This is the one place that maps backend errors to what a client sees. Client faults are
-//! answered precisely; backend faults are logged here once, with their cause, and the client
-//! sees only a code.
+//! [`SessionError::verdict`] is the one place that decides, for every transport. Client faults
+//! are answered precisely; backend faults keep their cause, are logged once there with it, and
+//! the client sees only a code.
+
+use std::error::Error;
+use std::fmt;
 
 use switchboard_protocol::{CloseCode, ErrorCode};
 
@@ -11,9 +14,12 @@ use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    /// Answer the request with this code; the connection stays open.
+    /// A client fault: answer the request with this code; the connection stays open.
     #[error("{code}: {message}")]
     Refused { code: ErrorCode, message: String },
+    /// A backend fault: answered with a retryable code; the connection stays open.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
     /// End the session with this close code.
     #[error("closing: {0:?}")]
     Close(CloseCode),
@@ -22,11 +28,75 @@ pub enum SessionError {
     Gone,
 }
 
+/// A backend that could not do its part of a request.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error(transparent)]
+    Store(StoreError),
+    #[error("presence backend failed")]
+    Presence(#[from] PresenceError),
+    #[error("password hashing failed")]
+    Passwords(#[source] Box<dyn Error + Send + Sync>),
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The server closes with this code.
+    Close(CloseCode),
+    /// The client closed, or the connection dropped.
+    ByClient,
+}
+
+/// What a failed step means for the connection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Answer the request (or send an `error` frame) with this code; the connection stays.
+    Reply { code: ErrorCode, message: String },
+    /// End the session.
+    Close(End),
+}
+
 impl SessionError {
     pub fn refused(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::Refused {
             code,
             message: message.into(),
+        }
+    }
+
+    /// Reply or close, and the one log line of a backend fault, with its cause.
+    pub fn verdict(self) -> Verdict {
+        match self {
+            Self::Refused { code, message } => Verdict::Reply { code, message },
+            Self::Backend(error) => {
+                tracing::warn!(error = %Chain(&error), "backend failed");
+                let (code, message) = error.reply();
+                Verdict::Reply {
+                    code,
+                    message: message.into(),
+                }
+            }
+            Self::Close(code) => Verdict::Close(End::Close(code)),
+            Self::Gone => Verdict::Close(End::ByClient),
+        }
+    }
+}
+
+impl BackendError {
+    /// The code and message the client sees: never the cause.
+    fn reply(&self) -> (ErrorCode, &'static str) {
+        match self {
+            Self::Store(StoreError::OutcomeUnknown(_)) => (
+                ErrorCode::OutcomeUnknown,
+                "storage did not confirm in time; retry with the same clientMsgId to learn the outcome",
+            ),
+            Self::Store(_) => (
+                ErrorCode::StoreUnavailable,
+                "storage is unavailable; retry later",
+            ),
+            Self::Presence(_) => (ErrorCode::Internal, "presence is unavailable; retry later"),
+            Self::Passwords(_) => (ErrorCode::Internal, "internal error"),
         }
     }
 }
@@ -45,20 +115,100 @@ impl From<StoreError> for SessionError {
                 ErrorCode::InvalidRecipient,
                 "cannot send a direct message to yourself",
             ),
-            StoreError::Unavailable(cause) => {
-                tracing::warn!(%cause, "store unavailable");
-                Self::refused(
-                    ErrorCode::StoreUnavailable,
-                    "storage is unavailable; retry later",
-                )
+            error @ (StoreError::Unavailable(_) | StoreError::OutcomeUnknown(_)) => {
+                Self::Backend(BackendError::Store(error))
             }
+        }
+    }
+}
+
+impl From<End> for SessionError {
+    fn from(end: End) -> Self {
+        match end {
+            End::Close(code) => Self::Close(code),
+            End::ByClient => Self::Gone,
         }
     }
 }
 
 impl From<PresenceError> for SessionError {
     fn from(error: PresenceError) -> Self {
-        tracing::warn!(%error, "presence backend failed");
-        Self::refused(ErrorCode::Internal, "presence is unavailable; retry later")
+        Self::Backend(error.into())
+    }
+}
+
+/// Displays an error with its causes, `outer: inner: innermost`, each said once.
+#[derive(Debug)]
+pub struct Chain<'a>(pub &'a dyn Error);
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut said = self.0.to_string();
+        f.write_str(&said)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !said.contains(&text) {
+                write!(f, ": {text}")?;
+                said = text;
+            }
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn a_backend_fault_is_answered_with_a_code_and_keeps_its_cause() {
+        let cause = Outer(std::io::Error::other("connection refused"));
+        let error = SessionError::from(StoreError::unavailable(cause));
+        let SessionError::Backend(backend) = &error else {
+            panic!("{error:?}")
+        };
+        assert_eq!(
+            Chain(backend).to_string(),
+            "store unavailable: outer: connection refused"
+        );
+        let Verdict::Reply { code, message } = error.verdict() else {
+            panic!("a reply")
+        };
+        assert_eq!(code, ErrorCode::StoreUnavailable);
+        assert!(!message.contains("refused"), "no internals: {message}");
+    }
+
+    #[test]
+    fn an_unconfirmed_write_is_answered_as_outcome_unknown() {
+        let error = SessionError::from(StoreError::outcome_unknown("no answer"));
+        assert!(matches!(
+            error.verdict(),
+            Verdict::Reply {
+                code: ErrorCode::OutcomeUnknown,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn answers_and_closes_are_told_apart() {
+        assert!(matches!(
+            SessionError::from(StoreError::SelfDirect).verdict(),
+            Verdict::Reply {
+                code: ErrorCode::InvalidRecipient,
+                ..
+            }
+        ));
+        assert_eq!(
+            SessionError::Close(CloseCode::SlowConsumer).verdict(),
+            Verdict::Close(End::Close(CloseCode::SlowConsumer))
+        );
+        assert_eq!(SessionError::Gone.verdict(), Verdict::Close(End::ByClient));
     }
 }

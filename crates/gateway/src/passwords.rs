@@ -6,7 +6,7 @@ use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use switchboard_protocol::ErrorCode;
 
-use crate::error::SessionError;
+use crate::error::{BackendError, SessionError};
 
 /// Longest accepted password, in bytes: bounds the hashing cost a client can cause.
 const MAX_PASSWORD_BYTES: usize = 256;
@@ -50,12 +50,13 @@ fn check_len(password: &str) -> Result<(), SessionError> {
 }
 
 async fn run<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, SessionError> {
-    tokio::task::spawn_blocking(f).await.map_err(|_| internal())
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|error| BackendError::Passwords(error.into()).into())
 }
 
 fn internal() -> SessionError {
-    tracing::error!("password hashing failed");
-    SessionError::refused(ErrorCode::Internal, "internal error")
+    BackendError::Passwords("the hasher refused its input".into()).into()
 }
 
 #[cfg(test)]

@@ -112,7 +112,9 @@ fn upgrade(app: &Arc<App>, mut req: Request<Incoming>) -> Response<Body> {
         match upgrade.await {
             Ok(upgraded) => {
                 let socket = TokioIo::new(upgraded);
-                session::start(session_app, socket, codec.unwrap_or_default(), identity).await
+                let codec = codec.unwrap_or_default();
+                let wire = session::WebSocket::accept(socket, codec, &session_app).await;
+                session::start(session_app, wire, identity).await
             }
             Err(error) => {
                 tracing::debug!(%error, "upgrade failed");

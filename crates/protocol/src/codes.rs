@@ -43,8 +43,12 @@ pub enum ErrorCode {
     FriendRequestNotFound,
     /// The connection sends faster than its rate limit; retry later.
     RateLimited,
-    /// The durable store is unreachable; nothing was stored. Retry with the same `clientMsgId`.
+    /// The durable store is unreachable or refused the write; nothing was stored. Retry with the
+    /// same `clientMsgId`.
     StoreUnavailable,
+    /// The store did not confirm a message in time: it may or may not be stored. Retry with the
+    /// same `clientMsgId`; the reply settles it.
+    OutcomeUnknown,
     /// The server failed; nothing the client can fix. Details are in the server log only.
     Internal,
 }
@@ -69,6 +73,7 @@ impl ErrorCode {
             Self::FriendRequestNotFound => "FRIEND_REQUEST_NOT_FOUND",
             Self::RateLimited => "RATE_LIMITED",
             Self::StoreUnavailable => "STORE_UNAVAILABLE",
+            Self::OutcomeUnknown => "OUTCOME_UNKNOWN",
             Self::Internal => "INTERNAL",
         }
     }
@@ -77,7 +82,7 @@ impl ErrorCode {
     pub fn retryable(self) -> bool {
         matches!(
             self,
-            Self::RateLimited | Self::StoreUnavailable | Self::Internal
+            Self::RateLimited | Self::StoreUnavailable | Self::OutcomeUnknown | Self::Internal
         )
     }
 
@@ -101,6 +106,8 @@ pub enum CloseCode {
     GoingAway,
     /// 1002: the peer broke the WebSocket protocol.
     ProtocolError,
+    /// 1007: a text frame was not valid UTF-8.
+    InvalidPayload,
     /// 1009: a frame was larger than the configured maximum.
     MessageTooBig,
     /// 1011: the server failed. Reconnect with backoff and resume.
@@ -128,6 +135,7 @@ impl CloseCode {
             Self::Normal => 1000,
             Self::GoingAway => 1001,
             Self::ProtocolError => 1002,
+            Self::InvalidPayload => 1007,
             Self::MessageTooBig => 1009,
             Self::InternalError => 1011,
             Self::AuthFailed => 4001,
@@ -146,6 +154,7 @@ impl CloseCode {
             Self::Normal => "normal",
             Self::GoingAway => "server shutting down",
             Self::ProtocolError => "protocol error",
+            Self::InvalidPayload => "invalid utf-8",
             Self::MessageTooBig => "frame too big",
             Self::InternalError => "internal error",
             Self::AuthFailed => "authentication failed",

@@ -1,33 +1,23 @@
 //! First-frame authentication, for clients (browsers) that cannot send an Authorization header.
 
-use futures_util::StreamExt;
-use switchboard_protocol::{ClientFrame, CloseCode, Codec};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
+use switchboard_protocol::{ClientFrame, CloseCode};
 
-use super::End;
+use super::{Connection, End, Inbound};
 use crate::app::App;
-use crate::auth::{AuthError, Identity};
+use crate::auth::Identity;
+use crate::error::SessionError;
 
-/// Waits for the `auth` frame. Anything else first, a bad token, or silence past the auth
-/// timeout ends the connection with a documented close code.
-pub(super) async fn await_auth<S>(
-    app: &App,
-    ws: &mut WebSocketStream<S>,
-    codec: Codec,
-) -> Result<Identity, End>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+/// Waits for the `auth` frame. Anything else first, a token that is not valid now (bad, expired
+/// or not yet valid), or silence past the auth timeout ends the connection with a documented
+/// close code: 4001, or 4002 for silence.
+pub(super) async fn await_auth<C: Connection>(app: &App, wire: &mut C) -> Result<Identity, End> {
     let deadline = app.config.auth_timeout();
-    let first = tokio::time::timeout(deadline, first_data_frame(ws));
-    let bytes = match first.await {
+    let bytes = match tokio::time::timeout(deadline, first_frame(wire)).await {
         Err(_) => return Err(End::Close(CloseCode::AuthTimeout)),
-        Ok(None) => return Err(End::ByClient),
-        Ok(Some(bytes)) => bytes,
+        Ok(Err(end)) => return Err(end),
+        Ok(Ok(bytes)) => bytes,
     };
-    let token = match codec.decode_client(&bytes) {
+    let token = match wire.codec().decode_client(&bytes) {
         Ok(ClientFrame::Auth { token }) => token,
         Ok(other) => {
             tracing::debug!(kind = other.kind().wire_name(), "first frame is not auth");
@@ -38,27 +28,22 @@ where
             return Err(End::Close(CloseCode::AuthFailed));
         }
     };
-    match app.auth.verify(&token) {
-        Ok(identity) => Ok(identity),
-        Err(AuthError::Expired) => Err(End::Close(CloseCode::TokenExpired)),
-        Err(error) => {
-            tracing::debug!(%error, "auth frame refused");
-            Err(End::Close(CloseCode::AuthFailed))
-        }
-    }
+    app.auth.verify(&token).map_err(|error| {
+        tracing::debug!(%error, "auth frame refused");
+        End::Close(CloseCode::AuthFailed)
+    })
 }
 
-/// The first text or binary frame; pings are answered by tungstenite meanwhile.
-async fn first_data_frame<S>(ws: &mut WebSocketStream<S>) -> Option<bytes::Bytes>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+/// The first frame; pings are answered meanwhile, and framing of the other codec counts as a
+/// frame that is not `auth`.
+async fn first_frame<C: Connection>(wire: &mut C) -> Result<bytes::Bytes, End> {
     loop {
-        match ws.next().await? {
-            Ok(WsMessage::Text(text)) => return Some(text.into()),
-            Ok(WsMessage::Binary(bytes)) => return Some(bytes),
-            Ok(WsMessage::Close(_)) | Err(_) => return None,
-            Ok(_) => {}
+        match wire.recv().await {
+            Ok(Inbound::Frame(bytes)) => return Ok(bytes),
+            Ok(Inbound::Alive) => {}
+            Ok(Inbound::WrongFraming) => return Err(End::Close(CloseCode::AuthFailed)),
+            Err(SessionError::Close(code)) => return Err(End::Close(code)),
+            Err(_) => return Err(End::ByClient),
         }
     }
 }

@@ -3,9 +3,8 @@
 use std::sync::Arc;
 
 use switchboard_protocol::{AckResult, ErrorCode, MessageKind, RoomId, ServerFrame, UserId};
-use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::Session;
+use super::{Connection, Session};
 use crate::broker::{Envelope, Event, Topic};
 use crate::error::SessionError;
 use crate::metrics;
@@ -16,10 +15,7 @@ const MAX_CLIENT_MSG_ID: usize = 64;
 
 type Outcome = Result<Option<AckResult>, SessionError>;
 
-impl<S> Session<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+impl<C: Connection> Session<C> {
     /// Checks a `message:send` before [`Session::append`] stores it; the content passes through.
     pub(super) fn check_message(
         &self,
@@ -48,18 +44,10 @@ where
         let app = Arc::clone(&self.app);
         let room = app.store.direct_room(&self.user, &recipient).await?;
         let room_id = room.info.room_id.clone();
-        if app.hub.live_floor(&self.conn, &room_id).is_none() {
+        if app.hub.live_position(&self.conn, &room_id).is_none() {
             // First direct message on this connection: make every session of both users follow
             // the room before the message is published, so none of them misses it.
-            app.hub
-                .attach(&self.conn, std::slice::from_ref(&room_id))
-                .await;
-            let last = app
-                .store
-                .room(&room_id)
-                .await?
-                .map_or(room.info.last_seq, |r| r.info.last_seq);
-            let floor = app.hub.go_live(&self.conn, &room_id, last).unwrap_or(last);
+            let floor = self.follow_room(&room_id, room.info.last_seq).await?;
             for user in [&recipient, &self.user.id] {
                 app.publish(Envelope {
                     topics: vec![Topic::User(user.clone())],
@@ -104,7 +92,21 @@ where
             created_at: message.created_at,
             duplicate: appended.duplicate,
         };
-        if !appended.duplicate {
+        if appended.duplicate {
+            // The first attempt may have been stored without being published (its commit
+            // outlived the timeout: OUTCOME_UNKNOWN). Publishing again costs a duplicate a
+            // dropped frame on each node (the sequencers have delivered that seq), and makes
+            // sure the members get it now rather than with the room's next message.
+            app.publish(Envelope {
+                topics: vec![Topic::Room(room)],
+                event: Event::Frame {
+                    frame: ServerFrame::MessageNew { message },
+                    skip_conn: Some(self.conn.clone()),
+                    skip_user: None,
+                },
+            })
+            .await;
+        } else {
             metrics::message_stored();
             // The typing indicator ends with the message.
             self.typing.stop(&room);

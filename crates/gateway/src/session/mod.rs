@@ -1,101 +1,86 @@
-//! One task owns one socket.
+//! One task owns one client connection and runs the rules of the protocol on it.
 //!
-//! **Invariant:** nothing but the session task writes to its socket. Others reach it through its
-//! bounded outbound queue: frames, or a kick that closes it. Replies to the session's own requests
-//! are written directly, before anything queued later, which is what lets a `room:join` reply
-//! and the live stream meet without a gap or a duplicate.
+//! - `connection.rs` — the [`Connection`] trait: what a session needs from its wire;
+//!   `websocket.rs` its implementation for `/ws`;
+//! - `mod.rs` — the session's start (handshake, registration, `session:ready`), its live loop
+//!   (the wire, the queue, the timers) and its end;
+//! - `dispatch.rs` — a decoded request to its handler, and the answer back;
+//! - `handshake.rs` (first-frame `auth`), `rooms.rs`, `messages.rs`, `signals.rs`, `social.rs`
+//!   (the requests), `limiter.rs` (the token bucket).
+//!
+//! **Invariant:** nothing but the session task writes to its connection. Others reach it through
+//! its bounded outbound queue: frames, or a kick that closes it. Replies to the session's own
+//! requests are written directly, before anything queued later, which is what lets a `room:join`
+//! reply and the live stream meet without a gap or a duplicate.
 
+mod connection;
+mod dispatch;
 mod handshake;
 mod limiter;
 mod messages;
 mod rooms;
 mod signals;
 mod social;
+mod websocket;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use std::future::Future;
-
-use futures_util::{FutureExt, SinkExt, StreamExt};
-use switchboard_protocol::{
-    ClientFrame, CloseCode, Codec, ErrorCode, RoomId, ServerFrame, UserRef,
-};
-use tokio::io::{AsyncRead, AsyncWrite};
+use switchboard_protocol::{CloseCode, ErrorCode, RoomId, ServerFrame, UserRef};
 use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 
 use crate::app::App;
 use crate::auth::Identity;
 use crate::broker::{ConnId, Envelope, Event, Topic};
-use crate::error::SessionError;
+use crate::error::{SessionError, Verdict};
 use crate::hub::SessionHandle;
 use crate::metrics;
-use crate::outbound::{Next, Outbound, QueueRx, encode, queue};
+use crate::outbound::{Next, Outbound, QueueRx, queue};
+pub(crate) use connection::{Connection, End, Inbound};
 use limiter::RateLimiter;
 use signals::Typing;
+pub(crate) use websocket::WebSocket;
 
-/// Queued frames written per socket flush.
-const MAX_BATCH: usize = 256;
-/// Time allowed for a close handshake before the socket is dropped.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
-
-/// How a session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum End {
-    /// The server closes with this code.
-    Close(CloseCode),
-    /// The client closed, or the connection dropped.
-    ByClient,
-}
-
-/// Authenticates and opens a session on an upgraded socket: then [`Session::live`] runs it.
-/// `identity` is set when the client authenticated with a header; otherwise the first frame must
-/// be `auth`. `None` once a session that could not start is closed.
+/// Authenticates and opens a session on a client's connection: then [`Session::live`] runs it.
+/// `identity` is set when the client authenticated before the connection was set up (a bearer
+/// header); otherwise the first frame must be `auth`. `None` once a session that could not start
+/// is closed.
 ///
 /// Every idle connection holds its task's future for as long as it lives, so the start
 /// (handshake, registration, `session:ready`) belongs in a box the caller frees once the session
 /// is live, and the session is boxed: an async fn keeps a copy of every by-value argument.
-pub(crate) async fn start<S>(
+pub(crate) async fn start<C: Connection>(
     app: Arc<App>,
-    socket: S,
-    codec: Codec,
+    mut wire: C,
     identity: Option<Identity>,
-) -> Option<Box<Session<S>>>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let mut ws = WebSocketStream::from_raw_socket(
-        socket,
-        tokio_tungstenite::tungstenite::protocol::Role::Server,
-        Some(app.ws_config()),
-    )
-    .await;
+) -> Option<Box<Session<C>>> {
     let identity = match identity {
         Some(identity) => identity,
-        None => match handshake::await_auth(&app, &mut ws, codec).await {
+        None => match handshake::await_auth(&app, &mut wire).await {
             Ok(identity) => identity,
             Err(end) => {
-                finish(&mut ws, end).await;
+                wire.close(end).await;
                 return None;
             }
         },
     };
     let Some(remaining) = time_left(identity.expires_at) else {
-        finish(&mut ws, End::Close(CloseCode::TokenExpired)).await;
+        // Expired between its check and now: a connection without a valid token.
+        wire.close(End::Close(CloseCode::AuthFailed)).await;
         return None;
     };
     let (tx, rx) = queue(app.config.outbound_queue);
     let conn = app.next_conn_id();
+    let handle = SessionHandle {
+        user: identity.user.id.clone(),
+        codec: wire.codec(),
+        tx,
+    };
     let mut session = Box::new(Session {
         app: Arc::clone(&app),
         conn,
         user: identity.user,
-        codec,
-        ws,
+        wire,
         rx,
         expires_at: Instant::now() + remaining,
         typing: Typing::default(),
@@ -107,33 +92,20 @@ where
         last_heard: Instant::now(),
         next_ping: Instant::now() + app.config.heartbeat_interval(),
     });
-    let handle = SessionHandle {
-        user: session.user.id.clone(),
-        codec,
-        tx,
-    };
     metrics::connection_opened();
     let end = match session.open(handle).await {
         Ok(()) => return Some(session),
-        Err(SessionError::Close(code)) => End::Close(code),
-        Err(SessionError::Gone) => End::ByClient,
-        Err(SessionError::Refused { code, message }) => {
-            tracing::warn!(%code, %message, "session could not start");
-            End::Close(CloseCode::InternalError)
-        }
+        Err(error) => match error.verdict() {
+            Verdict::Close(end) => end,
+            Verdict::Reply { code, message } => {
+                // No session to answer in yet: the client reconnects and tries again.
+                tracing::warn!(%code, %message, "session could not start");
+                End::Close(CloseCode::InternalError)
+            }
+        },
     };
     session.close(end).await;
     None
-}
-
-/// Awaits `fut` for at most `limit`, arming the timer only when `fut` does not finish at once:
-/// nearly every write completes without waiting, and a timer per write would cost more than it.
-async fn within<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
-    let mut fut = std::pin::pin!(fut);
-    if let Some(output) = fut.as_mut().now_or_never() {
-        return Some(output);
-    }
-    tokio::time::timeout(limit, fut).await.ok()
 }
 
 fn time_left(expires_at: SystemTime) -> Option<Duration> {
@@ -143,46 +115,32 @@ fn time_left(expires_at: SystemTime) -> Option<Duration> {
         .filter(|d| !d.is_zero())
 }
 
-/// Sends the close frame and waits briefly for the client's, so the frame is not lost to a
-/// reset when unread data is still in the socket.
-async fn finish<S>(ws: &mut WebSocketStream<S>, end: End)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let frame = match end {
-        End::Close(code) => Some(CloseFrame {
-            code: WsCloseCode::from(code.code()),
-            reason: code.reason().into(),
-        }),
-        End::ByClient => None,
-    };
-    let _ = tokio::time::timeout(CLOSE_GRACE, async {
-        if ws.close(frame).await.is_err() {
-            return;
-        }
-        while let Some(Ok(_)) = ws.next().await {}
-    })
-    .await;
-}
-
-pub(crate) struct Session<S> {
+/// One client's session. Kept small: every idle connection holds one (see the size test).
+pub(crate) struct Session<C> {
+    /// The node: configuration and backends.
     app: Arc<App>,
+    /// This connection's id, unique in the cluster: the hub, presence and kicks address it.
     conn: ConnId,
+    /// Who is connected, from the token.
     user: UserRef,
-    codec: Codec,
-    ws: WebSocketStream<S>,
+    /// The client's wire; only this task writes to it.
+    wire: C,
+    /// Frames and kicks from the hub.
     rx: QueueRx,
+    /// When the token expires: the session closes with 4003.
     expires_at: Instant,
+    /// Rooms this session is typing in, each with when its indicator stops by itself.
     typing: Typing,
+    /// The per-connection rate limit.
     limiter: RateLimiter,
+    /// When anything last arrived from the client: silence past the heartbeat timeout closes
+    /// with 4004.
     last_heard: Instant,
+    /// When the next liveness probe goes out.
     next_ping: Instant,
 }
 
-impl<S> Session<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+impl<C: Connection> Session<C> {
     /// Registers the session everywhere and sends `session:ready`.
     async fn open(&mut self, handle: SessionHandle) -> Result<(), SessionError> {
         let app = Arc::clone(&self.app);
@@ -205,8 +163,6 @@ where
             .await;
         }
 
-        // Attach before reading positions: whatever is published from here on is either in
-        // the positions we read or delivered live, never lost in between.
         let rooms: Vec<RoomId> = app
             .store
             .rooms_of(&self.user.id)
@@ -214,27 +170,39 @@ where
             .into_iter()
             .map(|r| r.room_id)
             .collect();
-        app.hub.attach(&self.conn, &rooms).await;
-        let mut summaries = app.store.rooms_of(&self.user.id).await?;
-        for summary in &mut summaries {
-            if let Some(floor) = app
-                .hub
-                .go_live(&self.conn, &summary.room_id, summary.last_seq)
+        let (mut summaries, floors) = app
+            .hub
+            .follow(
+                &self.conn,
+                &rooms,
+                app.store.rooms_of(&self.user.id),
+                |summaries, room| {
+                    summaries
+                        .iter()
+                        .find(|s| &s.room_id == room)
+                        .map(|s| s.last_seq)
+                },
+            )
+            .await?;
+        for (room, floor) in rooms.iter().zip(floors) {
+            if let Some(floor) = floor
+                && let Some(summary) = summaries.iter_mut().find(|s| &s.room_id == room)
             {
                 summary.last_seq = floor;
                 summary.unread = floor.saturating_sub(summary.last_read_seq);
             }
         }
-        self.send(&ServerFrame::SessionReady {
-            user: self.user.clone(),
-            conn_id: self.conn.to_string(),
-            heartbeat_ms: app.config.heartbeat_interval_ms,
-            max_frame_bytes: app.config.max_frame_bytes as u64,
-            rooms: summaries,
-            unread_notifications: app.store.unread_notifications(&self.user.id).await?,
-            epoch: app.store.epoch(),
-        })
-        .await?;
+        self.wire
+            .send(&ServerFrame::SessionReady {
+                user: self.user.clone(),
+                conn_id: self.conn.to_string(),
+                heartbeat_ms: app.config.heartbeat_interval_ms,
+                max_frame_bytes: app.config.max_frame_bytes as u64,
+                rooms: summaries,
+                unread_notifications: app.store.unread_notifications(&self.user.id).await?,
+                epoch: app.store.epoch(),
+            })
+            .await?;
         tracing::debug!(conn = %self.conn, user = %self.user.id, "session ready");
         if connected.first {
             let online = ServerFrame::UserOnline {
@@ -251,7 +219,7 @@ where
         Box::pin(self.close(end)).await;
     }
 
-    /// The session loop: one select over the socket, the queue and the timers.
+    /// The session loop: one select over the wire, the queue and the timers.
     ///
     /// Every idle connection carries this loop's state, so whatever runs in a branch is boxed:
     /// handling a frame or writing is rare next to idling, and inline, every idle connection
@@ -276,24 +244,24 @@ where
             let result = tokio::select! {
                 biased;
                 () = &mut cancelled => Box::pin(self.goodbye()).await,
-                inbound = self.ws.next() => Box::pin(self.on_inbound(inbound)).await,
+                incoming = self.wire.incoming() => Box::pin(self.on_incoming(incoming)).await,
                 next = self.rx.next() => match next {
                     Next::Kicked(code) => Err(SessionError::Close(code)),
                     Next::Frame(first) => Box::pin(self.write_batch(first)).await,
                 },
                 () = &mut timer => Box::pin(self.on_timer()).await,
             };
-            match result {
-                Ok(()) => {}
-                Err(SessionError::Close(code)) => return End::Close(code),
-                Err(SessionError::Gone) => return End::ByClient,
-                Err(SessionError::Refused { code, message }) => {
-                    // Only reachable for a refusal outside any request; tell the client.
-                    if Box::pin(self.reply_error(None, code, message))
-                        .await
-                        .is_err()
-                    {
-                        return End::ByClient;
+            if let Err(error) = result {
+                match error.verdict() {
+                    Verdict::Close(end) => return end,
+                    Verdict::Reply { code, message } => {
+                        // A refusal outside any request: an `error` frame.
+                        if Box::pin(self.reply_error(None, code, message))
+                            .await
+                            .is_err()
+                        {
+                            return End::ByClient;
+                        }
                     }
                 }
             }
@@ -325,7 +293,7 @@ where
         }
         if now >= self.next_ping {
             self.next_ping = now + self.app.config.heartbeat_interval();
-            self.write(WsMessage::Ping(Default::default())).await?;
+            self.wire.probe().await?;
         }
         for room in self.typing.due(now) {
             self.stop_typing(&room).await;
@@ -333,56 +301,28 @@ where
         Ok(())
     }
 
-    async fn on_inbound(
-        &mut self,
-        inbound: Option<Result<WsMessage, tokio_tungstenite::tungstenite::Error>>,
-    ) -> Result<(), SessionError> {
-        use tokio_tungstenite::tungstenite::Error as WsError;
-        let message = match inbound {
-            None => return Err(SessionError::Gone),
-            Some(Ok(message)) => message,
-            Some(Err(WsError::Capacity(error))) => {
-                tracing::debug!(%error, "frame too big");
-                return Err(SessionError::Close(CloseCode::MessageTooBig));
-            }
-            Some(Err(WsError::Protocol(error))) => {
-                tracing::debug!(%error, "websocket protocol error");
-                return Err(SessionError::Close(CloseCode::ProtocolError));
-            }
-            Some(Err(error)) => {
-                tracing::debug!(%error, "socket error");
-                return Err(SessionError::Gone);
-            }
-        };
+    /// Whatever arrived: proof of life, and a request to rate-limit, decode and dispatch.
+    async fn on_incoming(&mut self, incoming: C::Incoming) -> Result<(), SessionError> {
+        let inbound = self.wire.inbound(incoming).await?;
         self.last_heard = Instant::now();
-        let bytes = match message {
-            WsMessage::Text(text) if !self.codec.is_binary() => text.into(),
-            WsMessage::Binary(bytes) if self.codec.is_binary() => bytes,
-            WsMessage::Text(_) | WsMessage::Binary(_) => {
-                let expected = if self.codec.is_binary() {
-                    "binary"
-                } else {
-                    "text"
-                };
-                let message = format!(
-                    "this connection speaks {:?} in {expected} frames",
-                    self.codec
-                );
+        let bytes = match inbound {
+            Inbound::Frame(bytes) => bytes,
+            Inbound::Alive => return Ok(()),
+            Inbound::WrongFraming => {
+                let codec = self.wire.codec();
+                let expected = if codec.is_binary() { "binary" } else { "text" };
+                let message = format!("this connection speaks {codec:?} in {expected} frames");
                 return self
                     .reply_error(None, ErrorCode::MalformedFrame, message)
                     .await;
             }
-            // tungstenite queues the pong; it goes out with the next flush.
-            WsMessage::Ping(_) => return self.flush().await,
-            WsMessage::Pong(_) | WsMessage::Frame(_) => return Ok(()),
-            WsMessage::Close(_) => return Err(SessionError::Gone),
         };
+        let codec = self.wire.codec();
         if !self.limiter.admit(Instant::now()) {
             if self.limiter.exhausted() {
                 return Err(SessionError::Close(CloseCode::RateLimitExceeded));
             }
-            let id = self
-                .codec
+            let id = codec
                 .decode_client(&bytes)
                 .ok()
                 .and_then(|f| f.request_id());
@@ -390,8 +330,8 @@ where
                 .reply_error(id, ErrorCode::RateLimited, "too many frames; slow down")
                 .await;
         }
-        match self.codec.decode_client(&bytes) {
-            Ok(frame) => self.on_frame(frame).await,
+        match codec.decode_client(&bytes) {
+            Ok(frame) => self.dispatch(frame).await,
             Err(refused) => {
                 tracing::debug!(code = %refused.code, message = %refused.message, "frame refused");
                 self.reply_error(refused.id, refused.code, refused.message)
@@ -400,96 +340,15 @@ where
         }
     }
 
-    async fn on_frame(&mut self, frame: ClientFrame) -> Result<(), SessionError> {
-        metrics::frame_in(frame.kind().wire_name());
-        let id = frame.request_id();
-        // Each request's future is boxed on its own: a box is as large as its future, and inline
-        // the largest of them would be allocated and copied for every frame.
-        let outcome = match frame {
-            ClientFrame::Auth { .. } => Err(SessionError::refused(
-                ErrorCode::AlreadyAuthenticated,
-                "this connection is already authenticated",
-            )),
-            ClientFrame::Ping { id } => return self.send(&ServerFrame::Pong { id }).await,
-            ClientFrame::RoomCreate {
-                room_id,
-                name,
-                kind,
-                password,
-                ..
-            } => Box::pin(self.create_room(room_id, name, kind, password)).await,
-            ClientFrame::RoomJoin {
-                room_id,
-                password,
-                since_seq,
-                ..
-            } => Box::pin(self.join_room(room_id, password, since_seq)).await,
-            ClientFrame::RoomLeave { room_id, .. } => Box::pin(self.leave_room(room_id)).await,
-            ClientFrame::HistoryFetch {
-                room_id,
-                before_seq,
-                after_seq,
-                limit,
-                ..
-            } => {
-                self.fetch_history(room_id, before_seq, after_seq, limit)
-                    .await
-            }
-            ClientFrame::MessageSend {
-                room_id,
-                content,
-                kind,
-                client_msg_id,
-                ..
-            } => match self.check_message(&room_id, content, &client_msg_id) {
-                Ok(content) => Box::pin(self.append(room_id, content, kind, client_msg_id)).await,
-                Err(refused) => Err(refused),
-            },
-            ClientFrame::DmSend {
-                recipient_id,
-                content,
-                kind,
-                client_msg_id,
-                ..
-            } => Box::pin(self.send_direct(recipient_id, content, kind, client_msg_id)).await,
-            ClientFrame::MessageRead { room_id, seq, .. } => {
-                Box::pin(self.mark_read(room_id, seq)).await
-            }
-            ClientFrame::TypingStart { room_id } => Box::pin(self.start_typing(room_id)).await,
-            ClientFrame::TypingStop { room_id } => {
-                self.require_member(&room_id)?;
-                Box::pin(self.stop_typing(&room_id)).await;
-                return Ok(());
-            }
-            ClientFrame::PresenceUpdate { status, .. } => {
-                Box::pin(self.update_presence(status)).await
-            }
-            ClientFrame::NotificationsList { limit, before, .. } => {
-                self.list_notifications(limit, before).await
-            }
-            ClientFrame::NotificationsRead { ids, .. } => self.read_notifications(ids).await,
-            ClientFrame::FriendRequest { user_id, .. } => {
-                Box::pin(self.request_friend(user_id)).await
-            }
-            ClientFrame::FriendAccept { user_id, .. } => {
-                Box::pin(self.accept_friend(user_id)).await
-            }
-            ClientFrame::FriendRemove { user_id, .. } => {
-                Box::pin(self.remove_friend(user_id)).await
-            }
-            ClientFrame::FriendsList { .. } => self.list_friends().await,
-        };
-        match (outcome, id) {
-            (Ok(Some(result)), Some(id)) => self.send(&ServerFrame::ok(id, result)).await,
-            (Ok(_), _) => Ok(()),
-            (Err(SessionError::Refused { code, message }), id) => {
-                self.reply_error(id, code, message).await
-            }
-            (Err(other), _) => Err(other),
+    /// Answers a failed request (an `ack` when it had an id, an `error` frame otherwise), or
+    /// passes a close on to the session loop: [`SessionError::verdict`] decides.
+    async fn settle(&mut self, id: Option<u64>, error: SessionError) -> Result<(), SessionError> {
+        match error.verdict() {
+            Verdict::Reply { code, message } => self.reply_error(id, code, message).await,
+            Verdict::Close(end) => Err(end.into()),
         }
     }
 
-    /// Answers a refused request: an `ack` when it had an id, an `error` frame otherwise.
     async fn reply_error(
         &mut self,
         id: Option<u64>,
@@ -502,72 +361,44 @@ where
             Some(id) => ServerFrame::refused(id, code, message),
             None => ServerFrame::Error { code, message },
         };
-        self.send(&frame).await
+        self.wire.send(&frame).await
     }
 
     /// Says goodbye on shutdown; the close (1001) follows.
     async fn goodbye(&mut self) -> Result<(), SessionError> {
         // Best effort: a client that cannot take one more frame still gets the close.
         let _ = self
+            .wire
             .send(&ServerFrame::ServerShutdown { reconnect: true })
             .await;
         Err(SessionError::Close(CloseCode::GoingAway))
     }
 
-    /// Writes one frame of our own, now.
-    pub(crate) async fn send(&mut self, frame: &ServerFrame) -> Result<(), SessionError> {
-        let message = encode(self.codec, frame).map_err(|error| {
-            tracing::error!(%error, "cannot encode frame");
-            SessionError::Close(CloseCode::InternalError)
-        })?;
-        self.write(message).await
-    }
-
-    async fn write(&mut self, message: WsMessage) -> Result<(), SessionError> {
-        let timeout = self.app.config.write_timeout();
-        match within(timeout, self.ws.send(message)).await {
-            Some(Ok(())) => Ok(()),
-            Some(Err(_)) => Err(SessionError::Gone),
-            None => Err(SessionError::Close(CloseCode::SlowConsumer)),
-        }
-    }
-
-    async fn flush(&mut self) -> Result<(), SessionError> {
-        let timeout = self.app.config.write_timeout();
-        match within(timeout, self.ws.flush()).await {
-            Some(Ok(())) => Ok(()),
-            Some(Err(_)) => Err(SessionError::Gone),
-            None => Err(SessionError::Close(CloseCode::SlowConsumer)),
-        }
-    }
-
-    /// Writes everything queued (up to a batch) with one flush: one syscall for many frames.
+    /// Writes `first` and what else is queued with one flush. A write that times out makes the
+    /// session a slow consumer: kicked, so the hub stops queueing for it.
     async fn write_batch(&mut self, first: Outbound) -> Result<(), SessionError> {
-        let timeout = self.app.config.write_timeout();
-        let (ws, rx) = (&mut self.ws, &mut self.rx);
-        let batch = async {
-            ws.feed(Arc::unwrap_or_clone(first)).await?;
-            for _ in 1..MAX_BATCH {
-                match rx.try_pop() {
-                    Some(next) => ws.feed(Arc::unwrap_or_clone(next)).await?,
-                    None => break,
-                }
-            }
-            ws.flush().await
-        };
-        match within(timeout, batch).await {
-            Some(Ok(())) => Ok(()),
-            Some(Err(_)) => Err(SessionError::Gone),
-            None => {
-                if self.rx.kick(CloseCode::SlowConsumer) {
-                    metrics::slow_consumer();
-                }
-                Err(SessionError::Close(CloseCode::SlowConsumer))
-            }
+        let result = self.wire.send_queued(first, &mut self.rx).await;
+        if let Err(SessionError::Close(CloseCode::SlowConsumer)) = result
+            && self.rx.kick(CloseCode::SlowConsumer)
+        {
+            metrics::slow_consumer();
         }
+        result
     }
 
-    /// Unregisters everywhere, tells others, and closes the socket.
+    /// Writes everything the hub has queued so far, ahead of a reply that must follow it.
+    async fn write_queued(&mut self) -> Result<(), SessionError> {
+        // Bounded: a hub that keeps pushing cannot hold the reply back for long.
+        for _ in 0..self.app.config.outbound_queue {
+            match self.rx.try_pop() {
+                Some(first) => self.write_batch(first).await?,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Unregisters everywhere, tells others, and closes the connection.
     async fn close(mut self: Box<Self>, end: End) {
         let app = Arc::clone(&self.app);
         for room in self.typing.rooms() {
@@ -581,18 +412,20 @@ where
                     last_seen,
                 };
                 if let Err(error) = self.tell_watchers(frame, None).await {
-                    tracing::warn!(%error, "cannot announce user:offline");
+                    tracing::warn!(error = %crate::error::Chain(&error), "cannot announce user:offline");
                 }
             }
             Ok(None) => {}
-            Err(error) => tracing::warn!(%error, "presence disconnect failed"),
+            Err(error) => {
+                tracing::warn!(error = %crate::error::Chain(&error), "presence disconnect failed")
+            }
         }
         metrics::connection_closed(match end {
             End::Close(code) => Some(code),
             End::ByClient => None,
         });
         tracing::debug!(conn = %self.conn, ?end, "session closed");
-        finish(&mut self.ws, end).await;
+        self.wire.close(end).await;
     }
 
     /// Fails unless this session follows the room (it does for every room the user is a member of).
@@ -631,7 +464,8 @@ mod tests {
             expires_at: SystemTime::now() + Duration::from_secs(60),
         };
         let (socket, _peer) = tokio::io::duplex(64 * 1024);
-        let session = super::start(app, socket, Codec::Json, Some(identity))
+        let wire = super::WebSocket::accept(socket, Codec::Json, &app).await;
+        let session = super::start(app, wire, Some(identity))
             .await
             .expect("the session opens");
         assert!(

@@ -6,9 +6,8 @@ use switchboard_protocol::{
     AckResult, ErrorCode, JOIN_HISTORY, MAX_HISTORY_PAGE, Member, Message, RoomId, RoomInfo,
     RoomKind, ServerFrame,
 };
-use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::Session;
+use super::{Connection, Session};
 use crate::broker::{Envelope, Event, Topic};
 use crate::error::SessionError;
 use crate::passwords;
@@ -19,10 +18,7 @@ const MAX_ROOM_NAME_CHARS: usize = 100;
 
 type Outcome = Result<Option<AckResult>, SessionError>;
 
-impl<S> Session<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+impl<C: Connection> Session<C> {
     pub(super) async fn create_room(
         &mut self,
         room_id: RoomId,
@@ -131,6 +127,11 @@ where
 
     /// Follows a room the user is now a member of and builds the join reply: the history the
     /// session must show, up to exactly where live delivery begins.
+    ///
+    /// A session that follows the room already (from its start, or an earlier join) answers
+    /// from where live delivery stands now, not from where it began: what the hub has queued
+    /// for it up to there is written first, so the reply comes after it and every `message:new`
+    /// after the reply is newer than the reply's `lastSeq`.
     async fn enter_room(
         &mut self,
         record: RoomRecord,
@@ -139,20 +140,12 @@ where
     ) -> Result<AckResult, SessionError> {
         let app = Arc::clone(&self.app);
         let room_id = record.info.room_id.clone();
-        let live_from = match app.hub.live_floor(&self.conn, &room_id) {
-            Some(floor) => floor,
-            None => {
-                app.hub
-                    .attach(&self.conn, std::slice::from_ref(&room_id))
-                    .await;
-                // Read the position only after attaching (see Session::open).
-                let last = app
-                    .store
-                    .room(&room_id)
-                    .await?
-                    .map_or(record.info.last_seq, |r| r.info.last_seq);
-                app.hub.go_live(&self.conn, &room_id, last).unwrap_or(last)
+        let live_from = match app.hub.live_position(&self.conn, &room_id) {
+            Some(position) => {
+                self.write_queued().await?;
+                position
             }
+            None => self.follow_room(&room_id, record.info.last_seq).await?,
         };
         let (messages, recovered) = self.history_until(&room_id, live_from, since_seq).await?;
         let members = app.store.members(&room_id).await?;
@@ -243,6 +236,26 @@ where
                 true,
             )),
         }
+    }
+
+    /// Starts following a room this session did not follow; returns the floor live delivery
+    /// starts after. `known` is the room's position when the store no longer has it.
+    pub(super) async fn follow_room(
+        &mut self,
+        room_id: &RoomId,
+        known: u64,
+    ) -> Result<u64, SessionError> {
+        let app = Arc::clone(&self.app);
+        let (_, floors) = app
+            .hub
+            .follow(
+                &self.conn,
+                std::slice::from_ref(room_id),
+                app.store.room(room_id),
+                |record, _| Some(record.as_ref().map_or(known, |r| r.info.last_seq)),
+            )
+            .await?;
+        Ok(floors.first().copied().flatten().unwrap_or(known))
     }
 
     pub(super) async fn leave_room(&mut self, room_id: RoomId) -> Outcome {

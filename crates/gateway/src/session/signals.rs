@@ -3,10 +3,9 @@
 use std::sync::Arc;
 
 use switchboard_protocol::{AckResult, PresenceStatus, RoomId, ServerFrame};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
-use super::Session;
+use super::{Connection, Session};
 use crate::broker::{Envelope, Event, Topic};
 use crate::error::SessionError;
 
@@ -55,10 +54,7 @@ impl Typing {
     }
 }
 
-impl<S> Session<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+impl<C: Connection> Session<C> {
     /// Relays the start once and refreshes the deadline on repeats; the session loop sends the
     /// stop when the deadline passes.
     pub(super) async fn start_typing(

@@ -5,9 +5,8 @@ use std::sync::Arc;
 use switchboard_protocol::{
     AckResult, ErrorCode, Friend, FriendStatus, MAX_NOTIFICATION_PAGE, ServerFrame, UserId, UserRef,
 };
-use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::Session;
+use super::{Connection, Session};
 use crate::broker::{Envelope, Topic};
 use crate::error::SessionError;
 use crate::store::NewNotification;
@@ -19,10 +18,7 @@ const DEFAULT_NOTIFICATION_PAGE: u32 = 50;
 
 type Outcome = Result<Option<AckResult>, SessionError>;
 
-impl<S> Session<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+impl<C: Connection> Session<C> {
     pub(super) async fn list_notifications(
         &mut self,
         limit: Option<u32>,

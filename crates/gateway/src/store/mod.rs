@@ -9,6 +9,8 @@ pub mod contract;
 pub mod memory;
 pub mod postgres;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use switchboard_protocol::{
     Friend, FriendStatus, Message, MessageKind, Notification, RoomId, RoomInfo, RoomKind,
@@ -61,7 +63,10 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
-#[derive(Debug, thiserror::Error)]
+/// Why a backend failed, kept whole for the log (the client only ever sees a code).
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("room {0} already exists")]
     RoomExists(RoomId),
@@ -69,10 +74,27 @@ pub enum StoreError {
     RoomNotFound(RoomId),
     #[error("a direct-message room or a friendship needs two different users")]
     SelfDirect,
-    /// The backend is unreachable or timed out. The request was not acknowledged; retrying it
-    /// is safe (a retried append with the same clientMsgId returns the original).
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
+    /// The backend is unreachable, refused the request, or timed out before a write could take
+    /// effect: nothing was stored, and retrying is safe.
+    #[error("store unavailable")]
+    Unavailable(#[source] Cause),
+    /// A write was sent and no answer came in time (its commit cut off by the timeout, the
+    /// connection lost during `COMMIT`): it may or may not have taken effect. An append retried
+    /// with the same `clientMsgId` settles it.
+    #[error("store did not confirm the write in time")]
+    OutcomeUnknown(#[source] Cause),
+}
+
+impl StoreError {
+    /// [`StoreError::Unavailable`] from any error or message.
+    pub fn unavailable(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Unavailable(Arc::from(cause.into()))
+    }
+
+    /// [`StoreError::OutcomeUnknown`] from any error or message.
+    pub fn outcome_unknown(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::OutcomeUnknown(Arc::from(cause.into()))
+    }
 }
 
 #[async_trait]

@@ -24,14 +24,16 @@
 //!
 //! A retried key gets the original (`duplicate: true`), whether the original is in the table or
 //! in the same batch. A message for a missing room gets `RoomNotFound`; the others are unaffected.
-//! If the transaction fails, every waiter of the batch gets `Unavailable`: nothing was stored,
-//! and the client retries with the same `clientMsgId`. A unique violation (a writer that did not
+//! If the transaction fails before `COMMIT` is sent, every waiter of the batch gets
+//! `Unavailable`: nothing was stored. If no answer to `COMMIT` comes (the timeout, a lost
+//! connection), they get `OutcomeUnknown`: PostgreSQL may still commit. Either way the client
+//! retries with the same `clientMsgId`, which settles it. A unique violation (a writer that did not
 //! lock, or a race this design does not foresee) runs the transaction again, which then finds
 //! the original row.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::Pool;
@@ -40,7 +42,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_postgres::types::ToSql;
 
-use super::error::{cause_chain, is_race, timed_out};
+use super::error::{TimedOut, cause_chain, is_race, timed_out};
 use super::rows::{self, message_columns, to_i64, to_u64};
 use crate::store::{Appended, NewMessage, StoreError};
 
@@ -122,9 +124,12 @@ impl Committer {
         let deadline = Instant::now() + self.timeout;
         let mut attempt = 0;
         let mut look_up = false;
+        // Set once `COMMIT` is on its way: from then on a timeout or a lost connection leaves the
+        // outcome unknown, since PostgreSQL may still commit (a frozen server does, on waking).
+        let committing = AtomicBool::new(false);
         let result = loop {
             attempt += 1;
-            let run = self.transaction(&batch, &plan, look_up);
+            let run = self.transaction(&batch, &plan, look_up, &committing);
             match tokio::time::timeout_at(deadline, run).await {
                 Ok(Ok(outcomes)) => break Ok(outcomes),
                 Ok(Err(error)) if attempt < MAX_ATTEMPTS && error.is_race() => {
@@ -136,8 +141,11 @@ impl Committer {
                     tracing::debug!(attempt, "a retried key in the batch; looking keys up");
                     look_up = true;
                 }
-                Ok(Err(error)) => break Err(cause_chain(&error)),
-                Err(_) => break Err(timed_out(self.timeout).to_string()),
+                Ok(Err(error)) => break Err(error.into_store_error()),
+                Err(_) if committing.load(Ordering::Acquire) => {
+                    break Err(StoreError::OutcomeUnknown(Arc::new(TimedOut(self.timeout))));
+                }
+                Err(_) => break Err(timed_out(self.timeout)),
             }
         };
         match result {
@@ -154,12 +162,10 @@ impl Committer {
                     let _ = pending.reply.send(answer);
                 }
             }
-            Err(cause) => {
-                tracing::debug!(%cause, messages = batch.len(), "group commit failed");
+            Err(error) => {
+                tracing::debug!(error = %crate::error::Chain(&error), messages = batch.len(), "group commit failed");
                 for pending in batch {
-                    let _ = pending
-                        .reply
-                        .send(Err(StoreError::Unavailable(cause.clone())));
+                    let _ = pending.reply.send(Err(error.clone()));
                 }
             }
         }
@@ -173,6 +179,7 @@ impl Committer {
         batch: &[Pending],
         plan: &Plan,
         look_up: bool,
+        committing: &AtomicBool,
     ) -> Result<Vec<Outcome>, CommitError> {
         let messages: Vec<&NewMessage> = plan.distinct.iter().map(|&i| &batch[i].message).collect();
         let mut client = self.pool.get().await?;
@@ -273,7 +280,8 @@ impl Committer {
                 return Err(CommitError::KeyStored);
             }
         }
-        tx.commit().await?;
+        committing.store(true, Ordering::Release);
+        tx.commit().await.map_err(CommitError::Commit)?;
         Ok(assigned.outcomes)
     }
 }
@@ -287,15 +295,31 @@ enum CommitError {
     Db(#[from] tokio_postgres::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// `COMMIT` itself failed: answered by PostgreSQL, the transaction was rolled back; cut off
+    /// with the connection, it may have committed.
+    #[error("commit failed")]
+    Commit(#[source] tokio_postgres::Error),
     /// A key of the batch was stored before; the transaction was rolled back.
     #[error("a message of the batch was stored before")]
     KeyStored,
 }
 
 impl CommitError {
+    /// What the batch's waiters are told: nothing was stored, unless `COMMIT` was sent and no
+    /// answer from PostgreSQL came back.
+    fn into_store_error(self) -> StoreError {
+        match self {
+            Self::Store(error) => error,
+            Self::Commit(error) if error.as_db_error().is_none() => {
+                StoreError::OutcomeUnknown(Arc::new(error))
+            }
+            other => StoreError::Unavailable(Arc::new(other)),
+        }
+    }
+
     /// Another writer won a race: the same transaction, run again, may succeed.
     fn is_race(&self) -> bool {
-        matches!(self, Self::Db(error) if is_race(error))
+        matches!(self, Self::Db(error) | Self::Commit(error) if is_race(error))
     }
 }
 
@@ -438,8 +462,8 @@ impl Plan {
                 duplicate: true,
             }),
             Some(Outcome::NoRoom) => Err(StoreError::RoomNotFound(room.clone())),
-            None => Err(StoreError::Unavailable(
-                "group commit lost track of a message".into(),
+            None => Err(StoreError::unavailable(
+                "group commit lost track of a message",
             )),
         }
     }

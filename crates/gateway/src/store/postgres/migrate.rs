@@ -57,7 +57,7 @@ pub(super) async fn migrate(client: &mut Client) -> Result<String, StoreError> {
         .map_err(unavailable)?;
     for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
         tx.batch_execute(migration.sql).await.map_err(|e| {
-            StoreError::Unavailable(format!(
+            StoreError::unavailable(format!(
                 "migration {} ({}) failed: {e}",
                 migration.version, migration.name
             ))

@@ -30,7 +30,7 @@ use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
 use self::batch::{Committer, Pending, Stats};
-use self::error::{timed_out, unavailable};
+use self::error::{TimedOut, timed_out, unavailable};
 use super::{Appended, NewMessage, StoreError};
 use crate::config::Config;
 
@@ -184,8 +184,8 @@ impl PgStore {
         .any(|text| text.contains('\0'))
         {
             // PostgreSQL text cannot hold NUL; refused here so it cannot fail a whole batch.
-            return Err(StoreError::Unavailable(
-                "message contains a NUL character, which PostgreSQL cannot store".into(),
+            return Err(StoreError::unavailable(
+                "message contains a NUL character, which PostgreSQL cannot store",
             ));
         }
         let start = Instant::now();
@@ -193,7 +193,7 @@ impl PgStore {
         let queue = self
             .lanes
             .get(lane)
-            .ok_or_else(|| StoreError::Unavailable("no group committer".into()))?;
+            .ok_or_else(|| StoreError::unavailable("no group committer"))?;
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             message,
@@ -202,9 +202,9 @@ impl PgStore {
         };
         match tokio::time::timeout_at(start + self.timeout, queue.send(pending)).await {
             Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(StoreError::Unavailable("group committer stopped".into())),
+            Ok(Err(_)) => return Err(StoreError::unavailable("group committer stopped")),
             Err(_) => {
-                return Err(StoreError::Unavailable(format!(
+                return Err(StoreError::unavailable(format!(
                     "write queue still full after {} ms",
                     self.timeout.as_millis()
                 )));
@@ -213,8 +213,9 @@ impl PgStore {
         let reply_deadline = start + self.timeout + self.batch_max_delay + REPLY_GRACE;
         match tokio::time::timeout_at(reply_deadline, answer).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(StoreError::Unavailable("group committer stopped".into())),
-            Err(_) => Err(timed_out(self.timeout)),
+            // Queued, so perhaps committed: only a retry with the same key can tell.
+            Ok(Err(_)) => Err(StoreError::outcome_unknown("group committer stopped")),
+            Err(_) => Err(StoreError::OutcomeUnknown(Arc::new(TimedOut(self.timeout)))),
         }
     }
 
@@ -257,7 +258,7 @@ impl PgStore {
             .await?
             .into_iter()
             .next()
-            .ok_or_else(|| StoreError::Unavailable("a query returned no row".into()))
+            .ok_or_else(|| StoreError::unavailable("a query returned no row"))
     }
 
     /// One statement's count of affected rows.
@@ -279,7 +280,7 @@ fn connection_config(config: &PgConfig) -> Result<tokio_postgres::Config, StoreE
     let mut pg: tokio_postgres::Config = config
         .url
         .parse()
-        .map_err(|e| StoreError::Unavailable(format!("invalid DATABASE_URL: {e}")))?;
+        .map_err(|e| StoreError::unavailable(format!("invalid DATABASE_URL: {e}")))?;
     let statement_timeout = format!("-c statement_timeout={}", config.timeout.as_millis().max(1));
     let options = match pg.get_options() {
         Some(options) if !options.trim().is_empty() => format!("{options} {statement_timeout}"),

@@ -46,7 +46,7 @@ pub(super) fn get<'a, T: FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T, Sto
 
 /// A stored value the gateway cannot read back (written by something else, or corrupted).
 fn corrupt(what: &str, value: &str) -> StoreError {
-    StoreError::Unavailable(format!("stored {what} {value:?} is not valid"))
+    StoreError::unavailable(format!("stored {what} {value:?} is not valid"))
 }
 
 /// A `u64` position as a `bigint`, saturating (`u64::MAX` means "no upper bound").

@@ -1,0 +1,240 @@
+//! The node-local hub: which sessions are here, which rooms and users they follow, and the
+//! dispatch of broker events to their outbound queues.
+//!
+//! - `registry.rs` — the state behind the hub's lock and the delivery into session queues;
+//! - `sequencer.rs` — per-room delivery order;
+//! - `repair.rs` — room messages in order, and gap repair from the store;
+//! - `inbox.rs` — what the broker delivers, dispatched.
+//!
+//! **Invariant:** per room, `message:new` frames reach the queues in strictly increasing `seq`
+//! without gaps. A sequencer per room holds an early frame until the missing ones arrive.
+//! Each connection also has a *floor* per room: it receives only seqs above it, so the history a
+//! session read from the store and the live stream meet with no gap and no duplicate. A session
+//! sets its floors through [`Hub::follow`] only, which attaches before it reads.
+//!
+//! **Invariant:** dispatch never waits. A full outbound queue kicks its session as a slow
+//! consumer; the hub never buffers on a session's behalf.
+
+mod inbox;
+mod registry;
+mod repair;
+mod sequencer;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use switchboard_protocol::{CloseCode, Codec, RoomId, UserId};
+
+use crate::broker::{Broker, ConnId, Topic};
+use crate::metrics;
+use crate::outbound::{Outbound, PushError, QueueTx};
+use crate::store::Store;
+pub use inbox::HubInbox;
+use registry::{ConnEntry, Registry};
+
+/// How the hub reaches one session.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    /// Whose session it is: user topics and `skip_user` select by it.
+    pub user: UserId,
+    /// What the session's frames are encoded in; a broadcast is encoded once per codec.
+    pub codec: Codec,
+    /// The session's bounded queue.
+    pub tx: QueueTx,
+}
+
+impl SessionHandle {
+    /// Queues a frame; a full queue kicks the session as a slow consumer.
+    fn push(&self, message: Outbound) -> bool {
+        match self.tx.try_push(message) {
+            Ok(()) => true,
+            Err(PushError::Full) => {
+                if self.tx.kick(CloseCode::SlowConsumer) {
+                    metrics::slow_consumer();
+                }
+                false
+            }
+            Err(PushError::Closed) => false,
+        }
+    }
+}
+
+pub struct Hub {
+    /// Sessions, rooms and users on this node. Held only for in-memory work, never across an
+    /// await.
+    registry: Mutex<Registry>,
+    /// Subscribed exactly to the topics some local session follows.
+    broker: Arc<dyn Broker>,
+    /// Where missing messages are read from when a gap does not close by itself.
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    pub fn new(broker: Arc<dyn Broker>, store: Arc<dyn Store>) -> Self {
+        Self {
+            registry: Mutex::new(Registry::default()),
+            broker,
+            store,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        self.registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Adds a session. Subscribes this node to the user's topic on their first local session.
+    pub async fn register(&self, conn: &ConnId, handle: SessionHandle) {
+        let user = handle.user.clone();
+        let first = {
+            let mut registry = self.lock();
+            registry.conns.insert(
+                conn.clone(),
+                ConnEntry {
+                    handle,
+                    rooms: Default::default(),
+                },
+            );
+            let conns = registry.users.entry(user.clone()).or_default();
+            conns.push(conn.clone());
+            conns.len() == 1
+        };
+        if first {
+            self.subscribe(vec![Topic::User(user)]).await;
+        }
+    }
+
+    /// Removes a session and everything it followed.
+    pub async fn unregister(&self, conn: &ConnId) {
+        let gone = {
+            let mut registry = self.lock();
+            let Some(entry) = registry.conns.remove(conn) else {
+                return;
+            };
+            let mut gone = Vec::new();
+            for room in entry.rooms {
+                if registry.unsubscribe_room(conn, &room) {
+                    gone.push(Topic::Room(room));
+                }
+            }
+            let user = entry.handle.user;
+            if let Some(conns) = registry.users.get_mut(&user) {
+                conns.retain(|c| c != conn);
+                if conns.is_empty() {
+                    registry.users.remove(&user);
+                    gone.push(Topic::User(user));
+                }
+            }
+            gone
+        };
+        self.unsubscribe(gone).await;
+    }
+
+    /// The one way a session starts following rooms, so that what it reads from the store and
+    /// the live stream meet with no gap and no duplicate:
+    ///
+    /// 1. attach to `rooms` (subscribing this node where needed): from now on whatever is
+    ///    published to them reaches the session, held back until it goes live;
+    /// 2. run `read` (a future does nothing until awaited, so it reads *after* the attach) and
+    ///    take each room's position from it with `position`;
+    /// 3. go live after that position: only later seqs are delivered.
+    ///
+    /// Returns what `read` read and each room's floor (in the order of `rooms`; `None` for a
+    /// room `position` does not know, which stays attached but silent). The floor can be above
+    /// the position read: this node had already delivered the messages in between to others,
+    /// and the caller must read up to the floor itself.
+    pub async fn follow<T, E>(
+        &self,
+        conn: &ConnId,
+        rooms: &[RoomId],
+        read: impl Future<Output = Result<T, E>>,
+        position: impl Fn(&T, &RoomId) -> Option<u64>,
+    ) -> Result<(T, Vec<Option<u64>>), E> {
+        let new: Vec<Topic> = {
+            let mut registry = self.lock();
+            rooms
+                .iter()
+                .filter(|room| registry.attach(conn, room))
+                .map(|r| Topic::Room(r.clone()))
+                .collect()
+        };
+        self.subscribe(new).await;
+        let read = read.await?;
+        let mut registry = self.lock();
+        let floors = rooms
+            .iter()
+            .map(|room| {
+                let at = position(&read, room)?;
+                registry.go_live(conn, room, at)
+            })
+            .collect();
+        Ok((read, floors))
+    }
+
+    /// Where live delivery of `room` to `conn` stands: every seq up to it has been queued for
+    /// the session or was covered by what it read; later ones will be queued. `None` unless the
+    /// session is live in the room.
+    pub fn live_position(&self, conn: &ConnId, room: &RoomId) -> Option<u64> {
+        self.lock().live_position(conn, room)
+    }
+
+    /// Detaches a session from a room.
+    pub async fn detach(&self, conn: &ConnId, room: &RoomId) {
+        let gone = {
+            let mut registry = self.lock();
+            if let Some(entry) = registry.conns.get_mut(conn) {
+                entry.rooms.remove(room);
+            }
+            registry.unsubscribe_room(conn, room)
+        };
+        if gone {
+            self.unsubscribe(vec![Topic::Room(room.clone())]).await;
+        }
+    }
+
+    /// Whether the session follows the room (it does for every room its user is a member of).
+    pub fn is_attached(&self, conn: &ConnId, room: &RoomId) -> bool {
+        self.lock()
+            .conns
+            .get(conn)
+            .is_some_and(|c| c.rooms.contains(room))
+    }
+
+    /// This node's sessions of `user`.
+    pub fn sessions_of(&self, user: &UserId) -> usize {
+        self.lock().users.get(user).map_or(0, |conns| conns.len())
+    }
+
+    async fn subscribe(&self, topics: Vec<Topic>) {
+        if !topics.is_empty()
+            && let Err(error) = self.broker.subscribe(&topics).await
+        {
+            tracing::warn!(%error, count = topics.len(), "subscribe failed");
+        }
+    }
+
+    async fn unsubscribe(&self, topics: Vec<Topic>) {
+        if !topics.is_empty()
+            && let Err(error) = self.broker.unsubscribe(&topics).await
+        {
+            tracing::warn!(%error, count = topics.len(), "unsubscribe failed");
+        }
+    }
+
+    fn spawn_subscribe(self: &Arc<Self>, topics: Vec<Topic>) {
+        if !topics.is_empty() {
+            let hub = Arc::clone(self);
+            tokio::spawn(async move { hub.subscribe(topics).await });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
