@@ -27,6 +27,8 @@ pub struct Identity {
 pub enum AuthError {
     #[error("token expired")]
     Expired,
+    #[error("token not valid yet (nbf)")]
+    NotYetValid,
     #[error("token rejected: {0}")]
     Invalid(String),
     #[error("token subject is not a valid user id: {0}")]
@@ -123,7 +125,9 @@ impl JwtAuthenticator {
 
     fn new(alg: Algorithm, key: DecodingKey, issuer: Option<&str>, audience: Option<&str>) -> Self {
         let mut validation = Validation::new(alg);
+        // The same leeway for `exp` and `nbf`: clocks of issuer and gateway may differ a little.
         validation.leeway = 5;
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         if let Some(iss) = issuer {
             validation.set_issuer(&[iss]);
@@ -146,6 +150,7 @@ impl Authenticator for JwtAuthenticator {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
                 _ => AuthError::Invalid(e.to_string()),
             },
         )?;

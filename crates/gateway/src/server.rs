@@ -236,6 +236,9 @@ fn check_upgrade(app: &App, headers: &HeaderMap) -> Result<Checked, Refusal> {
             match app.auth.verify(token) {
                 Ok(identity) => Some(identity),
                 Err(AuthError::Expired) => return Err(Refusal::unauthorized("token expired")),
+                Err(AuthError::NotYetValid) => {
+                    return Err(Refusal::unauthorized("token not valid yet"));
+                }
                 Err(error) => {
                     tracing::debug!(%error, "bearer token refused");
                     return Err(Refusal::unauthorized("invalid token"));

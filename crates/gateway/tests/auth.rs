@@ -73,7 +73,7 @@ async fn an_auth_frame_opens_a_session_for_clients_without_headers() {
 }
 
 #[tokio::test]
-async fn expired_wrongly_signed_and_alg_none_tokens_are_refused_before_the_upgrade() {
+async fn expired_premature_wrongly_signed_and_alg_none_tokens_are_refused_before_the_upgrade() {
     let gw = gateway().await;
     assert_eq!(
         refused_status(&gw, &jwt::mint_hs256(SECRET, "alice", "A", -60)).await,
@@ -94,19 +94,41 @@ async fn expired_wrongly_signed_and_alg_none_tokens_are_refused_before_the_upgra
         Some(401),
         "invalid user id"
     );
+    let mut not_yet = jwt::claims("alice", "A", 7_200);
+    not_yet["nbf"] = (jwt::now_secs() + 3_600).into();
+    assert_eq!(
+        refused_status(&gw, &jwt::mint_hs256_claims(SECRET, &not_yet)).await,
+        Some(401),
+        "not valid for another hour"
+    );
+    // Within the leeway, a slightly fast issuer clock does no harm.
+    let mut skewed = jwt::claims("alice", "A", 7_200);
+    skewed["nbf"] = (jwt::now_secs() + 2).into();
+    let mut client = WsClient::connect(
+        &gw.ws_url(),
+        ConnectOptions::bearer(jwt::mint_hs256_claims(SECRET, &skewed)),
+    )
+    .await
+    .unwrap();
+    client.expect_session_ready().await.unwrap();
     let refused = gw
         .metric("switchboard_handshakes_refused_total{status=\"401\"}")
         .await
         .unwrap();
-    assert_eq!(refused, Some(5.0));
+    assert_eq!(refused, Some(6.0));
 }
 
 #[tokio::test]
 async fn bad_tokens_in_the_auth_frame_close_with_documented_codes() {
     let gw = gateway().await;
+    let mut not_yet = jwt::claims("alice", "A", 7200);
+    not_yet["nbf"] = (jwt::now_secs() + 3600).into();
+    // Any token that is not valid now is "no valid token": 4001, never 4003 (expiry during a
+    // session, which never started here).
     for (token, code) in [
         (jwt::alg_none_token("alice", "A"), 4001),
-        (jwt::mint_hs256(SECRET, "alice", "A", -60), 4003),
+        (jwt::mint_hs256(SECRET, "alice", "A", -60), 4001),
+        (jwt::mint_hs256_claims(SECRET, &not_yet), 4001),
     ] {
         let mut client = WsClient::connect(&gw.ws_url(), ConnectOptions::default())
             .await
