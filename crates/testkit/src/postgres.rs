@@ -312,6 +312,52 @@ impl Postgres {
         self.running()?.signal(signal::SIGCONT)
     }
 
+    /// Freezes the whole server: the postmaster and every backend (SIGSTOP). Its clients'
+    /// connections stay open and nothing answers them, as with a hung machine; a statement
+    /// already sent is carried out on [`Postgres::thaw`].
+    pub fn freeze(&self) -> anyhow::Result<()> {
+        for pid in self.server_pids()? {
+            process::send_signal(pid, signal::SIGSTOP)?;
+        }
+        Ok(())
+    }
+
+    /// Undoes [`Postgres::freeze`].
+    pub fn thaw(&self) -> anyhow::Result<()> {
+        for pid in self.server_pids()? {
+            process::send_signal(pid, signal::SIGCONT)?;
+        }
+        Ok(())
+    }
+
+    /// The postmaster and its children, from /proc.
+    fn server_pids(&self) -> anyhow::Result<Vec<u32>> {
+        let postmaster = self.running()?.pid();
+        let mut pids = vec![postmaster];
+        for entry in std::fs::read_dir("/proc").context("reading /proc")? {
+            let Ok(entry) = entry else { continue };
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(postmaster) {
+                pids.push(pid);
+            }
+        }
+        Ok(pids)
+    }
+
     fn running(&self) -> anyhow::Result<&Process> {
         self.process
             .as_ref()
