@@ -318,6 +318,7 @@ scenario('a direct message started from a member shows under the sender\'s name'
   await got.waitFor();
   assert.equal(await got.getByTestId('message-content').innerText(), 'first line\nsecond line');
   assert.equal(await got.getAttribute('data-sender'), 'alice');
+  await onlineUser(bob, 'alice').waitFor(); // the room's members came with it
   assert.doesNotMatch(await bob.locator('body').innerText(), /dm:/, 'no raw direct-room id on the page');
   assert.doesNotMatch(await alice.locator('body').innerText(), /dm:/, 'no raw direct-room id on the page');
 
