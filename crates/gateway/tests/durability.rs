@@ -329,3 +329,181 @@ async fn postgres_down_means_clear_errors_then_recovery_and_nothing_acknowledged
     .await;
     assert_eq!(seqs, vec!["t"], "gap-free after the outage");
 }
+
+/// What one sending connection saw through the freezes.
+#[derive(Debug, Default)]
+struct Sender {
+    acked: HashMap<String, u64>,
+    unknown: Vec<String>,
+    unavailable: Vec<String>,
+    /// `message:new` frames for this connection's own messages: `(clientMsgId, seq)`.
+    echoed: Vec<(String, u64)>,
+}
+
+/// Sends `key` and waits for its answer, noting `message:new` frames for its own keys.
+async fn send_keyed(
+    client: &mut WsClient,
+    key: &str,
+    prefix: &str,
+    echoed: &mut Vec<(String, u64)>,
+) -> Result<(u64, bool), String> {
+    let id = client.next_id();
+    client
+        .send(&message_send(id, "general", key, key))
+        .await
+        .unwrap();
+    loop {
+        match client.recv().await.unwrap() {
+            ServerFrame::MessageNew { message } if message.client_msg_id.starts_with(prefix) => {
+                echoed.push((message.client_msg_id, message.seq));
+            }
+            ServerFrame::Ack {
+                id: reply,
+                result: Some(AckResult::Sent { seq, duplicate, .. }),
+                ..
+            } if reply == id => return Ok((seq, duplicate)),
+            ServerFrame::Ack {
+                id: reply,
+                error: Some(error),
+                ..
+            } if reply == id => return Err(error.code.as_str().to_owned()),
+            _ => {}
+        }
+    }
+}
+
+/// PostgreSQL frozen (SIGSTOP, every process) for longer than the store timeout, three times,
+/// under traffic from three connections. A send answered `STORE_UNAVAILABLE` stored nothing:
+/// its retry is new. A send answered `OUTCOME_UNKNOWN` may have been stored: its retry settles
+/// it, and until then it may reach the sending connection as `message:new`, which no other
+/// message of its own does. Every seq reaches the other member once, in order, and every
+/// acknowledged message is stored once.
+#[tokio::test]
+async fn a_frozen_database_answers_what_a_retry_can_settle() {
+    let pg = postgres().await;
+    let gw = durable(&pg)
+        .env("SWITCHBOARD_DB_TIMEOUT_MS", "400")
+        .start()
+        .await
+        .unwrap();
+    let mut alice = connect(&gw, "alice").await;
+    alice.create_room("general").await.unwrap();
+    let mut bob = connect(&gw, "bob").await;
+    bob.join_room("general").await.unwrap();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for n in 0..3 {
+        let mut client = connect(&gw, "alice").await;
+        let stop = stop.clone();
+        senders.push(tokio::spawn(async move {
+            let prefix = format!("s{n}-");
+            let mut seen = Sender::default();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let key = format!("{prefix}{i}");
+                match send_keyed(&mut client, &key, &prefix, &mut seen.echoed).await {
+                    Ok((seq, _)) => {
+                        seen.acked.insert(key, seq);
+                    }
+                    Err(code) if code == "OUTCOME_UNKNOWN" => seen.unknown.push(key),
+                    Err(code) if code == "STORE_UNAVAILABLE" => seen.unavailable.push(key),
+                    Err(code) => panic!("{key}: {code}"),
+                }
+            }
+            // The retries settle every failed send; STORE_UNAVAILABLE ones were never stored.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            for key in seen.unknown.iter().chain(&seen.unavailable) {
+                let (seq, duplicate) = loop {
+                    match send_keyed(&mut client, key, &prefix, &mut seen.echoed).await {
+                        Ok(settled) => break settled,
+                        Err(code) => {
+                            assert!(
+                                tokio::time::Instant::now() < deadline,
+                                "{key}: still {code}"
+                            );
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                };
+                if seen.unavailable.contains(key) {
+                    assert!(
+                        !duplicate,
+                        "{key} was answered STORE_UNAVAILABLE, yet it was stored"
+                    );
+                }
+                seen.acked.insert(key.clone(), seq);
+            }
+            (client, seen)
+        }));
+    }
+    for _ in 0..3 {
+        wait_for_acks(&pg, 20).await;
+        pg.freeze().unwrap();
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        pg.thaw().unwrap();
+    }
+    wait_for_acks(&pg, 20).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked: HashMap<String, u64> = HashMap::new();
+    let mut clients = Vec::new();
+    let (mut unknown, mut unavailable) = (0, 0);
+    for sender in senders {
+        let (client, seen) = sender.await.unwrap();
+        for (key, seq) in &seen.echoed {
+            assert!(
+                seen.unknown.contains(key),
+                "the sending connection got its own {key} (seq {seq}), not answered OUTCOME_UNKNOWN"
+            );
+            assert_eq!(
+                seen.acked.get(key),
+                Some(seq),
+                "{key} echoed with another seq"
+            );
+        }
+        unknown += seen.unknown.len();
+        unavailable += seen.unavailable.len();
+        acked.extend(seen.acked);
+        clients.push(client);
+    }
+    assert!(unknown + unavailable > 0, "the freezes made sends fail");
+    // One more message closes any gap a stored-but-unpublished message left.
+    let last = send(&mut alice, "general", "after the freezes").await;
+    let mut received = Vec::new();
+    while received.last() != Some(&last) {
+        received.push(next_message(&mut bob).await.seq);
+    }
+    assert_eq!(
+        received,
+        (1..=last).collect::<Vec<_>>(),
+        "bob gets every seq once, in order ({unknown} unknown, {unavailable} unavailable)"
+    );
+    let stored = rows(
+        &pg,
+        "SELECT client_msg_id || '=' || seq FROM messages WHERE room = 'general'",
+    )
+    .await;
+    assert_eq!(stored.len() as u64, last, "one row per seq");
+    for (key, seq) in &acked {
+        assert!(
+            stored.contains(&format!("{key}={seq}")),
+            "acknowledged {key} (seq {seq}) is not stored"
+        );
+    }
+}
+
+/// Waits until `more` messages were committed since the call: traffic is flowing.
+async fn wait_for_acks(pg: &Postgres, more: usize) {
+    let count = async || {
+        rows(pg, "SELECT count(*) FROM messages").await[0]
+            .parse::<usize>()
+            .unwrap()
+    };
+    let start = count().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while count().await < start + more {
+        assert!(tokio::time::Instant::now() < deadline, "no traffic");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

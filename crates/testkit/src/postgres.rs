@@ -316,16 +316,22 @@ impl Postgres {
     /// connections stay open and nothing answers them, as with a hung machine; a statement
     /// already sent is carried out on [`Postgres::thaw`].
     pub fn freeze(&self) -> anyhow::Result<()> {
-        for pid in self.server_pids()? {
-            process::send_signal(pid, signal::SIGSTOP)?;
-        }
-        Ok(())
+        self.signal_all(signal::SIGSTOP)
     }
 
     /// Undoes [`Postgres::freeze`].
     pub fn thaw(&self) -> anyhow::Result<()> {
-        for pid in self.server_pids()? {
-            process::send_signal(pid, signal::SIGCONT)?;
+        self.signal_all(signal::SIGCONT)
+    }
+
+    /// Signals the postmaster, then each child; a child that exited meanwhile is skipped.
+    fn signal_all(&self, sig: i32) -> anyhow::Result<()> {
+        let mut pids = self.server_pids()?.into_iter();
+        if let Some(postmaster) = pids.next() {
+            process::send_signal(postmaster, sig)?;
+        }
+        for child in pids {
+            let _ = process::send_signal(child, sig);
         }
         Ok(())
     }
