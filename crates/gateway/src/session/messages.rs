@@ -92,34 +92,24 @@ impl<C: Connection> Session<C> {
             created_at: message.created_at,
             duplicate: appended.duplicate,
         };
-        if appended.duplicate {
-            // The first attempt may have been stored without being published (its commit
-            // outlived the timeout: OUTCOME_UNKNOWN). Publishing again costs a duplicate a
-            // dropped frame on each node (the sequencers have delivered that seq), and makes
-            // sure the members get it now rather than with the room's next message.
-            app.publish(Envelope {
-                topics: vec![Topic::Room(room)],
-                event: Event::Frame {
-                    frame: ServerFrame::MessageNew { message },
-                    skip_conn: Some(self.conn.clone()),
-                    skip_user: None,
-                },
-            })
-            .await;
-        } else {
+        if !appended.duplicate {
             metrics::message_stored();
             // The typing indicator ends with the message.
             self.typing.stop(&room);
-            app.publish(Envelope {
-                topics: vec![Topic::Room(room)],
-                event: Event::Frame {
-                    frame: ServerFrame::MessageNew { message },
-                    skip_conn: Some(self.conn.clone()),
-                    skip_user: None,
-                },
-            })
-            .await;
         }
+        // A duplicate is published again: its first attempt may have been stored without being
+        // published (its commit outlived the timeout: OUTCOME_UNKNOWN), and this makes the
+        // members get it now rather than with the room's next message. Where it was delivered,
+        // the room's sequencer drops the repeat.
+        app.publish(Envelope {
+            topics: vec![Topic::Room(room)],
+            event: Event::Frame {
+                frame: ServerFrame::MessageNew { message },
+                skip_conn: Some(self.conn.clone()),
+                skip_user: None,
+            },
+        })
+        .await;
         Ok(Some(ack))
     }
 
