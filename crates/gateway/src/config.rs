@@ -320,35 +320,30 @@ pub struct Config {
 #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
 pub struct ConfigError(pub Vec<String>);
 
+impl ConfigError {
+    fn unless_empty(problems: Vec<String>) -> Result<(), Self> {
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Self(problems))
+        }
+    }
+}
+
 impl Config {
     /// Checks every setting and reports every problem at once.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut problems = Vec::new();
+        let mut problems = self.key_problems();
         let mut require = |ok: bool, problem: &str| {
             if !ok {
                 problems.push(problem.to_owned());
             }
         };
-        match self.jwt_algorithm {
-            JwtAlgorithm::Hs256 => require(
-                self.jwt_public_key_file.is_none(),
-                "SWITCHBOARD_JWT_PUBLIC_KEY_FILE is set but SWITCHBOARD_JWT_ALGORITHM is HS256",
-            ),
-            JwtAlgorithm::Rs256 | JwtAlgorithm::Es256 => {
-                require(
-                    self.jwt_public_key_file.is_some(),
-                    "SWITCHBOARD_JWT_ALGORITHM RS256/ES256 needs SWITCHBOARD_JWT_PUBLIC_KEY_FILE",
-                );
-                require(
-                    self.jwt_secret.is_none(),
-                    "SWITCHBOARD_JWT_SECRET is set but SWITCHBOARD_JWT_ALGORITHM is not HS256",
-                );
-            }
-        }
-        if let Some(secret) = &self.jwt_secret {
+        // Only verifying needs the public key: `gateway token` signs with the private one.
+        if self.jwt_algorithm != JwtAlgorithm::Hs256 {
             require(
-                secret.len() >= 32,
-                "SWITCHBOARD_JWT_SECRET must be at least 32 bytes",
+                self.jwt_public_key_file.is_some(),
+                "SWITCHBOARD_JWT_ALGORITHM RS256/ES256 needs SWITCHBOARD_JWT_PUBLIC_KEY_FILE",
             );
         }
         require(
@@ -442,11 +437,39 @@ impl Config {
                 "SWITCHBOARD_NODE_ID must be 1-32 characters of A-Z a-z 0-9 - _",
             );
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError(problems))
+        ConfigError::unless_empty(problems)
+    }
+
+    /// Checks the key settings alone, with the same words as [`Config::validate`]: `gateway
+    /// token` must not print a token signed with a key the server refuses to start with.
+    pub fn validate_key(&self) -> Result<(), ConfigError> {
+        ConfigError::unless_empty(self.key_problems())
+    }
+
+    fn key_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut require = |ok: bool, problem: &str| {
+            if !ok {
+                problems.push(problem.to_owned());
+            }
+        };
+        match self.jwt_algorithm {
+            JwtAlgorithm::Hs256 => require(
+                self.jwt_public_key_file.is_none(),
+                "SWITCHBOARD_JWT_PUBLIC_KEY_FILE is set but SWITCHBOARD_JWT_ALGORITHM is HS256",
+            ),
+            JwtAlgorithm::Rs256 | JwtAlgorithm::Es256 => require(
+                self.jwt_secret.is_none(),
+                "SWITCHBOARD_JWT_SECRET is set but SWITCHBOARD_JWT_ALGORITHM is not HS256",
+            ),
         }
+        if let Some(secret) = &self.jwt_secret {
+            require(
+                secret.len() >= 32,
+                "SWITCHBOARD_JWT_SECRET must be at least 32 bytes",
+            );
+        }
+        problems
     }
 
     /// Dev mode: no key configured, so the node makes one up and serves the chat page.
@@ -635,6 +658,26 @@ mod tests {
             help(&[]).contains("[env: SWITCHBOARD_LISTEN] [default: 0.0.0.0:8080]"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_token_command_is_held_to_the_server_key_rules() {
+        let short = parse(&["--jwt-secret", "short"]);
+        assert_eq!(
+            short.validate_key().unwrap_err().0,
+            ["SWITCHBOARD_JWT_SECRET must be at least 32 bytes"]
+        );
+        // The public key is the verifier's business; signing needs only the private one.
+        let es256 = parse(&["--jwt-algorithm", "ES256"]);
+        assert!(es256.validate_key().is_ok());
+        assert!(es256.validate().is_err());
+        let both = parse(&[
+            "--jwt-algorithm",
+            "ES256",
+            "--jwt-secret",
+            "0123456789abcdef0123456789abcdef",
+        ]);
+        assert!(both.validate_key().is_err());
     }
 
     #[test]
