@@ -272,6 +272,10 @@ fn the_image_builds_the_gateway_and_runs_it_unprivileged() {
         build.contains(&format!("target/release/{bin} ")),
         "the build does not copy out the {bin} binary: {build}"
     );
+    assert!(
+        build.contains("strip --strip-debug /out/"),
+        "the image ships the debug sections (~50 MB): {build}"
+    );
     assert_eq!(file.entrypoint, IMAGE_BINARY);
     assert!(IMAGE_BINARY.ends_with(&format!("/{bin}")));
     image_uid(&file);
