@@ -140,14 +140,20 @@ fn every_gateway_source_file_is_in_the_codemap_and_every_named_file_exists() {
     files_under(crate_dir, &src(), &mut sources);
     assert!(sources.len() > 20, "found only {sources:?}");
     let missing: Vec<_> = sources.difference(&covered).collect();
+    let mut problems = Vec::new();
+    if !missing.is_empty() {
+        problems.push(format!(
+            "it does not name {missing:?} (in a directory's bullet, relative to that directory: \
+             `session/` … `social.rs`)"
+        ));
+    }
+    if !gone.is_empty() {
+        problems.push(format!("it names {gone:?}, which do not exist"));
+    }
     assert!(
-        missing.is_empty(),
-        "ARCHITECTURE.md's codemap does not name {missing:?} (in a directory's bullet, relative to \
-         that directory: `session/` … `social.rs`)"
-    );
-    assert!(
-        gone.is_empty(),
-        "ARCHITECTURE.md's codemap names {gone:?}, which do not exist"
+        problems.is_empty(),
+        "ARCHITECTURE.md's codemap is out of date:\n  - {}",
+        problems.join("\n  - ")
     );
 }
 
