@@ -22,10 +22,15 @@ RUN for crate in protocol gateway testkit loadgen; do \
 
 # Then the code. Compiled dependencies live in a BuildKit cache mount, so a code change rebuilds
 # only the workspace crates; the binary is copied out of the mount in the same step.
+#
+# The release profile keeps line tables for benchmarks and profiling (Cargo.toml); the image does
+# not need them, so its copy loses its debug sections (69 MB -> 13 MB). The code is the benchmarked
+# code, byte for byte, and the symbol table stays: a panic's backtrace still names functions.
 COPY crates crates
 RUN --mount=type=cache,target=/src/target,sharing=locked \
     cargo build --release --locked --offline -p switchboard-gateway \
- && install -D -m 0755 target/release/gateway /out/gateway
+ && install -D -m 0755 target/release/gateway /out/gateway \
+ && strip --strip-debug /out/gateway
 
 # ---- runtime ------------------------------------------------------------------------------------
 # The same Debian release as the builder, so the binary finds the glibc it was linked against.

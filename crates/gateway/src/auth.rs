@@ -9,7 +9,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use switchboard_protocol::{UserId, UserRef};
 
-use crate::config::{Config, JwtAlgorithm};
+use crate::config::{Config, ConfigError, JwtAlgorithm};
 
 /// Longest display name kept from a token, in characters.
 const MAX_NAME_CHARS: usize = 64;
@@ -79,6 +79,9 @@ pub enum KeyError {
     },
     #[error("no signing key: set SWITCHBOARD_JWT_SECRET, or --private-key-file for RS256/ES256")]
     Missing,
+    /// Key settings the server refuses (`Config::validate_key`), in the server's words.
+    #[error(transparent)]
+    Refused(#[from] ConfigError),
 }
 
 impl JwtAuthenticator {
@@ -204,11 +207,14 @@ impl TokenSigner {
     }
 
     /// The signer matching the configuration: its secret, `dev_secret`, or a private key file.
+    /// Key settings the server would refuse are refused here too: a token signed with them could
+    /// never be verified by a running gateway.
     pub fn from_config(
         config: &Config,
         private_key_file: Option<&std::path::Path>,
         dev_secret: Option<&[u8]>,
     ) -> Result<Self, KeyError> {
+        config.validate_key()?;
         let mut signer = match (
             config.jwt_algorithm,
             &config.jwt_secret,
@@ -328,6 +334,27 @@ mod tests {
         let payload = token.split('.').nth(1).unwrap();
         let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
         assert!(matches!(auth.verify(&none), Err(AuthError::Invalid(_))));
+    }
+
+    #[test]
+    fn a_secret_the_server_refuses_signs_nothing() {
+        let no_env = std::collections::HashMap::<&str, &str>::new();
+        let config = |args: &[&str]| {
+            let argv = ["gateway"].iter().chain(args);
+            crate::config::Cli::try_parse_with(argv, &no_env)
+                .expect("parses")
+                .config
+        };
+        let short = config(&["--jwt-secret", "short"]);
+        let refused = TokenSigner::from_config(&short, None, None).unwrap_err();
+        let server = short.validate().unwrap_err();
+        assert_eq!(refused.to_string(), server.to_string());
+        assert!(
+            refused.to_string().contains("at least 32 bytes"),
+            "{refused}"
+        );
+        let long = config(&["--jwt-secret", std::str::from_utf8(SECRET).unwrap()]);
+        assert!(TokenSigner::from_config(&long, None, None).is_ok());
     }
 
     #[test]

@@ -2,12 +2,20 @@
 //!
 //! Every setting is listed in the README's configuration table. [`Config::validate`] reports
 //! every problem at once, so an operator fixes a bad deployment in one round.
+//!
+//! The variables are read through [`Environment`], not by clap from the process: `main` passes
+//! [`ProcessEnv`], tests pass a map, so a variable exported in a developer's or CI's shell cannot
+//! change a test's outcome, and no test needs `set_var` (which `clippy.toml` forbids).
 
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{OsStr, OsString};
+use std::hash::{BuildHasher, Hash};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Arg, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -20,6 +28,105 @@ pub struct Cli {
     pub command: Option<Command>,
     #[command(flatten)]
     pub config: Config,
+}
+
+impl Cli {
+    /// Parses `args` (the program name first) with `env` standing in for the process
+    /// environment: a flag wins over its variable, a variable over the built-in default.
+    pub fn try_parse_with<I, T>(args: I, env: &impl Environment) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let mut command = with_env(Self::command(), env);
+        let mut matches = command.try_get_matches_from_mut(args)?;
+        Self::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))
+    }
+}
+
+/// Where settings come from besides the command line.
+pub trait Environment {
+    /// The variable's value, `None` when unset.
+    fn var(&self, name: &str) -> Option<OsString>;
+}
+
+/// The process environment, for `main`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl Environment for ProcessEnv {
+    fn var(&self, name: &str) -> Option<OsString> {
+        std::env::var_os(name)
+    }
+}
+
+impl<K, V, S> Environment for HashMap<K, V, S>
+where
+    K: Borrow<str> + Eq + Hash,
+    V: AsRef<OsStr>,
+    S: BuildHasher,
+{
+    fn var(&self, name: &str) -> Option<OsString> {
+        self.get(name).map(|v| v.as_ref().to_owned())
+    }
+}
+
+impl<K, V> Environment for BTreeMap<K, V>
+where
+    K: Borrow<str> + Ord,
+    V: AsRef<OsStr>,
+{
+    fn var(&self, name: &str) -> Option<OsString> {
+        self.get(name).map(|v| v.as_ref().to_owned())
+    }
+}
+
+/// `command` with every argument's variable looked up in `env`. clap's `env` captures the
+/// process's value when the argument is built, so it is removed, and a value found in `env`
+/// becomes the argument's default instead: clap applies a default exactly where it would apply
+/// a variable (only when the flag is absent, split at the value delimiter).
+fn with_env(command: clap::Command, env: &impl Environment) -> clap::Command {
+    command
+        .mut_args(|arg| env_as_default(arg, env))
+        .mut_subcommands(|sub| with_env(sub, env))
+}
+
+fn env_as_default(arg: Arg, env: &impl Environment) -> Arg {
+    let Some(name) = arg.get_env().map(|n| n.to_string_lossy().into_owned()) else {
+        return arg;
+    };
+    let value = env.var(&name);
+    // `--help` still names each variable, and its value unless it is a secret, as clap would;
+    // the built-in default stays visible rather than the variable's value posing as one.
+    let mut note = match &value {
+        Some(v) if !arg.is_hide_env_values_set() => format!("[env: {name}={}]", v.display()),
+        _ => format!("[env: {name}]"),
+    };
+    let arg = arg.env(None::<&str>);
+    let Some(value) = value else {
+        return with_help_note(arg, &note);
+    };
+    let defaults: Vec<_> = arg
+        .get_default_values()
+        .iter()
+        .map(|d| d.to_string_lossy())
+        .collect();
+    if !defaults.is_empty() && !arg.is_hide_default_value_set() {
+        note.push_str(&format!(" [default: {}]", defaults.join(" ")));
+    }
+    with_help_note(arg, &note)
+        .default_value(value)
+        .hide_default_value(true)
+}
+
+fn with_help_note(arg: Arg, note: &str) -> Arg {
+    let help = arg.get_help().map(|h| format!("{h} {note}"));
+    let long_help = arg.get_long_help().map(|h| format!("{h}\n\n{note}"));
+    let arg = arg.help(help.unwrap_or_else(|| note.to_owned()));
+    match long_help {
+        Some(long) => arg.long_help(long),
+        None => arg,
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -213,35 +320,30 @@ pub struct Config {
 #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
 pub struct ConfigError(pub Vec<String>);
 
+impl ConfigError {
+    fn unless_empty(problems: Vec<String>) -> Result<(), Self> {
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Self(problems))
+        }
+    }
+}
+
 impl Config {
     /// Checks every setting and reports every problem at once.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut problems = Vec::new();
+        let mut problems = self.key_problems();
         let mut require = |ok: bool, problem: &str| {
             if !ok {
                 problems.push(problem.to_owned());
             }
         };
-        match self.jwt_algorithm {
-            JwtAlgorithm::Hs256 => require(
-                self.jwt_public_key_file.is_none(),
-                "SWITCHBOARD_JWT_PUBLIC_KEY_FILE is set but SWITCHBOARD_JWT_ALGORITHM is HS256",
-            ),
-            JwtAlgorithm::Rs256 | JwtAlgorithm::Es256 => {
-                require(
-                    self.jwt_public_key_file.is_some(),
-                    "SWITCHBOARD_JWT_ALGORITHM RS256/ES256 needs SWITCHBOARD_JWT_PUBLIC_KEY_FILE",
-                );
-                require(
-                    self.jwt_secret.is_none(),
-                    "SWITCHBOARD_JWT_SECRET is set but SWITCHBOARD_JWT_ALGORITHM is not HS256",
-                );
-            }
-        }
-        if let Some(secret) = &self.jwt_secret {
+        // Only verifying needs the public key: `gateway token` signs with the private one.
+        if self.jwt_algorithm != JwtAlgorithm::Hs256 {
             require(
-                secret.len() >= 32,
-                "SWITCHBOARD_JWT_SECRET must be at least 32 bytes",
+                self.jwt_public_key_file.is_some(),
+                "SWITCHBOARD_JWT_ALGORITHM RS256/ES256 needs SWITCHBOARD_JWT_PUBLIC_KEY_FILE",
             );
         }
         require(
@@ -335,11 +437,39 @@ impl Config {
                 "SWITCHBOARD_NODE_ID must be 1-32 characters of A-Z a-z 0-9 - _",
             );
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError(problems))
+        ConfigError::unless_empty(problems)
+    }
+
+    /// Checks the key settings alone, with the same words as [`Config::validate`]: `gateway
+    /// token` must not print a token signed with a key the server refuses to start with.
+    pub fn validate_key(&self) -> Result<(), ConfigError> {
+        ConfigError::unless_empty(self.key_problems())
+    }
+
+    fn key_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut require = |ok: bool, problem: &str| {
+            if !ok {
+                problems.push(problem.to_owned());
+            }
+        };
+        match self.jwt_algorithm {
+            JwtAlgorithm::Hs256 => require(
+                self.jwt_public_key_file.is_none(),
+                "SWITCHBOARD_JWT_PUBLIC_KEY_FILE is set but SWITCHBOARD_JWT_ALGORITHM is HS256",
+            ),
+            JwtAlgorithm::Rs256 | JwtAlgorithm::Es256 => require(
+                self.jwt_secret.is_none(),
+                "SWITCHBOARD_JWT_SECRET is set but SWITCHBOARD_JWT_ALGORITHM is not HS256",
+            ),
         }
+        if let Some(secret) = &self.jwt_secret {
+            require(
+                secret.len() >= 32,
+                "SWITCHBOARD_JWT_SECRET must be at least 32 bytes",
+            );
+        }
+        problems
     }
 
     /// Dev mode: no key configured, so the node makes one up and serves the chat page.
@@ -397,10 +527,23 @@ pub fn parse_ttl(s: &str) -> Result<Duration, String> {
 mod tests {
     use super::*;
 
+    /// The configuration from these flags and variables, and nothing of this process's
+    /// environment.
+    fn parse_with(args: &[&str], env: &[(&str, &str)]) -> Config {
+        let env: HashMap<_, _> = env.iter().copied().collect();
+        let argv = ["gateway"].iter().chain(args);
+        Cli::try_parse_with(argv, &env).expect("parses").config
+    }
+
     fn parse(args: &[&str]) -> Config {
-        let mut argv = vec!["gateway"];
-        argv.extend_from_slice(args);
-        Cli::try_parse_from(argv).expect("parses").config
+        parse_with(args, &[])
+    }
+
+    fn help(env: &[(&str, &str)]) -> String {
+        let env: HashMap<_, _> = env.iter().copied().collect();
+        let err = Cli::try_parse_with(["gateway", "--help"], &env).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::DisplayHelp);
+        err.to_string()
     }
 
     #[test]
@@ -423,6 +566,118 @@ mod tests {
         ]);
         let err = config.validate().unwrap_err();
         assert_eq!(err.0.len(), 4, "{err}");
+    }
+
+    #[test]
+    fn variables_are_read_from_the_given_environment() {
+        let config = parse_with(
+            &[],
+            &[
+                ("SWITCHBOARD_LISTEN", "127.0.0.1:9000"),
+                ("SWITCHBOARD_JWT_ALGORITHM", "ES256"),
+                (
+                    "SWITCHBOARD_ALLOWED_ORIGINS",
+                    "https://a.example,https://b.example",
+                ),
+                ("DATABASE_URL", "postgres://db/switchboard"),
+                ("SWITCHBOARD_MAX_REPLAY", "7"),
+            ],
+        );
+        assert_eq!(config.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(config.jwt_algorithm, JwtAlgorithm::Es256);
+        assert_eq!(
+            config.allowed_origins,
+            ["https://a.example", "https://b.example"]
+        );
+        assert_eq!(
+            config.database_url.as_deref(),
+            Some("postgres://db/switchboard")
+        );
+        assert_eq!(config.max_replay, 7);
+    }
+
+    #[test]
+    fn a_flag_wins_over_its_variable() {
+        let config = parse_with(
+            &[
+                "--max-replay",
+                "9",
+                "--allowed-origins",
+                "https://c.example",
+            ],
+            &[
+                ("SWITCHBOARD_MAX_REPLAY", "7"),
+                (
+                    "SWITCHBOARD_ALLOWED_ORIGINS",
+                    "https://a.example,https://b.example",
+                ),
+            ],
+        );
+        assert_eq!(config.max_replay, 9);
+        assert_eq!(config.allowed_origins, ["https://c.example"]);
+    }
+
+    #[test]
+    fn a_bad_variable_is_refused_by_name() {
+        let env: HashMap<_, _> = [("SWITCHBOARD_MAX_REPLAY", "many")].into_iter().collect();
+        let err = Cli::try_parse_with(["gateway"], &env).unwrap_err();
+        assert!(err.to_string().contains("--max-replay"), "{err}");
+    }
+
+    #[test]
+    fn the_token_command_reads_its_variable_too() {
+        let env: HashMap<_, _> = [("SWITCHBOARD_JWT_PRIVATE_KEY_FILE", "/keys/es256.pem")]
+            .into_iter()
+            .collect();
+        let cli = Cli::try_parse_with(["gateway", "token", "--user", "alice"], &env).unwrap();
+        let Some(Command::Token(args)) = cli.command else {
+            panic!("{:?}", cli.command)
+        };
+        assert_eq!(
+            args.private_key_file.as_deref(),
+            Some(std::path::Path::new("/keys/es256.pem"))
+        );
+    }
+
+    #[test]
+    fn help_names_every_variable_and_shows_no_secret() {
+        let secret = "a-secret-nobody-may-read-in-help-output";
+        let text = help(&[
+            ("SWITCHBOARD_JWT_SECRET", secret),
+            ("DATABASE_URL", "postgres://user:password@db/switchboard"),
+            ("SWITCHBOARD_MAX_REPLAY", "7"),
+        ]);
+        assert!(!text.contains(secret), "{text}");
+        assert!(!text.contains("password"), "{text}");
+        assert!(text.contains("[env: SWITCHBOARD_JWT_SECRET]"), "{text}");
+        assert!(
+            text.contains("[env: SWITCHBOARD_MAX_REPLAY=7] [default: 1000]"),
+            "{text}"
+        );
+        assert!(
+            help(&[]).contains("[env: SWITCHBOARD_LISTEN] [default: 0.0.0.0:8080]"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_token_command_is_held_to_the_server_key_rules() {
+        let short = parse(&["--jwt-secret", "short"]);
+        assert_eq!(
+            short.validate_key().unwrap_err().0,
+            ["SWITCHBOARD_JWT_SECRET must be at least 32 bytes"]
+        );
+        // The public key is the verifier's business; signing needs only the private one.
+        let es256 = parse(&["--jwt-algorithm", "ES256"]);
+        assert!(es256.validate_key().is_ok());
+        assert!(es256.validate().is_err());
+        let both = parse(&[
+            "--jwt-algorithm",
+            "ES256",
+            "--jwt-secret",
+            "0123456789abcdef0123456789abcdef",
+        ]);
+        assert!(both.validate_key().is_err());
     }
 
     #[test]

@@ -237,9 +237,23 @@ fn announce_dev_mode(signer: &TokenSigner, addr: std::net::SocketAddr) {
     match signer.sign(&user, std::time::Duration::from_secs(24 * 3_600)) {
         Ok(token) => tracing::warn!(
             "dev mode: no SWITCHBOARD_JWT_SECRET set, tokens are signed with a random key. \
-             Chat page: http://{addr}/  Sample token (user \"dev\", 24 h): {token}"
+             Chat page: {}  Sample token (user \"dev\", 24 h): {token}",
+            chat_page_url(addr)
         ),
         Err(error) => tracing::error!(%error, "cannot sign the dev token"),
+    }
+}
+
+/// The chat page's address as a person opens it from this machine. `0.0.0.0` and `[::]` mean
+/// "every interface" to `bind` but are no address to browse to, so they become `localhost`.
+fn chat_page_url(addr: std::net::SocketAddr) -> String {
+    match addr {
+        addr if addr.ip().is_unspecified() => format!("http://localhost:{}/", addr.port()),
+        // A URL escapes the `%` before a link-local address's zone (RFC 6874).
+        std::net::SocketAddr::V6(v6) if v6.scope_id() != 0 => {
+            format!("http://[{}%25{}]:{}/", v6.ip(), v6.scope_id(), v6.port())
+        }
+        addr => format!("http://{addr}/"),
     }
 }
 
@@ -262,6 +276,22 @@ async fn wait_for_signal() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chat_page_url;
+
+    #[test]
+    fn the_chat_page_is_announced_at_an_address_a_browser_opens() {
+        let url = |addr: &str| chat_page_url(addr.parse().expect("an address"));
+        assert_eq!(url("0.0.0.0:8080"), "http://localhost:8080/");
+        assert_eq!(url("[::]:8080"), "http://localhost:8080/");
+        assert_eq!(url("127.0.0.1:9000"), "http://127.0.0.1:9000/");
+        assert_eq!(url("192.168.1.20:8080"), "http://192.168.1.20:8080/");
+        assert_eq!(url("[::1]:8080"), "http://[::1]:8080/");
+        assert_eq!(url("[fe80::1%2]:8080"), "http://[fe80::1%252]:8080/");
+    }
 }
 
 /// Docs that must stay true: every setting in the README, every metric in docs/operations.md.

@@ -11,13 +11,12 @@ use std::io::Write;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use anyhow::Context;
-use clap::Parser;
 use switchboard_gateway::auth::TokenSigner;
-use switchboard_gateway::config::{Cli, Command, Config, LogFormat};
+use switchboard_gateway::config::{Cli, Command, Config, LogFormat, ProcessEnv};
 use switchboard_protocol::{UserId, UserRef};
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse_with(std::env::args_os(), &ProcessEnv).unwrap_or_else(|e| e.exit());
     match cli.command {
         Some(Command::Token(args)) => print_token(&cli.config, &args),
         Some(Command::Serve) | None => {

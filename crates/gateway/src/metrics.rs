@@ -1,4 +1,6 @@
-//! Prometheus metrics. Every name is listed here and in docs/operations.md.
+//! Prometheus metrics: the recorder and the node's metric names. The Redis broker and presence
+//! name their own metrics next to the code that records them; docs/operations.md lists every
+//! name, checked by the tidy test in lib.rs.
 //!
 //! Hot-path counters are resolved once into static handles: a fan-out to thousands of
 //! connections adds one atomic per dispatch, not a registry lookup per recipient.

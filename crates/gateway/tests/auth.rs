@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use switchboard_protocol::{ClientFrame, ServerFrame};
-use switchboard_testkit::{ConnectOptions, WsClient, jwt};
+use switchboard_testkit::{ConnectOptions, GatewayBuilder, WsClient, jwt};
 
 async fn refused_status(gw: &switchboard_testkit::Gateway, token: &str) -> Option<u16> {
     match WsClient::connect(&gw.ws_url(), ConnectOptions::bearer(token)).await {
@@ -196,7 +196,7 @@ async fn public_keys_work_and_algorithm_confusion_is_refused() {
         (jwt::RS256, jwt::RS256_OTHER),
         (jwt::ES256, jwt::ES256_OTHER),
     ] {
-        let gw = switchboard_testkit::GatewayBuilder::new(env!("CARGO_BIN_EXE_gateway"))
+        let gw = GatewayBuilder::new(env!("CARGO_BIN_EXE_gateway"))
             .env("SWITCHBOARD_JWT_ALGORITHM", keys.alg_name())
             .env(
                 "SWITCHBOARD_JWT_PUBLIC_KEY_FILE",
@@ -250,4 +250,30 @@ async fn gateway_token_prints_a_token_the_gateway_accepts() {
             .await
             .expect("token accepted");
     assert!(matches!(ready, ServerFrame::SessionReady { ref user, .. } if user.name == "Carol C"));
+}
+
+#[tokio::test]
+async fn gateway_token_refuses_a_secret_the_server_refuses_in_the_same_words() {
+    let short =
+        GatewayBuilder::new(env!("CARGO_BIN_EXE_gateway")).env("SWITCHBOARD_JWT_SECRET", "short");
+    let server = short.output(Duration::from_secs(20)).await.unwrap();
+    let token = ["token", "--user", "alice", "--name", "Alice", "--ttl", "1h"]
+        .into_iter()
+        .fold(short, |b, arg| b.arg(arg))
+        .output(Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(token.status.code(), Some(1), "{}", token.stderr);
+    assert_eq!(token.stdout, "", "no token may be printed");
+    assert!(
+        token
+            .stderr
+            .contains("  - SWITCHBOARD_JWT_SECRET must be at least 32 bytes"),
+        "{}",
+        token.stderr
+    );
+    assert_eq!(server.status.code(), Some(1), "{}", server.stderr);
+    // The same words, up to the backtrace (RUST_BACKTRACE is set for tests), which differs.
+    let message = |stderr: &str| stderr.split("\n\n").next().unwrap_or_default().to_owned();
+    assert_eq!(message(&token.stderr), message(&server.stderr));
 }

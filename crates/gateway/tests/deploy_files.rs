@@ -13,7 +13,6 @@ use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use clap::{CommandFactory as _, FromArgMatches as _};
 use serde::Deserialize as _;
 use serde_yaml_ng::Value;
 use switchboard_gateway::config::{Cli, Config};
@@ -130,18 +129,13 @@ fn image_repository(image: &str) -> &str {
 
 /// Every variable the gateway reads: the `env = "NAME"` attributes of config.rs.
 fn gateway_env_names() -> BTreeSet<String> {
-    let mut names: BTreeSet<String> = CONFIG_RS
+    let names: BTreeSet<String> = CONFIG_RS
         .split("env = \"")
         .skip(1)
         .filter_map(|rest| rest.split('"').next())
         .map(str::to_owned)
         .collect();
     assert!(names.len() > 20, "found only {names:?} in config.rs");
-    if !names.contains("REDIS_URL") {
-        // The deployments configure the cluster ahead of the code: REDIS_URL arrives with the
-        // cluster issue (Redis broker and presence). Until then that one name is allowed.
-        names.insert("REDIS_URL".to_owned());
-    }
     names
 }
 
@@ -156,28 +150,13 @@ fn assert_known_names<'a>(origin: &str, names: impl IntoIterator<Item = &'a Stri
 }
 
 /// The configuration a gateway started with exactly these variables would run with: they go
-/// through the real flag parser (as the flags they stand for, so this process's environment plays
-/// no part) and `Config::validate`.
+/// through the real parser (with `env` as the whole environment, so this process's plays no part)
+/// and `Config::validate`.
 fn gateway_config(origin: &str, env: &BTreeMap<String, String>) -> Config {
     assert_known_names(origin, env.keys());
-    let command = Cli::command();
-    let mut argv = vec!["gateway".to_owned()];
-    for (name, value) in env {
-        let Some(arg) = command
-            .get_arguments()
-            .find(|arg| arg.get_env() == Some(OsStr::new(name)))
-        else {
-            assert_eq!(name, "REDIS_URL", "{origin}: {name} has no flag");
-            continue; // not read yet: see gateway_env_names
-        };
-        let long = arg.get_long().expect("every setting has a long flag");
-        argv.push(format!("--{long}={value}"));
-    }
-    let command = command.mut_args(|arg| arg.env(None::<&str>));
-    let matches = command
-        .try_get_matches_from(&argv)
-        .unwrap_or_else(|e| panic!("{origin}: the gateway refuses {argv:?}:\n{e}"));
-    let config = Cli::from_arg_matches(&matches).unwrap().config;
+    let config = Cli::try_parse_with(["gateway"], env)
+        .unwrap_or_else(|e| panic!("{origin}: the gateway refuses {env:?}:\n{e}"))
+        .config;
     config
         .validate()
         .unwrap_or_else(|e| panic!("{origin}: the gateway refuses its settings: {e}"));
@@ -292,6 +271,10 @@ fn the_image_builds_the_gateway_and_runs_it_unprivileged() {
     assert!(
         build.contains(&format!("target/release/{bin} ")),
         "the build does not copy out the {bin} binary: {build}"
+    );
+    assert!(
+        build.contains("strip --strip-debug /out/"),
+        "the image ships the debug sections (~50 MB): {build}"
     );
     assert_eq!(file.entrypoint, IMAGE_BINARY);
     assert!(IMAGE_BINARY.ends_with(&format!("/{bin}")));

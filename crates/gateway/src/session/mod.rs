@@ -452,7 +452,8 @@ mod tests {
     /// Every idle connection carries its boxed session and the live loop's future.
     #[tokio::test]
     async fn an_idle_session_stays_small() {
-        let cli = <crate::config::Cli as clap::Parser>::try_parse_from(["gateway"]);
+        let no_env = std::collections::HashMap::<&str, &str>::new();
+        let cli = crate::config::Cli::try_parse_with(["gateway"], &no_env);
         let app = crate::build(cli.expect("defaults parse").config)
             .await
             .expect("builds");
