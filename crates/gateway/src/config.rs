@@ -252,6 +252,11 @@ pub struct Config {
     /// Time a connection may take to accept one batch of writes before it is closed (4005).
     #[arg(long, env = "SWITCHBOARD_WRITE_TIMEOUT_MS", default_value_t = 10_000)]
     pub write_timeout_ms: u64,
+    /// Connections the kernel queues for each listener before they are accepted. A node that
+    /// died sends its clients to the others all at once; a short queue drops their connects,
+    /// which retry only after a second. Linux caps it at `net.core.somaxconn`.
+    #[arg(long, env = "SWITCHBOARD_LISTEN_BACKLOG", default_value_t = 4_096)]
+    pub listen_backlog: u32,
     /// Bytes read from a socket at a time; small keeps idle connections cheap.
     #[arg(long, env = "SWITCHBOARD_READ_BUFFER_BYTES", default_value_t = 512)]
     pub read_buffer_bytes: usize,
@@ -382,6 +387,10 @@ impl Config {
         require(
             self.outbound_queue >= 16,
             "SWITCHBOARD_OUTBOUND_QUEUE must be >= 16",
+        );
+        require(
+            self.listen_backlog >= 1,
+            "SWITCHBOARD_LISTEN_BACKLOG must be >= 1",
         );
         require(
             self.read_buffer_bytes >= 256,

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use switchboard_protocol::{UserId, UserRef};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, Parts};
@@ -161,18 +161,31 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
     Ok(Arc::new(store))
 }
 
+/// A listener with the configured accept queue (`TcpListener::bind` would ask for 1,024).
+fn listen(addr: std::net::SocketAddr, backlog: u32) -> Result<TcpListener, StartError> {
+    let bind = || {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        // As `TcpListener::bind` does: a restarted node must not wait for old connections'
+        // TIME_WAIT to bind its port again.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(backlog)
+    };
+    bind().map_err(|source| StartError::Bind { addr, source })
+}
+
 /// Serves until SIGTERM or SIGINT, then drains: readiness flips, every session gets
 /// `server:shutdown` and close 1001, and the call returns within the drain timeout.
 pub async fn serve(app: Arc<App>) -> Result<(), StartError> {
     let config = &app.config;
-    let bind = |addr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })
-    };
-    let main = bind(config.listen).await?;
+    let bind = |addr| listen(addr, config.listen_backlog);
+    let main = bind(config.listen)?;
     let admin = match config.admin_listen {
-        Some(addr) => Some(bind(addr).await?),
+        Some(addr) => Some(bind(addr)?),
         None => None,
     };
     let local = main.local_addr().map_err(|source| StartError::Bind {

@@ -167,6 +167,7 @@ async fn a_bad_configuration_is_refused_with_every_problem_listed() {
         .env("SWITCHBOARD_JWT_SECRET", "short")
         .env("SWITCHBOARD_HEARTBEAT_TIMEOUT_MS", "10")
         .env("SWITCHBOARD_WORKER_THREADS", "0")
+        .env("SWITCHBOARD_LISTEN_BACKLOG", "0")
         .output(Duration::from_secs(20))
         .await
         .unwrap();
@@ -183,4 +184,47 @@ async fn a_bad_configuration_is_refused_with_every_problem_listed() {
         "{}",
         out.stderr
     );
+    assert!(
+        out.stderr.contains("SWITCHBOARD_LISTEN_BACKLOG must be >= 1"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// The accept queue each listener asks the kernel for, as `ss -ltn` shows it (`Send-Q`).
+async fn listen_queue(port: u16) -> u32 {
+    let out = tokio::process::Command::new("ss")
+        .args(["-Hltn", &format!("sport = :{port}")])
+        .output()
+        .await
+        .expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().next().unwrap_or_else(|| panic!("no listener on {port}"));
+    line.split_whitespace()
+        .nth(2)
+        .and_then(|q| q.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"))
+}
+
+#[tokio::test]
+async fn listeners_queue_as_many_connects_as_configured_for_reconnect_storms() {
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let gw = gateway().await;
+    assert_eq!(
+        listen_queue(gw.addr().port()).await,
+        4096.min(somaxconn),
+        "the default, capped by net.core.somaxconn"
+    );
+    let gw = builder()
+        .env("SWITCHBOARD_LISTEN_BACKLOG", "77")
+        .admin_listener()
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(listen_queue(gw.addr().port()).await, 77);
+    assert_eq!(listen_queue(gw.admin_addr().port()).await, 77);
 }
