@@ -99,15 +99,41 @@ impl Codec {
     }
 
     /// Decodes any frame type; errors are plain text. Clients use this for server frames.
+    ///
+    /// The input must be exactly one value: bytes after it are an error in both codecs.
     pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, String> {
         match self {
             Self::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
-            Self::MsgPack => rmp_serde::from_slice(bytes).map_err(|e| e.to_string()),
+            Self::MsgPack => msgpack_from_slice(bytes).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Whether `bytes` start like an object: a JSON `{` after optional whitespace, or a
+    /// MessagePack map marker. Serde's derived types also accept a sequence of field values in
+    /// order (`["ping",7]`), which the protocol does not allow; looking at one byte refuses
+    /// those before any parsing.
+    fn starts_as_object(self, bytes: &[u8]) -> bool {
+        match self {
+            Self::Json => {
+                let first = bytes
+                    .iter()
+                    .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+                first == Some(&b'{')
+            }
+            // fixmap, map 16, map 32.
+            Self::MsgPack => matches!(bytes.first(), Some(0x80..=0x8f | 0xde | 0xdf)),
         }
     }
 
     /// Decodes a client frame, classifying a failure into the precise error code to answer with.
     pub fn decode_client(self, bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
+        if !self.starts_as_object(bytes) {
+            return Err(DecodeError {
+                code: ErrorCode::MalformedFrame,
+                message: format!("a frame must be a {} object", self.name()),
+                id: None,
+            });
+        }
         let err = match self.decode::<ClientFrame>(bytes) {
             Ok(frame) => return Ok(frame),
             Err(e) => e,
@@ -151,6 +177,25 @@ impl Codec {
             Self::Json => "JSON",
             Self::MsgPack => "MessagePack",
         }
+    }
+}
+
+/// `rmp_serde::from_slice`, but refusing bytes after the value, as `serde_json` does: a
+/// WebSocket message carries exactly one frame.
+fn msgpack_from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, rmp_serde::decode::Error> {
+    use rmp_serde::decode::Error;
+    use serde::Deserialize as _;
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    let value = T::deserialize(&mut de)?;
+    // The deserializer does not expose what it left, so read one more value: only a clean end
+    // of input before its first byte means nothing followed.
+    match serde::de::IgnoredAny::deserialize(&mut de) {
+        Err(Error::InvalidMarkerRead(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Ok(value)
+        }
+        _ => Err(Error::Syntax(
+            "trailing bytes after the MessagePack value".to_owned(),
+        )),
     }
 }
 
@@ -213,6 +258,136 @@ mod tests {
             refused(Codec::MsgPack, &bytes).code,
             ErrorCode::InvalidIdentifier
         );
+    }
+
+    /// Both encodings of `value`, as a client would send them.
+    fn encodings(value: &serde_json::Value) -> [(Codec, Vec<u8>); 2] {
+        [
+            (Codec::Json, serde_json::to_vec(value).unwrap()),
+            (Codec::MsgPack, rmp_serde::to_vec_named(value).unwrap()),
+        ]
+    }
+
+    #[test]
+    fn anything_but_an_object_is_malformed_in_both_codecs() {
+        use serde_json::json;
+        // Serde's derived types would take the first four positionally: `["ping",7]` as a ping
+        // with id 7, `[8]` as an id probe.
+        let not_objects = [
+            json!(["ping", 7]),
+            json!(["room:create", 8, "arr-room"]),
+            json!(["room:create", 8, "arr-room", null, "public"]),
+            json!([8]),
+            json!([]),
+            json!([["ping", 7]]),
+            json!([{"type": "ping", "id": 7}]),
+            json!([[["room:create", 8, "arr-room"]]]),
+            json!("ping"),
+            json!(""),
+            json!("{\"type\":\"ping\"}"),
+            json!(7),
+            json!(-1),
+            json!(1.5),
+            json!(u64::MAX),
+            json!(true),
+            json!(null),
+        ];
+        for value in &not_objects {
+            for (codec, bytes) in encodings(value) {
+                let e = refused(codec, &bytes);
+                assert_eq!(
+                    (e.code, e.id),
+                    (ErrorCode::MalformedFrame, None),
+                    "{codec:?} {value}"
+                );
+            }
+        }
+        for bytes in [&b""[..], b"   ", b"\n\t[\"ping\",7]", b" \"ping\""] {
+            assert_eq!(refused(Codec::Json, bytes).code, ErrorCode::MalformedFrame);
+        }
+        // Array 16 and array 32 markers, not only fixarray.
+        let mut array16 = vec![0xdc, 0x00, 0x02];
+        array16.extend(rmp_serde::to_vec(&("ping", 7)).unwrap().split_off(1));
+        let mut array32 = vec![0xdd, 0x00, 0x00, 0x00, 0x02];
+        array32.extend_from_slice(&array16[3..]);
+        for bytes in [array16, array32, vec![]] {
+            assert_eq!(
+                refused(Codec::MsgPack, &bytes).code,
+                ErrorCode::MalformedFrame
+            );
+        }
+    }
+
+    #[test]
+    fn objects_still_decode_in_every_map_form() {
+        let ping = ClientFrame::Ping { id: Some(7) };
+        let json = b" \r\n\t{\"type\":\"ping\",\"id\":7} ";
+        assert_eq!(Codec::Json.decode_client(json), Ok(ping.clone()));
+        // The same map as fixmap, map 16 and map 32.
+        let fixmap = rmp_serde::to_vec_named(&ping).unwrap();
+        assert_eq!(fixmap[0], 0x82);
+        let mut map16 = vec![0xde, 0x00, 0x02];
+        map16.extend_from_slice(&fixmap[1..]);
+        let mut map32 = vec![0xdf, 0x00, 0x00, 0x00, 0x02];
+        map32.extend_from_slice(&fixmap[1..]);
+        for bytes in [fixmap, map16, map32] {
+            assert_eq!(Codec::MsgPack.decode_client(&bytes), Ok(ping.clone()));
+        }
+    }
+
+    #[test]
+    fn a_refused_object_still_names_its_request_id_in_both_codecs() {
+        use serde_json::json;
+        let cases = [
+            (
+                json!({"type": "room:explode", "id": 9}),
+                ErrorCode::UnknownType,
+            ),
+            (
+                json!({"type": "room:create", "id": 8}),
+                ErrorCode::InvalidField,
+            ),
+            (
+                json!({"type": "room:create", "id": 8, "roomId": ["arr-room"]}),
+                ErrorCode::InvalidField,
+            ),
+            (
+                json!({"type": "room:create", "id": 8, "roomId": "no spaces"}),
+                ErrorCode::InvalidIdentifier,
+            ),
+        ];
+        for (value, code) in &cases {
+            for (codec, bytes) in encodings(value) {
+                let e = refused(codec, &bytes);
+                assert_eq!(
+                    (e.code, e.id),
+                    (*code, value["id"].as_u64()),
+                    "{codec:?} {value}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bytes_after_the_frame_are_malformed_in_both_codecs() {
+        let mut msgpack = rmp_serde::to_vec_named(&ClientFrame::Ping { id: Some(7) }).unwrap();
+        for trailing in [&[0xc0][..], &[0x01, 0x02], &[0xdc], &msgpack.clone()] {
+            let mut bytes = msgpack.clone();
+            bytes.extend_from_slice(trailing);
+            let e = refused(Codec::MsgPack, &bytes);
+            assert_eq!(
+                (e.code, e.id),
+                (ErrorCode::MalformedFrame, None),
+                "{bytes:x?}"
+            );
+        }
+        msgpack.pop();
+        assert_eq!(
+            refused(Codec::MsgPack, &msgpack).code,
+            ErrorCode::MalformedFrame
+        );
+        let e = refused(Codec::Json, br#"{"type":"ping","id":7} x"#);
+        assert_eq!((e.code, e.id), (ErrorCode::MalformedFrame, None));
     }
 
     #[test]
