@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::ids::ID_ERROR_MARKER;
-use crate::{ClientFrame, ClientFrameKind, ErrorCode};
+use crate::{ClientFrame, ClientFrameKind, ErrorCode, msgpack};
 
 /// A wire codec, negotiated with `Sec-WebSocket-Protocol`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -100,11 +100,24 @@ impl Codec {
 
     /// Decodes any frame type; errors are plain text. Clients use this for server frames.
     ///
-    /// The input must be exactly one value: bytes after it are an error in both codecs.
+    /// Both codecs hold a frame to the same rules: exactly one value with nothing after it,
+    /// nested at most 127 levels deep, and in MessagePack a map with string keys only.
     pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, String> {
+        self.decode_frame(bytes).map_err(|e| e.message)
+    }
+
+    fn decode_frame<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, Unreadable> {
         match self {
-            Self::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
-            Self::MsgPack => msgpack_from_slice(bytes).map_err(|e| e.to_string()),
+            Self::Json => serde_json::from_slice(bytes).map_err(|e| {
+                let message = e.to_string();
+                // serde_json's only signal for its nesting limit is the message.
+                let too_deep = message.starts_with("recursion limit exceeded");
+                Unreadable { message, too_deep }
+            }),
+            Self::MsgPack => msgpack::from_slice(bytes).map_err(|e| Unreadable {
+                too_deep: msgpack::is_too_deep(&e),
+                message: e.to_string(),
+            }),
         }
     }
 
@@ -134,10 +147,23 @@ impl Codec {
                 id: None,
             });
         }
-        let err = match self.decode::<ClientFrame>(bytes) {
+        let err = match self.decode_frame::<ClientFrame>(bytes) {
             Ok(frame) => return Ok(frame),
             Err(e) => e,
         };
+        if err.too_deep {
+            // Nothing is read from a frame past the nesting limit, not even its id.
+            return Err(DecodeError {
+                code: ErrorCode::MalformedFrame,
+                message: format!(
+                    "{} frame nested deeper than {} levels",
+                    self.name(),
+                    msgpack::MAX_NESTING
+                ),
+                id: None,
+            });
+        }
+        let err = err.message;
         // Slow path, only for refused frames: find out what is wrong.
         #[derive(serde::Deserialize)]
         struct TypeProbe {
@@ -148,9 +174,9 @@ impl Codec {
         struct IdProbe {
             id: u64,
         }
-        let id = self.decode::<IdProbe>(bytes).ok().map(|p| p.id);
+        let id = self.decode_frame::<IdProbe>(bytes).ok().map(|p| p.id);
         let refuse = |code, message: String| Err(DecodeError { code, message, id });
-        match self.decode::<TypeProbe>(bytes) {
+        match self.decode_frame::<TypeProbe>(bytes) {
             Err(_) => refuse(
                 ErrorCode::MalformedFrame,
                 format!("not a {} object: {err}", self.name()),
@@ -164,7 +190,9 @@ impl Codec {
                     ErrorCode::UnknownType,
                     format!("unknown frame type {kind:?}"),
                 ),
-                Some(_) if err.contains(ID_ERROR_MARKER) => {
+                // An identifier's own error starts with the marker; other errors may quote a
+                // value that contains it (`invalid type: string "invalid identifier"`).
+                Some(_) if err.starts_with(ID_ERROR_MARKER) => {
                     refuse(ErrorCode::InvalidIdentifier, format!("{kind}: {err}"))
                 }
                 Some(_) => refuse(ErrorCode::InvalidField, format!("{kind}: {err}")),
@@ -180,23 +208,12 @@ impl Codec {
     }
 }
 
-/// `rmp_serde::from_slice`, but refusing bytes after the value, as `serde_json` does: a
-/// WebSocket message carries exactly one frame.
-fn msgpack_from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, rmp_serde::decode::Error> {
-    use rmp_serde::decode::Error;
-    use serde::Deserialize as _;
-    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
-    let value = T::deserialize(&mut de)?;
-    // The deserializer does not expose what it left, so read one more value: only a clean end
-    // of input before its first byte means nothing followed.
-    match serde::de::IgnoredAny::deserialize(&mut de) {
-        Err(Error::InvalidMarkerRead(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            Ok(value)
-        }
-        _ => Err(Error::Syntax(
-            "trailing bytes after the MessagePack value".to_owned(),
-        )),
-    }
+/// Why bytes did not decode, as much as the classification needs.
+#[derive(Debug)]
+struct Unreadable {
+    message: String,
+    /// Nested deeper than the codec's limit.
+    too_deep: bool,
 }
 
 #[cfg(test)]
@@ -388,6 +405,111 @@ mod tests {
         );
         let e = refused(Codec::Json, br#"{"type":"ping","id":7} x"#);
         assert_eq!((e.code, e.id), (ErrorCode::MalformedFrame, None));
+    }
+
+    /// `{"type": "ping", "x": [[…]]}` with `levels` levels in all, in both codecs.
+    fn nested(levels: usize) -> [(Codec, Vec<u8>); 2] {
+        let arrays = levels - 1;
+        let json = format!(
+            r#"{{"type":"ping","x":{}{}}}"#,
+            "[".repeat(arrays),
+            "]".repeat(arrays)
+        );
+        let mut msgpack =
+            rmp_serde::to_vec_named(&serde_json::json!({"type": "ping", "x": 0})).unwrap();
+        msgpack.pop();
+        msgpack.extend(std::iter::repeat_n(0x91, arrays - 1));
+        msgpack.push(0x90);
+        [(Codec::Json, json.into_bytes()), (Codec::MsgPack, msgpack)]
+    }
+
+    #[test]
+    fn both_codecs_accept_the_same_nesting_and_refuse_deeper_frames_as_malformed() {
+        for (codec, bytes) in nested(msgpack::MAX_NESTING) {
+            assert_eq!(
+                codec.decode_client(&bytes),
+                Ok(ClientFrame::Ping { id: None }),
+                "{codec:?}"
+            );
+        }
+        // Regression: 1,000 levels of MessagePack overflowed a 2 MiB stack (rmp_serde's
+        // own limit is 1,024 and serde buffers the frame recursively). Run where a tokio
+        // worker would.
+        let deep = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(|| {
+                [msgpack::MAX_NESTING + 1, 1_000, 60_000].map(|levels| {
+                    nested(levels).map(|(codec, bytes)| (codec, codec.decode_client(&bytes)))
+                })
+            })
+            .unwrap()
+            .join()
+            .expect("no stack overflow");
+        for (codec, result) in deep.into_iter().flatten() {
+            let e = result.expect_err("too deep");
+            assert_eq!(
+                (e.code, e.id),
+                (ErrorCode::MalformedFrame, None),
+                "{codec:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn msgpack_integer_or_binary_keys_are_malformed_not_field_positions() {
+        // Regression: serde reads an integer key as the position of a field, so this was
+        // {"type": "room:create", "id": 8, "roomId": "arr-room"} and created the room.
+        let mut positional = vec![0x83, 0xa4];
+        positional.extend_from_slice(b"type");
+        positional.push(0xab);
+        positional.extend_from_slice(b"room:create");
+        positional.extend_from_slice(&[0x00, 0x08, 0x01, 0xa8]);
+        positional.extend_from_slice(b"arr-room");
+        let e = refused(Codec::MsgPack, &positional);
+        assert_eq!(
+            (e.code, e.id),
+            (ErrorCode::MalformedFrame, None),
+            "{}",
+            e.message
+        );
+        // A key spelled as binary rather than a string.
+        let mut binary_key = rmp_serde::to_vec_named(&ClientFrame::Ping { id: Some(7) }).unwrap();
+        let at = binary_key
+            .windows(3)
+            .position(|w| w == [0xa2, b'i', b'd'])
+            .unwrap();
+        binary_key.splice(at..at + 1, [0xc4, 0x02]);
+        let e = refused(Codec::MsgPack, &binary_key);
+        assert_eq!(
+            (e.code, e.id),
+            (ErrorCode::MalformedFrame, None),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn a_value_quoting_the_identifier_marker_is_an_invalid_field() {
+        // Regression: the classification looked for the marker anywhere in the message,
+        // and serde quotes the offending value in it.
+        let e = refused(
+            Codec::Json,
+            br#"{"type":"room:join","id":"invalid identifier","roomId":"general"}"#,
+        );
+        assert_eq!(
+            (e.code, e.id),
+            (ErrorCode::InvalidField, None),
+            "{}",
+            e.message
+        );
+        let e = refused(
+            Codec::MsgPack,
+            &rmp_serde::to_vec_named(&serde_json::json!(
+                {"type": "ping", "id": format!("{ID_ERROR_MARKER}: x")}
+            ))
+            .unwrap(),
+        );
+        assert_eq!(e.code, ErrorCode::InvalidField, "{}", e.message);
     }
 
     #[test]
