@@ -151,24 +151,21 @@ impl Codec {
             Ok(frame) => return Ok(frame),
             Err(e) => e,
         };
-        if err.too_deep {
-            // Nothing is read from a frame past the nesting limit, not even its id.
+        // Slow path, only for refused frames: find out what is wrong. Nothing is read from a
+        // frame that is not a document its codec accepts, not even its id; the decode above
+        // stopped at the first error, so look at the whole frame for that.
+        if let Some(why) = self.unreadable(bytes, &err) {
             return Err(DecodeError {
                 code: ErrorCode::MalformedFrame,
-                message: format!(
-                    "{} frame nested deeper than {} levels",
-                    self.name(),
-                    msgpack::MAX_NESTING
-                ),
+                message: format!("not a {} object: {why}", self.name()),
                 id: None,
             });
         }
         let err = err.message;
-        // Slow path, only for refused frames: find out what is wrong.
         #[derive(serde::Deserialize)]
         struct TypeProbe {
             #[serde(rename = "type")]
-            kind: Option<String>,
+            kind: Option<WireString>,
         }
         #[derive(serde::Deserialize)]
         struct IdProbe {
@@ -185,7 +182,9 @@ impl Codec {
                 ErrorCode::MalformedFrame,
                 "frame has no string field \"type\"".to_owned(),
             ),
-            Ok(TypeProbe { kind: Some(kind) }) => match ClientFrameKind::from_wire_name(&kind) {
+            Ok(TypeProbe {
+                kind: Some(WireString(kind)),
+            }) => match ClientFrameKind::from_wire_name(&kind) {
                 None => refuse(
                     ErrorCode::UnknownType,
                     format!("unknown frame type {kind:?}"),
@@ -200,11 +199,80 @@ impl Codec {
         }
     }
 
+    /// Why a refused frame is no document at all, when that is so: it nests deeper than the
+    /// limit somewhere, or (JSON) is not UTF-8, which `serde_json` checks only in the strings it
+    /// keeps.
+    fn unreadable(self, bytes: &[u8], err: &Unreadable) -> Option<String> {
+        let too_deep = err.too_deep
+            || match self {
+                Self::Json => json_nests_deeper_than(bytes, msgpack::MAX_NESTING),
+                Self::MsgPack => msgpack::nests_too_deep(bytes),
+            };
+        if too_deep {
+            return Some(format!(
+                "nested deeper than {} levels",
+                msgpack::MAX_NESTING
+            ));
+        }
+        match self {
+            Self::Json => std::str::from_utf8(bytes).err().map(|e| e.to_string()),
+            Self::MsgPack => None,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Self::Json => "JSON",
             Self::MsgPack => "MessagePack",
         }
+    }
+}
+
+/// Whether JSON text nests arrays and objects deeper than `limit`, counting brackets outside
+/// strings (exact for valid JSON, which is all that matters: anything else is refused anyway).
+fn json_nests_deeper_than(bytes: &[u8], limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// A string as its codec spells one: MessagePack binary does not pass for it.
+struct WireString(String);
+
+impl<'de> serde::Deserialize<'de> for WireString {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = WireString;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<WireString, E> {
+                Ok(WireString(s.to_owned()))
+            }
+        }
+        d.deserialize_str(Visitor)
     }
 }
 
@@ -456,6 +524,54 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_too_deep_anywhere_is_malformed_whatever_fails_first() {
+        // Regression (found by tests/fuzz.rs): the decode stops at the first error, here the
+        // `type` that is not a string, and JSON then read the id past the nesting limit.
+        let deep = nested_arrays(msgpack::MAX_NESTING, serde_json::json!(null));
+        let value = serde_json::json!({"id": 0, "roomId": "r0", "type": deep});
+        for (codec, bytes) in encodings(&value) {
+            let e = refused(codec, &bytes);
+            assert_eq!(
+                (e.code, e.id),
+                (ErrorCode::MalformedFrame, None),
+                "{codec:?}"
+            );
+        }
+        // One level less is a frame with a bad `type`, whose id is read.
+        let shallow = nested_arrays(msgpack::MAX_NESTING - 2, serde_json::json!(null));
+        let value = serde_json::json!({"id": 0, "roomId": "r0", "type": shallow});
+        for (codec, bytes) in encodings(&value) {
+            let e = refused(codec, &bytes);
+            assert_eq!(
+                (e.code, e.id),
+                (ErrorCode::MalformedFrame, Some(0)),
+                "{codec:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn json_that_is_not_utf8_is_malformed_and_no_id_is_read() {
+        // Regression (found by tests/fuzz.rs): serde_json checks UTF-8 only in the strings it
+        // keeps, so the id probe, which skips `type`, read an id from this.
+        let e = refused(
+            Codec::Json,
+            b"{\"id\":0,\"seq\":0,\"type\":\"\x80message:read\"}",
+        );
+        assert_eq!(
+            (e.code, e.id),
+            (ErrorCode::MalformedFrame, None),
+            "{}",
+            e.message
+        );
+    }
+
+    /// `levels` arrays, one inside the other, around `inner`.
+    fn nested_arrays(levels: usize, inner: serde_json::Value) -> serde_json::Value {
+        (0..levels).fold(inner, |v, _| serde_json::Value::Array(vec![v]))
+    }
+
+    #[test]
     fn msgpack_integer_or_binary_keys_are_malformed_not_field_positions() {
         // Regression: serde reads an integer key as the position of a field, so this was
         // {"type": "room:create", "id": 8, "roomId": "arr-room"} and created the room.
@@ -483,6 +599,40 @@ mod tests {
         assert_eq!(
             (e.code, e.id),
             (ErrorCode::MalformedFrame, None),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn msgpack_type_must_be_a_string_not_a_frame_position_or_binary() {
+        // Regression (found by tests/fuzz.rs): serde read an integer `type` as the position of
+        // a frame type, so {"id": 0, "type": 1} was a ping.
+        for kind in [
+            serde_json::json!(1),
+            serde_json::json!(2),
+            serde_json::json!(0),
+        ] {
+            let value = serde_json::json!({"id": 0, "type": kind, "roomId": "r0"});
+            for (codec, bytes) in encodings(&value) {
+                let e = refused(codec, &bytes);
+                assert_eq!(
+                    (e.code, e.id),
+                    (ErrorCode::MalformedFrame, Some(0)),
+                    "{codec:?}"
+                );
+            }
+        }
+        let mut binary_type = rmp_serde::to_vec_named(&ClientFrame::Ping { id: Some(3) }).unwrap();
+        let at = binary_type
+            .windows(5)
+            .position(|w| w == b"\xa4ping")
+            .unwrap();
+        binary_type.splice(at..at + 1, [0xc4, 0x04]);
+        let e = refused(Codec::MsgPack, &binary_type);
+        assert_eq!(
+            (e.code, e.id),
+            (ErrorCode::MalformedFrame, Some(3)),
             "{}",
             e.message
         );

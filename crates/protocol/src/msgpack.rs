@@ -6,7 +6,8 @@
 //!   recursively, which overflows a 2 MiB thread stack in a debug build well before that;
 //! - it passes integer map keys on as field positions, so `{"type": "room:create", 0: 8,
 //!   1: "x"}` decodes as `{"type": "room:create", "id": 8, "roomId": "x"}`: the positional
-//!   frame again, spelled as a map.
+//!   frame again, spelled as a map; and an integer `type` as the position of a frame type, so
+//!   `{"type": 1}` was a `ping`.
 //!
 //! [`from_slice`] refuses all three, without allocating and without a second pass.
 
@@ -39,6 +40,16 @@ pub(crate) fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> 
             "bytes after the end of the MessagePack frame".to_owned(),
         )),
     }
+}
+
+/// Whether `bytes` nest deeper than [`MAX_NESTING`] before anything else is wrong with them.
+pub(crate) fn nests_too_deep(bytes: &[u8]) -> bool {
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    de.set_max_depth(MAX_NESTING + 1);
+    matches!(
+        de::IgnoredAny::deserialize(&mut de),
+        Err(Error::DepthLimitExceeded)
+    )
 }
 
 /// Whether decoding failed on the nesting limit.
@@ -105,7 +116,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for StringKeyMap<A> {
     }
 
     fn next_value_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<S::Value, A::Error> {
-        self.0.next_value_seed(seed)
+        self.0.next_value_seed(StringIdentifierSeed(seed))
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -120,6 +131,55 @@ impl<'de, K: DeserializeSeed<'de>> DeserializeSeed<'de> for StringKeySeed<K> {
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<K::Value, D::Error> {
         self.0.deserialize(StringKey(deserializer))
+    }
+}
+
+struct StringIdentifierSeed<S>(S);
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for StringIdentifierSeed<S> {
+    type Value = S::Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<S::Value, D::Error> {
+        self.0.deserialize(StringIdentifier(deserializer))
+    }
+}
+
+/// A value of the frame's map, as it is: only when it is asked for as an identifier (the
+/// frame's `type`, read straight from the input as the name of a variant) must it be a string,
+/// not the variant's position.
+struct StringIdentifier<D>(D);
+
+macro_rules! forward {
+    ($($method:ident($($arg:ident: $ty:ty),*);)*) => {$(
+        fn $method<V: Visitor<'de>>(self, $($arg: $ty,)* visitor: V) -> Result<V::Value, D::Error> {
+            self.0.$method($($arg,)* visitor)
+        }
+    )*};
+}
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for StringIdentifier<D> {
+    type Error = D::Error;
+
+    fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        self.0.deserialize_any(StrOnly(visitor))
+    }
+
+    fn is_human_readable(&self) -> bool {
+        self.0.is_human_readable()
+    }
+
+    forward! {
+        deserialize_any(); deserialize_bool(); deserialize_i8(); deserialize_i16();
+        deserialize_i32(); deserialize_i64(); deserialize_i128(); deserialize_u8();
+        deserialize_u16(); deserialize_u32(); deserialize_u64(); deserialize_u128();
+        deserialize_f32(); deserialize_f64(); deserialize_char(); deserialize_str();
+        deserialize_string(); deserialize_bytes(); deserialize_byte_buf(); deserialize_option();
+        deserialize_unit(); deserialize_unit_struct(name: &'static str);
+        deserialize_newtype_struct(name: &'static str); deserialize_seq();
+        deserialize_tuple(len: usize); deserialize_tuple_struct(name: &'static str, len: usize);
+        deserialize_map(); deserialize_struct(name: &'static str, fields: &'static [&'static str]);
+        deserialize_enum(name: &'static str, variants: &'static [&'static str]);
+        deserialize_ignored_any();
     }
 }
 
@@ -144,14 +204,14 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for StringKey<D> {
     }
 }
 
-/// Passes strings on; every other kind of key is refused by the default `visit_*` methods.
+/// Passes strings on; anything else is refused by the default `visit_*` methods.
 struct StrOnly<V>(V);
 
 impl<'de, V: Visitor<'de>> Visitor<'de> for StrOnly<V> {
     type Value = V::Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string map key")
+        f.write_str("a string")
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<V::Value, E> {
