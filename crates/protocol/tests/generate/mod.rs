@@ -255,7 +255,9 @@ impl Doc {
 /// share of requests; and the full identifier alphabet.
 fn plain_id() -> BoxedStrategy<String> {
     prop_oneof![
-        3 => prop::sample::select(vec!["r0", "r1", "r2", "fuzz", "u0", "u1", "fuzzer"])
+        3 => prop::sample::select(vec![
+            "r0", "r1", "r2", "fuzz", "u0", "u1", "fuzzer-json", "fuzzer-msgpack",
+        ])
             .prop_map(str::to_owned),
         1 => "[A-Za-z0-9_.@-]{1,64}",
     ]
