@@ -9,6 +9,13 @@
 //! `maxFrameBytes` must close the connection with 1009, and a new connection must then work.
 //! Nothing else may close it, and the gateway must log no panic.
 //!
+//! A second property sends generated first frames on connections without a token: only an
+//! `auth` with a good token opens a session; anything else closes with 4001.
+//!
+//! Known and left out (session code, reported for its refactor): a text frame that is not UTF-8
+//! (JSON text here is always UTF-8), and an oversized first frame before `auth`, both end the
+//! connection with a close frame without a code (1005) instead of a documented one.
+//!
 //! Generators and the decoder oracle: `crates/protocol/tests/generate/`. The decoder is
 //! fuzzed on its own in `crates/protocol/tests/fuzz.rs`; this checks the gateway answers as it
 //! says. Cases: 3,000 by default (about 30 s in a debug build); `SWITCHBOARD_FUZZ_CASES` for
@@ -365,7 +372,7 @@ fn a_live_session_answers_every_fuzzed_frame_as_documented_and_stays_usable() {
     });
     let failures = std::cell::Cell::new(0u32);
     let result = runner.run(&case(), |case| {
-        let outcome = rt.block_on(async { live.borrow_mut().run(&case).await });
+        let outcome = rt.block_on(live.borrow_mut().run(&case));
         if let Err(e) = &outcome {
             // The first failure as it happened; shrinking replays cases on a live gateway, whose
             // state the first failure may have changed.
@@ -394,6 +401,113 @@ fn a_live_session_answers_every_fuzzed_frame_as_documented_and_stays_usable() {
         "the gateway panicked:\n{}",
         tail(&logs)
     );
+}
+
+/// What a connection without an `Authorization` header sends first.
+#[derive(Debug, Clone)]
+enum First {
+    /// `auth` with a good token, or with this bad one.
+    Auth(Option<String>),
+    /// Anything: a mutated frame, damaged bytes, the other codec's opcode.
+    Other(Case),
+}
+
+fn first_frame() -> impl Strategy<Value = (Codec, First)> {
+    // Not `Payload::Sized`: an oversized first frame closes the connection without a close
+    // code (1005), where docs/protocol.md says 1009. Reported for the session refactor
+    // (session/handshake.rs); add it here once that is fixed.
+    let other = case().prop_filter("oversized first frames: see above", |c| {
+        !matches!(c.payload, Payload::Sized(_))
+    });
+    prop_oneof![
+        1 => (codec(), prop::option::of(nasty_string()))
+            .prop_map(|(codec, bad)| (codec, First::Auth(bad))),
+        3 => other.prop_map(|case| (case.codec, First::Other(case))),
+    ]
+}
+
+#[test]
+fn a_first_frame_other_than_a_good_auth_closes_with_4001_and_nothing_else() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let gw = rt.block_on(gateway_with(&[(
+        "SWITCHBOARD_MAX_FRAME_BYTES",
+        &MAX_FRAME_BYTES.to_string(),
+    )]));
+    let good = token("fuzzer-first");
+    let mut runner = TestRunner::new(Config {
+        cases: cases(1_000),
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        source_file: Some(file!()),
+        max_shrink_iters: 500,
+        ..Config::default()
+    });
+    let result = runner.run(&first_frame(), |(codec, first)| {
+        rt.block_on(async {
+            let opts = ConnectOptions::default().with_codec(codec);
+            let mut client = WsClient::connect(&gw.ws_url(), opts)
+                .await
+                .map_err(|e| TestCaseError::fail(format!("connect: {e}")))?;
+            let (wire, ready) = match &first {
+                First::Auth(bad) => {
+                    let token = bad.clone().unwrap_or_else(|| good.clone());
+                    let frame = ClientFrame::Auth { token };
+                    let bytes = codec.encode(&frame).unwrap();
+                    let wire = if codec.is_binary() {
+                        Wire::Binary(bytes)
+                    } else {
+                        Wire::Text(String::from_utf8(bytes).unwrap())
+                    };
+                    (wire, bad.is_none())
+                }
+                First::Other(case) => {
+                    let wire = Wire::of(case);
+                    // Only bytes that decode as an `auth` with the good token can open a
+                    // session; a fuzzed token never is one.
+                    let bytes = match (&wire, codec.is_binary()) {
+                        (Wire::Binary(b), true) => Some(b.as_slice()),
+                        (Wire::Text(t), false) => Some(t.as_bytes()),
+                        _ => None,
+                    };
+                    let ready = bytes.is_some_and(|b| {
+                        matches!(codec.decode_client(b), Ok(ClientFrame::Auth { token }) if token == good)
+                    });
+                    (wire, ready)
+                }
+            };
+            match wire {
+                Wire::Text(text) => client.send_raw_text(&text).await,
+                Wire::Binary(bytes) => client.send_raw_binary(bytes).await,
+            }
+            .map_err(|e| TestCaseError::fail(format!("send: {e:#}")))?;
+            if ready {
+                let frame = client.recv().await;
+                prop_assert!(
+                    matches!(frame, Ok(ServerFrame::SessionReady { .. })),
+                    "{:?}",
+                    frame
+                );
+                client.close().await.unwrap();
+            } else {
+                let closed = client.expect_close().await;
+                prop_assert_eq!(
+                    closed.as_ref().ok(),
+                    Some(&(4001, "authentication failed".to_owned())),
+                    "{:?}",
+                    closed
+                );
+            }
+            Ok(())
+        })
+    });
+    if let Err(e) = result {
+        panic!("{e}\ngateway log tail:\n{}", tail(&gw.logs()));
+    }
+    assert!(!gw.logs().contains("panicked"), "{}", tail(&gw.logs()));
 }
 
 fn tail(logs: &str) -> String {

@@ -636,6 +636,18 @@ mod tests {
             "{}",
             e.message
         );
+        // An extension (fixext 1) is valid MessagePack but no string either; the id is read.
+        let mut ext_type =
+            rmp_serde::to_vec_named(&serde_json::json!({"id": 0, "type": 0})).unwrap();
+        ext_type.pop();
+        ext_type.extend_from_slice(&[0xd4, 0x00, 0x00]);
+        let e = refused(Codec::MsgPack, &ext_type);
+        assert_eq!(
+            (e.code, e.id),
+            (ErrorCode::MalformedFrame, Some(0)),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

@@ -85,7 +85,7 @@ impl Serialize for Doc {
     }
 }
 
-/// Reads any document, leniently: every key type, binary, duplicates kept in order.
+/// Reads any document, leniently: every key type, binary, extensions, duplicates kept in order.
 impl<'de> Deserialize<'de> for Doc {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -117,6 +117,10 @@ impl<'de> Deserialize<'de> for Doc {
             }
             fn visit_bytes<E>(self, b: &[u8]) -> Result<Doc, E> {
                 Ok(Doc::Bin(b.to_vec()))
+            }
+            /// A MessagePack extension, as `rmp_serde` passes it on.
+            fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Doc, D::Error> {
+                Doc::deserialize(d)
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Doc, A::Error> {
                 let mut items = Vec::new();
