@@ -508,6 +508,59 @@ async fn bad_frames_get_precise_errors_and_the_connection_keeps_working() {
 }
 
 #[tokio::test]
+async fn positional_array_frames_are_malformed_in_both_codecs_and_do_nothing() {
+    let gw = gateway().await;
+    let mut json = connect(&gw, "alice").await;
+    let (mut packed, _) = WsClient::connect_session(
+        &gw.ws_url(),
+        ConnectOptions::bearer(token("bob")).with_codec(Codec::MsgPack),
+    )
+    .await
+    .unwrap();
+    // Serde would read each of these positionally as a ping with id 7 or a room:create.
+    let not_objects = [
+        serde_json::json!(["ping", 7]),
+        serde_json::json!(["room:create", 8, "arr-room"]),
+        serde_json::json!([["room:create", 9, "arr-room"]]),
+        serde_json::json!([{"type": "ping", "id": 7}]),
+        serde_json::json!("ping"),
+        serde_json::json!(null),
+    ];
+    for value in &not_objects {
+        for client in [&mut json, &mut packed] {
+            let bytes = client.codec().encode(value).unwrap();
+            if client.codec().is_binary() {
+                client.send_raw_binary(bytes).await.unwrap();
+            } else {
+                client
+                    .send_raw_text(&String::from_utf8(bytes).unwrap())
+                    .await
+                    .unwrap();
+            }
+            let reply = client.recv().await.unwrap();
+            assert!(
+                matches!(reply, ServerFrame::Error { code, .. } if code.as_str() == "MALFORMED_FRAME"),
+                "{:?} {value}: {reply:?}",
+                client.codec()
+            );
+        }
+    }
+    // No pong, no ack: exactly one error per frame.
+    assert_quiet(&mut json).await;
+    assert_quiet(&mut packed).await;
+    let join = ClientFrame::RoomJoin {
+        id: 10,
+        room_id: room("arr-room"),
+        password: None,
+        since_seq: None,
+    };
+    assert_eq!(refused_code(&mut packed, &join).await, "ROOM_NOT_FOUND");
+    json.create_room("arr-room")
+        .await
+        .expect("the array did not create the room");
+}
+
+#[tokio::test]
 async fn msgpack_and_json_clients_talk_to_each_other() {
     let gw = gateway().await;
     let mut json = connect(&gw, "alice").await;

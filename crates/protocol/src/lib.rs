@@ -13,6 +13,7 @@ mod codec;
 mod codes;
 mod frames;
 mod ids;
+mod msgpack;
 
 pub use codec::{Codec, DecodeError, EncodeError, UnsupportedSubprotocol};
 pub use codes::{CloseCode, ErrorCode};
