@@ -6,15 +6,13 @@
 //! `pong` must be exactly the documented answer: the decoder's refusal (same code, the request
 //! id when there was one) for a refused frame, one `ack`/`pong` for an accepted request, at most
 //! one `error` for an accepted frame without an id, never `INTERNAL`. A frame over
-//! `maxFrameBytes` must close the connection with 1009, and a new connection must then work.
-//! Nothing else may close it, and the gateway must log no panic.
+//! `maxFrameBytes` must close the connection with 1009, a text frame that is not UTF-8 with 1007,
+//! and a new connection must then work. Nothing else may close it, and the gateway must log no
+//! panic.
 //!
 //! A second property sends generated first frames on connections without a token: only an
-//! `auth` with a good token opens a session; anything else closes with 4001.
-//!
-//! Known and left out (session code, reported for its refactor): a text frame that is not UTF-8
-//! (JSON text here is always UTF-8), and an oversized first frame before `auth`, both end the
-//! connection with a close frame without a code (1005) instead of a documented one.
+//! `auth` with a good token opens a session; an oversized frame closes with 1009, a text frame
+//! that is not UTF-8 with 1007, anything else with 4001.
 //!
 //! Generators and the decoder oracle: `crates/protocol/tests/generate/`. The decoder is
 //! fuzzed on its own in `crates/protocol/tests/fuzz.rs`; this checks the gateway answers as it
@@ -37,6 +35,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestError, TestRunner};
 use switchboard_protocol::{ClientFrame, Codec, ErrorCode, ServerFrame};
 use switchboard_testkit::{ConnectOptions, Gateway, WsClient};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 /// Small enough that oversized frames are cheap to make.
 const MAX_FRAME_BYTES: usize = 8_192;
@@ -52,6 +53,8 @@ enum Payload {
     WrongOpcode(ClientFrame),
     /// A `ping` padded to this many bytes: closed with 1009 above `maxFrameBytes`.
     Sized(usize),
+    /// A text frame whose payload is not UTF-8: closed with 1007.
+    NotUtf8(Vec<u8>),
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +76,11 @@ fn case() -> impl Strategy<Value = Case> {
                 MAX_FRAME_BYTES..4 * MAX_FRAME_BYTES,
             ]
             .prop_map(Payload::Sized),
+            1 => prop::collection::vec(any::<u8>(), 0..64).prop_map(|mut bytes| {
+                // 0xff is never part of UTF-8.
+                bytes.push(0xff);
+                Payload::NotUtf8(bytes)
+            }),
         ];
         (Just(codec), payload).prop_map(|(codec, payload)| Case { codec, payload })
     })
@@ -83,6 +91,8 @@ fn case() -> impl Strategy<Value = Case> {
 enum Wire {
     Text(String),
     Binary(Vec<u8>),
+    /// A text frame, as bytes that are not UTF-8.
+    BadText(Vec<u8>),
 }
 
 impl Wire {
@@ -91,6 +101,7 @@ impl Wire {
         let bytes = match &case.payload {
             Payload::Doc(doc) => doc.encode(codec),
             Payload::Bytes(bytes) => bytes.clone(),
+            Payload::NotUtf8(bytes) => return Self::BadText(bytes.clone()),
             Payload::WrongOpcode(frame) => {
                 let other = if codec.is_binary() {
                     Codec::Json
@@ -125,7 +136,29 @@ impl Wire {
     fn bytes(&self) -> &[u8] {
         match self {
             Self::Text(text) => text.as_bytes(),
-            Self::Binary(bytes) => bytes,
+            Self::Binary(bytes) | Self::BadText(bytes) => bytes,
+        }
+    }
+
+    async fn send(self, client: &mut WsClient) -> anyhow::Result<()> {
+        match self {
+            Self::Text(text) => client.send_raw_text(&text).await,
+            Self::Binary(bytes) => client.send_raw_binary(bytes).await,
+            Self::BadText(bytes) => {
+                let frame = Frame::message(bytes, OpCode::Data(Data::Text), true);
+                client.send_message(Message::Frame(frame)).await
+            }
+        }
+    }
+
+    /// The close a frame sent first or in a session gets regardless of its content.
+    fn closes_with(&self) -> Option<(u16, &'static str)> {
+        if self.len() > MAX_FRAME_BYTES {
+            Some((1009, "frame too big"))
+        } else if matches!(self, Self::BadText(_)) {
+            Some((1007, "invalid utf-8"))
+        } else {
+            None
         }
     }
 
@@ -145,13 +178,13 @@ enum Owed {
     Pong(Option<u64>),
     /// Nothing, or one `error` frame with a domain error.
     AtMostAnError,
-    /// Close 1009.
-    TooBig,
+    /// The connection closes with this code (1009, 1007).
+    Close(u16),
 }
 
 fn owed(codec: Codec, wire: &Wire) -> Owed {
-    if wire.len() > MAX_FRAME_BYTES {
-        return Owed::TooBig;
+    if let Some((code, _)) = wire.closes_with() {
+        return Owed::Close(code);
     }
     let bytes = match (codec.is_binary(), wire) {
         (true, Wire::Binary(bytes)) => bytes.as_slice(),
@@ -237,15 +270,13 @@ impl Live {
                 "the connection was closed ({code}) after the pong of an earlier case"
             )));
         }
-        match wire {
-            Wire::Text(text) => client.send_raw_text(&text).await,
-            Wire::Binary(bytes) => client.send_raw_binary(bytes).await,
-        }
-        .map_err(|e| TestCaseError::fail(format!("send: {e:#}")))?;
+        wire.send(client)
+            .await
+            .map_err(|e| TestCaseError::fail(format!("send: {e:#}")))?;
         // After a frame that closes the connection, a probe could only meet a reset and lose
         // the close frame: read the close instead.
         let sent = match owed {
-            Owed::TooBig => Err("the frame is too big".to_owned()),
+            Owed::Close(_) => Err("the frame closes the connection".to_owned()),
             _ => client
                 .send(&ClientFrame::Ping { id: Some(probe) })
                 .await
@@ -270,10 +301,10 @@ impl Live {
             (_, Some(code)) => {
                 self.clients.remove(codec_name(case.codec));
                 prop_assert!(
-                    matches!(owed, Owed::TooBig) && code == 1009,
+                    matches!(owed, Owed::Close(owed) if owed == code),
                     "the connection was closed with {code}; owed {owed:?}"
                 );
-                self.count("closed 1009");
+                self.count(format!("closed {code}"));
                 // A new connection works.
                 let client = self.client(case.codec).await;
                 let pong = client.request(&ClientFrame::Ping { id: Some(probe) }).await;
@@ -413,12 +444,7 @@ enum First {
 }
 
 fn first_frame() -> impl Strategy<Value = (Codec, First)> {
-    // Not `Payload::Sized`: an oversized first frame closes the connection without a close
-    // code (1005), where docs/protocol.md says 1009. Reported for the session refactor
-    // (session/handshake.rs); add it here once that is fixed.
-    let other = case().prop_filter("oversized first frames: see above", |c| {
-        !matches!(c.payload, Payload::Sized(_))
-    });
+    let other = case();
     prop_oneof![
         1 => (codec(), prop::option::of(nasty_string()))
             .prop_map(|(codec, bad)| (codec, First::Auth(bad))),
@@ -427,7 +453,7 @@ fn first_frame() -> impl Strategy<Value = (Codec, First)> {
 }
 
 #[test]
-fn a_first_frame_other_than_a_good_auth_closes_with_4001_and_nothing_else() {
+fn a_first_frame_other_than_a_good_auth_closes_with_its_documented_code() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -452,7 +478,7 @@ fn a_first_frame_other_than_a_good_auth_closes_with_4001_and_nothing_else() {
             let mut client = WsClient::connect(&gw.ws_url(), opts)
                 .await
                 .map_err(|e| TestCaseError::fail(format!("connect: {e}")))?;
-            let (wire, ready) = match &first {
+            let (wire, ready, close) = match &first {
                 First::Auth(bad) => {
                     let token = bad.clone().unwrap_or_else(|| good.clone());
                     let frame = ClientFrame::Auth { token };
@@ -462,7 +488,7 @@ fn a_first_frame_other_than_a_good_auth_closes_with_4001_and_nothing_else() {
                     } else {
                         Wire::Text(String::from_utf8(bytes).unwrap())
                     };
-                    (wire, bad.is_none())
+                    (wire, bad.is_none(), (4001, "authentication failed"))
                 }
                 First::Other(case) => {
                     let wire = Wire::of(case);
@@ -476,14 +502,13 @@ fn a_first_frame_other_than_a_good_auth_closes_with_4001_and_nothing_else() {
                     let ready = bytes.is_some_and(|b| {
                         matches!(codec.decode_client(b), Ok(ClientFrame::Auth { token }) if token == good)
                     });
-                    (wire, ready)
+                    let close = wire.closes_with().unwrap_or((4001, "authentication failed"));
+                    (wire, ready, close)
                 }
             };
-            match wire {
-                Wire::Text(text) => client.send_raw_text(&text).await,
-                Wire::Binary(bytes) => client.send_raw_binary(bytes).await,
-            }
-            .map_err(|e| TestCaseError::fail(format!("send: {e:#}")))?;
+            wire.send(&mut client)
+                .await
+                .map_err(|e| TestCaseError::fail(format!("send: {e:#}")))?;
             if ready {
                 let frame = client.recv().await;
                 prop_assert!(
@@ -496,7 +521,7 @@ fn a_first_frame_other_than_a_good_auth_closes_with_4001_and_nothing_else() {
                 let closed = client.expect_close().await;
                 prop_assert_eq!(
                     closed.as_ref().ok(),
-                    Some(&(4001, "authentication failed".to_owned())),
+                    Some(&(close.0, close.1.to_owned())),
                     "{:?}",
                     closed
                 );

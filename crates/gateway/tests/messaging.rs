@@ -387,6 +387,13 @@ async fn direct_messages_reach_every_device_of_both_users() {
         since_seq: None,
     };
     assert_eq!(refused_code(&mut eve, &join).await, "FORBIDDEN");
+    // Its members are fixed: it cannot be left, and stays writable for both.
+    let leave = ClientFrame::RoomLeave {
+        id: 4,
+        room_id: room("dm:alice:bob"),
+    };
+    assert_eq!(refused_code(&mut bob_phone, &leave).await, "FORBIDDEN");
+    assert_eq!(send(&mut bob_phone, "dm:alice:bob", "still here").await, 3);
 }
 
 #[tokio::test]

@@ -259,6 +259,13 @@ impl<C: Connection> Session<C> {
     }
 
     pub(super) async fn leave_room(&mut self, room_id: RoomId) -> Outcome {
+        if room_id.is_direct() {
+            // Its two members are fixed: left, it could be neither joined again nor written to.
+            return Err(SessionError::refused(
+                ErrorCode::Forbidden,
+                "a direct-message room cannot be left; hide it in the client instead",
+            ));
+        }
         let app = Arc::clone(&self.app);
         if !app.store.remove_member(&room_id, &self.user.id).await? {
             return Err(SessionError::refused(
