@@ -143,18 +143,18 @@ pub struct Chain<'a>(pub &'a dyn Error);
 
 impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut said = self.0.to_string();
-        f.write_str(&said)?;
+        // Many errors repeat their source in their own message: say each text once.
+        let mut text = self.0.to_string();
         let mut source = self.0.source();
         while let Some(cause) = source {
-            let text = cause.to_string();
-            if !said.contains(&text) {
-                write!(f, ": {text}")?;
-                said = text;
+            let cause_text = cause.to_string();
+            if !text.contains(&cause_text) {
+                text.push_str(": ");
+                text.push_str(&cause_text);
             }
             source = cause.source();
         }
-        Ok(())
+        f.write_str(&text)
     }
 }
 

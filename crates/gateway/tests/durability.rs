@@ -375,9 +375,9 @@ async fn send_keyed(
 /// PostgreSQL frozen (SIGSTOP, every process) for longer than the store timeout, three times,
 /// under traffic from three connections. A send answered `STORE_UNAVAILABLE` stored nothing:
 /// its retry is new. A send answered `OUTCOME_UNKNOWN` may have been stored: its retry settles
-/// it, and until then it may reach the sending connection as `message:new`, which no other
-/// message of its own does. Every seq reaches the other member once, in order, and every
-/// acknowledged message is stored once.
+/// it. A message of its own that reaches the sending connection as `message:new` (a gap filled
+/// from the store) is the acknowledged one: same seq. Every seq reaches the other member once,
+/// in order, and every acknowledged message is stored once.
 #[tokio::test]
 async fn a_frozen_database_answers_what_a_retry_can_settle() {
     let pg = postgres().await;
@@ -452,14 +452,10 @@ async fn a_frozen_database_answers_what_a_retry_can_settle() {
     for sender in senders {
         let (client, seen) = sender.await.unwrap();
         for (key, seq) in &seen.echoed {
-            assert!(
-                seen.unknown.contains(key),
-                "the sending connection got its own {key} (seq {seq}), not answered OUTCOME_UNKNOWN"
-            );
             assert_eq!(
                 seen.acked.get(key),
                 Some(seq),
-                "{key} echoed with another seq"
+                "{key} came back to its sender with another seq than its ack's"
             );
         }
         unknown += seen.unknown.len();

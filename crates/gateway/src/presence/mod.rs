@@ -33,8 +33,9 @@ pub struct Departed {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PresenceError {
-    #[error("presence unavailable: {0}")]
-    Unavailable(String),
+    /// The backend did not answer; the cause is kept for the log.
+    #[error("presence unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 #[async_trait]

@@ -259,8 +259,8 @@ fn parse_status(s: &str) -> PresenceStatus {
     }
 }
 
-fn unavailable(error: impl std::fmt::Display) -> PresenceError {
-    PresenceError::Unavailable(error.to_string())
+fn unavailable(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> PresenceError {
+    PresenceError::Unavailable(error.into())
 }
 
 /// A connection id as stored, read back through its own serde shape.
@@ -312,7 +312,7 @@ impl RedisPresence {
         let client = crate::broker::redis::client(url, 16).map_err(unavailable)?;
         if let Err(error) = crate::broker::redis::init(&client).await {
             let _ = client.quit().await;
-            return Err(PresenceError::Unavailable(error));
+            return Err(unavailable(error));
         }
         let presence = Self {
             client,

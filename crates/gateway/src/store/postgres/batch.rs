@@ -42,8 +42,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_postgres::types::ToSql;
 
-use super::error::{TimedOut, cause_chain, is_race, timed_out};
+use super::error::{TimedOut, is_race, timed_out};
 use super::rows::{self, message_columns, to_i64, to_u64};
+use crate::error::Chain;
 use crate::store::{Appended, NewMessage, StoreError};
 
 /// Times a batch's transaction is tried when it lost a race to another writer or met a stored
@@ -133,8 +134,7 @@ impl Committer {
             match tokio::time::timeout_at(deadline, run).await {
                 Ok(Ok(outcomes)) => break Ok(outcomes),
                 Ok(Err(error)) if attempt < MAX_ATTEMPTS && error.is_race() => {
-                    let error = cause_chain(&error);
-                    tracing::debug!(%error, attempt, "group commit lost a race; retrying");
+                    tracing::debug!(error = %Chain(&error), attempt, "group commit lost a race; retrying");
                     look_up = true;
                 }
                 Ok(Err(CommitError::KeyStored)) if attempt < MAX_ATTEMPTS => {
@@ -163,7 +163,7 @@ impl Committer {
                 }
             }
             Err(error) => {
-                tracing::debug!(error = %crate::error::Chain(&error), messages = batch.len(), "group commit failed");
+                tracing::debug!(error = %Chain(&error), messages = batch.len(), "group commit failed");
                 for pending in batch {
                     let _ = pending.reply.send(Err(error.clone()));
                 }

@@ -1,8 +1,9 @@
 //! How PostgreSQL and pool failures become [`StoreError`]s.
 //!
 //! Everything the database cannot do right now (unreachable, restarting, timed out, a statement
-//! refused) is [`StoreError::Unavailable`] with its cause chain; the session maps that to
-//! `STORE_UNAVAILABLE` and logs the cause once. The few outcomes that are answers rather than
+//! refused) is [`StoreError::Unavailable`] with its cause; the session maps that to
+//! `STORE_UNAVAILABLE` and logs the cause once. A commit that got no answer is
+//! [`StoreError::OutcomeUnknown`] (see `batch.rs`). The few outcomes that are answers rather than
 //! failures (a room id taken, a room missing) are recognised by SQLSTATE where they are queried.
 
 use std::error::Error;
@@ -12,21 +13,6 @@ use std::time::Duration;
 use tokio_postgres::error::SqlState;
 
 use crate::store::StoreError;
-
-/// The error and its causes, `outer: inner: innermost`, each said once.
-pub(super) fn cause_chain(error: &dyn Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
 
 /// Any database or pool failure: the store is unavailable, with the cause for the log.
 pub(super) fn unavailable<E: Error + Send + Sync + 'static>(error: E) -> StoreError {
@@ -57,18 +43,18 @@ pub(super) fn is_race(error: &tokio_postgres::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Chain;
 
     #[derive(Debug, thiserror::Error)]
     #[error("outer")]
     struct Outer(#[source] std::io::Error);
 
     #[test]
-    fn the_cause_chain_names_each_cause_once() {
+    fn a_failure_keeps_its_cause() {
         let error = Outer(std::io::Error::other("connection refused"));
-        assert_eq!(cause_chain(&error), "outer: connection refused");
         let StoreError::Unavailable(cause) = unavailable(error) else {
             panic!("unavailable")
         };
-        assert_eq!(cause_chain(&*cause), "outer: connection refused");
+        assert_eq!(Chain(&*cause).to_string(), "outer: connection refused");
     }
 }
