@@ -393,6 +393,7 @@ fn a_live_session_answers_every_fuzzed_frame_as_documented_and_stays_usable() {
     });
     let mut runner = TestRunner::new(Config {
         cases: cases(3_000),
+        rng_seed: seed(),
         failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
             "proptest-regressions",
         ))),
@@ -465,6 +466,7 @@ fn a_first_frame_other_than_a_good_auth_closes_with_its_documented_code() {
     let good = token("fuzzer-first");
     let mut runner = TestRunner::new(Config {
         cases: cases(1_000),
+        rng_seed: seed(),
         failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
             "proptest-regressions",
         ))),

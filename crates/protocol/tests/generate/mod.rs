@@ -41,6 +41,22 @@ pub fn cases(default: u32) -> u32 {
     }
 }
 
+/// Where the cases come from: a fixed seed by default, so the normal test run is the same run
+/// every time (a failure it finds is a change's, not luck's); `SWITCHBOARD_FUZZ_SEED` gives
+/// another number, or `random` for new cases on every run.
+pub fn seed() -> proptest::test_runner::RngSeed {
+    use proptest::test_runner::RngSeed;
+    match std::env::var("SWITCHBOARD_FUZZ_SEED") {
+        Ok(v) if v == "random" => RngSeed::Random,
+        Ok(v) => {
+            RngSeed::Fixed(v.parse().unwrap_or_else(|_| {
+                panic!("SWITCHBOARD_FUZZ_SEED={v:?} is not a number or random")
+            }))
+        }
+        Err(_) => RngSeed::Fixed(0x5317_c4b0_a2d0),
+    }
+}
+
 /// A document as a codec carries it. Maps keep their entries in order, duplicates included.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Doc {
