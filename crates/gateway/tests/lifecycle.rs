@@ -185,7 +185,8 @@ async fn a_bad_configuration_is_refused_with_every_problem_listed() {
         out.stderr
     );
     assert!(
-        out.stderr.contains("SWITCHBOARD_LISTEN_BACKLOG must be >= 1"),
+        out.stderr
+            .contains("SWITCHBOARD_LISTEN_BACKLOG must be >= 1"),
         "{}",
         out.stderr
     );
@@ -199,7 +200,10 @@ async fn listen_queue(port: u16) -> u32 {
         .await
         .expect("ss (iproute2) runs");
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().next().unwrap_or_else(|| panic!("no listener on {port}"));
+    let line = text
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("no listener on {port}"));
     line.split_whitespace()
         .nth(2)
         .and_then(|q| q.parse().ok())
