@@ -187,6 +187,12 @@ impl Target {
         user: &str,
         config: WebSocketConfig,
     ) -> anyhow::Result<Ws> {
+        let stream = self.connect(endpoint, index).await?;
+        self.upgrade(endpoint, stream, user, config).await
+    }
+
+    /// The TCP connection of connection number `index`, from its source address.
+    pub async fn connect(&self, endpoint: &Endpoint, index: usize) -> anyhow::Result<TcpStream> {
         let socket = TcpSocket::new_v4()?;
         if self.source_ips > 1 {
             let last = 1 + (index % usize::from(self.source_ips)) as u8;
@@ -200,6 +206,17 @@ impl Target {
             .await
             .with_context(|| format!("connecting to {}", endpoint.addr))?;
         stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+
+    /// The WebSocket upgrade on a connected `stream`, as user `user`, up to a ready session.
+    pub async fn upgrade(
+        &self,
+        endpoint: &Endpoint,
+        stream: TcpStream,
+        user: &str,
+        config: WebSocketConfig,
+    ) -> anyhow::Result<Ws> {
         let mut request = endpoint.url.as_str().into_client_request()?;
         let token = self.mint.token(user)?;
         if self.dialect == Dialect::Switchboard {
