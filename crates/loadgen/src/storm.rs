@@ -530,6 +530,8 @@ pub async fn run(args: StormArgs) -> anyhow::Result<Report> {
         "backend_cpu_secs": backend_cpu_secs,
         "loadgen_cpu_secs": loadgen_cpu_secs,
         "cpus": cpus,
+        // CPU 0 holds the gateway, redis-server and PostgreSQL in scripts/bench.sh.
+        "cpu0_busy": cpus.first().map(|c| c.tasks + c.irq),
     });
     let fmt_secs = |secs: Option<f64>| secs.map_or("-".to_owned(), |s| format!("{s:.2} s"));
     let fmt_rate = |rate: Option<f64>| rate.map_or("-".to_owned(), |r| format!("{r:.0}/s"));
