@@ -118,6 +118,8 @@ struct Stats {
     /// From the same start to its resume: the join ack with every missed message.
     resumed: Histogram<u64>,
     first_start: Option<Instant>,
+    /// The last client's first connect attempt: how far "at once" spread.
+    last_start: Option<Instant>,
     last_ready: Option<Instant>,
     last_resumed: Option<Instant>,
     ready_count: u64,
@@ -290,6 +292,7 @@ async fn reconnect(ctx: &Ctx, index: usize, deadline: Instant) -> Option<Ws> {
         let mut stats = ctx.stats.borrow_mut();
         let first = stats.first_start.get_or_insert(start);
         *first = (*first).min(start);
+        stats.last_start = stats.last_start.max(Some(start));
     }
     let mut step = Step::Connect;
     let mut connected = None;
@@ -405,6 +408,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<Report> {
             ready: Histogram::new_with_bounds(1, MAX_TIME_US, 3)?,
             resumed: Histogram::new_with_bounds(1, MAX_TIME_US, 3)?,
             first_start: None,
+            last_start: None,
             last_ready: None,
             last_resumed: None,
             ready_count: 0,
@@ -477,6 +481,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<Report> {
     let stats = ctx.stats.borrow();
     let first_start = stats.first_start.unwrap_or(started);
     let secs_to = |at: Option<Instant>| at.map(|at| (at - first_start).as_secs_f64());
+    let starts_spread_secs = secs_to(stats.last_start);
     let all_ready_secs = secs_to(stats.last_ready);
     let all_resumed_secs = secs_to(stats.last_resumed);
     let rate = |count: u64, secs: Option<f64>| secs.filter(|&s| s > 0.0).map(|s| count as f64 / s);
@@ -515,6 +520,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<Report> {
         "failures": stats.failures,
         "first_failure": stats.first_failure,
         "ended_early": stats.ended_early,
+        "starts_spread_secs": starts_spread_secs,
         "all_ready_secs": all_ready_secs,
         "all_resumed_secs": all_resumed_secs,
         "handshakes_per_sec": handshakes_per_sec,
@@ -566,7 +572,8 @@ pub async fn run(args: StormArgs) -> anyhow::Result<Report> {
             stats.failures,
         ),
         format!(
-            "per client, ms from its first connect attempt: {}; {}; {}",
+            "per client, ms from its first connect attempt (the last began {} after the first): {}; {}; {}",
+            fmt_secs(starts_spread_secs),
             quantiles("connected", &stats.connected),
             quantiles("ready", &stats.ready),
             quantiles("resumed", &stats.resumed),
