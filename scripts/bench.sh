@@ -35,7 +35,8 @@
 # BENCH_PERSIST_CONNS (2000), scale knobs BENCH_SCALE_CONNS (100000), BENCH_SCALE_NODES (6),
 # BENCH_SCALE_CHAT_CONNS (10000 of the connections take part in the chat load),
 # BENCH_SCALE_CHAT_RATE (messages/s over 100 rooms, 200), BENCH_SCALE_IDLE_SECS (20),
-# BENCH_STORM_CONNS (10000), BENCH_STORM_BACKLOGS ("4096 128"),
+# BENCH_STORM_CONNS (10000), BENCH_STORM_BACKLOGS ("4096 128"), BENCH_STORM_ENV (more gateway
+# settings for every storm run, e.g. "SWITCHBOARD_DB_TIMEOUT_MS=30000"; none by default),
 # BENCH_QUIET_WAIT (120 s), BENCH_RETRIES (1), BENCH_GATEWAY (a gateway binary to measure
 # instead of building this tree's).
 set -euo pipefail
@@ -61,6 +62,7 @@ SCALE_CHAT_RATE=${BENCH_SCALE_CHAT_RATE:-200}
 SCALE_IDLE_SECS=${BENCH_SCALE_IDLE_SECS:-20}
 STORM_CONNS=${BENCH_STORM_CONNS:-10000}
 STORM_BACKLOGS=${BENCH_STORM_BACKLOGS:-"4096 128"}
+STORM_ENV=${BENCH_STORM_ENV:-}
 ONLY=${BENCH_ONLY:-}
 PEER_DIR=bench/peers/socketio
 OUT=target/bench/$(date +%Y%m%d-%H%M%S)
@@ -559,14 +561,14 @@ if selected storm; then
     for backlog in $STORM_BACKLOGS; do
         name=storm-b$backlog
         run "$name" switchboard cluster \
-            "DATABASE_URL=postgres://switchboard@127.0.0.1:$PG_PORT/bench SWITCHBOARD_LISTEN_BACKLOG=$backlog" \
+            "DATABASE_URL=postgres://switchboard@127.0.0.1:$PG_PORT/bench SWITCHBOARD_LISTEN_BACKLOG=$backlog $STORM_ENV" \
             storm --conns "$STORM_CONNS" --source-ips 16
         read -r secs hs rs p50 p99 connect overflows cpu0 < <(median "$name" all_resumed_secs \
             handshakes_per_sec resumes_per_sec resumed_ms.p50 resumed_ms.p99 connect_ms.p99 \
             listen_overflows cpu0_busy)
         failed=$(grep -o '"failed":[0-9]*' "$OUT/$name.jsonl" | awk -F: '{ s += $2 } END { print s + 0 }')
         printf '| SWITCHBOARD_LISTEN_BACKLOG=%s | %.2f | %.0f | %.0f | %.0f | %.0f | %.0f | %s | %.0f | %s |\n' \
-            "$backlog" "$secs" "$hs" "$rs" "$p50" "$p99" "$connect" "$failed" "$overflows" \
+            "$backlog${STORM_ENV:+ $STORM_ENV}" "$secs" "$hs" "$rs" "$p50" "$p99" "$connect" "$failed" "$overflows" \
             "$(percent "$cpu0")" >>"$SUMMARY"
     done
     RUN_BEFORE= RUN_AFTER=

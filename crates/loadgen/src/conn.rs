@@ -260,7 +260,14 @@ async fn next_text(ws: &mut Ws) -> anyhow::Result<String> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(text))) => return Ok(text.as_str().to_owned()),
-            Some(Ok(Message::Close(frame))) => bail!("closed by the gateway: {frame:?}"),
+            Some(Ok(Message::Close(Some(frame)))) => {
+                bail!(
+                    "closed by the gateway: {} {}",
+                    u16::from(frame.code),
+                    frame.reason
+                )
+            }
+            Some(Ok(Message::Close(None))) => bail!("closed by the gateway"),
             Some(Ok(_)) => continue,
             Some(Err(error)) => return Err(error.into()),
             None => bail!("connection ended"),

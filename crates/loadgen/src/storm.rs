@@ -93,8 +93,8 @@ pub struct StormArgs {
 enum Step {
     /// The TCP connection.
     Connect,
-    /// The HTTP upgrade up to `session:ready`.
-    Upgrade,
+    /// The HTTP upgrade and the session's start, up to `session:ready`.
+    Session,
     /// `room:join` with `sinceSeq` up to its ack.
     Resume,
 }
@@ -103,7 +103,7 @@ impl Step {
     fn name(self) -> &'static str {
         match self {
             Self::Connect => "connect",
-            Self::Upgrade => "upgrade",
+            Self::Session => "session",
             Self::Resume => "resume",
         }
     }
@@ -301,7 +301,7 @@ async fn reconnect(ctx: &Ctx, index: usize, deadline: Instant) -> Option<Ws> {
         let endpoint = ctx.target.endpoint(index);
         let stream = ctx.target.connect(endpoint, index).await?;
         connected = Some(Instant::now());
-        step = Step::Upgrade;
+        step = Step::Session;
         let mut ws = ctx
             .target
             .upgrade(endpoint, stream, &ctx.user(index), config())
