@@ -554,8 +554,8 @@ if selected storm; then
     echo "== reconnect storm: $(fmt "$STORM_CONNS") users resuming at once"
     start_postgres
     {
-        echo "| storm: $(fmt "$STORM_CONNS") users resume at once (Redis + PostgreSQL) | all resumed, s | handshakes/s | resumes/s | time to resumed p50 ms | p99 ms | TCP connect p99 ms | failed (all runs) | listen-queue overflows | CPU 0 busy |"
-        echo "|---|---|---|---|---|---|---|---|---|---|"
+        echo "| storm: $(fmt "$STORM_CONNS") users resume at once (Redis + PostgreSQL) | resumed | failed (all runs) | first connect to last resume, s | handshakes/s | resumes/s | time to resumed p50 ms | p99 ms | TCP connect p99 ms | listen-queue overflows | CPU 0 busy |"
+        echo "|---|---|---|---|---|---|---|---|---|---|---|"
     } >>"$SUMMARY"
     RUN_BEFORE=storm_before RUN_AFTER=storm_after
     for backlog in $STORM_BACKLOGS; do
@@ -563,13 +563,13 @@ if selected storm; then
         run "$name" switchboard cluster \
             "DATABASE_URL=postgres://switchboard@127.0.0.1:$PG_PORT/bench SWITCHBOARD_LISTEN_BACKLOG=$backlog $STORM_ENV" \
             storm --conns "$STORM_CONNS" --source-ips 16
-        read -r secs hs rs p50 p99 connect overflows cpu0 < <(median "$name" all_resumed_secs \
-            handshakes_per_sec resumes_per_sec resumed_ms.p50 resumed_ms.p99 connect_ms.p99 \
-            listen_overflows cpu0_busy)
+        read -r resumed secs hs rs p50 p99 connect overflows cpu0 < <(median "$name" resumed \
+            all_resumed_secs handshakes_per_sec resumes_per_sec resumed_ms.p50 resumed_ms.p99 \
+            connect_ms.p99 listen_overflows cpu0_busy)
         failed=$(grep -o '"failed":[0-9]*' "$OUT/$name.jsonl" | awk -F: '{ s += $2 } END { print s + 0 }')
-        printf '| SWITCHBOARD_LISTEN_BACKLOG=%s | %.2f | %.0f | %.0f | %.0f | %.0f | %.0f | %s | %.0f | %s |\n' \
-            "$backlog${STORM_ENV:+ $STORM_ENV}" "$secs" "$hs" "$rs" "$p50" "$p99" "$connect" "$failed" "$overflows" \
-            "$(percent "$cpu0")" >>"$SUMMARY"
+        printf '| SWITCHBOARD_LISTEN_BACKLOG=%s | %.0f | %s | %.2f | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %s |\n' \
+            "$backlog${STORM_ENV:+ $STORM_ENV}" "$resumed" "$failed" "$secs" "$hs" "$rs" "$p50" \
+            "$p99" "$connect" "$overflows" "$(percent "$cpu0")" >>"$SUMMARY"
     done
     RUN_BEFORE= RUN_AFTER=
     stop_postgres

@@ -15,8 +15,8 @@
 //! `sinceSeq + 1`. Then it keeps reading (and answering pings) until every user is resumed or has
 //! failed, and `--hold-secs` more, so a connection the gateway drops after its resume counts too.
 //! Nothing is retried but what the kernel retries (a SYN dropped at a full accept queue goes again
-//! after 1 s, then 3 s, 7 s): a failed connect, a refused upgrade or a wrong reply is reported by
-//! step and reason. Times are per client from its first connect attempt; the kernel's
+//! after a second or more, see `net.ipv4.tcp_syn_linear_timeouts`): a failed connect, a session
+//! that does not start or a wrong reply is reported by step and reason. Times are per client from its first connect attempt; the kernel's
 //! listen-queue counters and the CPU times are read around the storm.
 
 use std::cell::RefCell;
