@@ -491,6 +491,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<Report> {
     let failed: u64 = stats.failed_at.values().sum();
     let ms = |histogram: &Histogram<u64>| {
         json!({
+            "min": histogram.min() as f64 / 1e3,
             "p50": histogram.value_at_quantile(0.5) as f64 / 1e3,
             "p99": histogram.value_at_quantile(0.99) as f64 / 1e3,
             "max": histogram.max() as f64 / 1e3,
@@ -543,7 +544,8 @@ pub async fn run(args: StormArgs) -> anyhow::Result<Report> {
     let fmt_rate = |rate: Option<f64>| rate.map_or("-".to_owned(), |r| format!("{r:.0}/s"));
     let quantiles = |name: &str, histogram: &Histogram<u64>| {
         format!(
-            "{name} p50 {:.1} p99 {:.1} max {:.1}",
+            "{name} min {:.1} p50 {:.1} p99 {:.1} max {:.1}",
+            histogram.min() as f64 / 1e3,
             histogram.value_at_quantile(0.5) as f64 / 1e3,
             histogram.value_at_quantile(0.99) as f64 / 1e3,
             histogram.max() as f64 / 1e3
