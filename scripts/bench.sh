@@ -6,7 +6,7 @@
 # node of a cluster, and redis-server, share it), with loadgen pinned to CPU 1, and the medians
 # are printed. Loopback only; every run is bounded in connections and time.
 #
-#   scripts/bench.sh                            # everything
+#   scripts/bench.sh                            # everything but scale and storm
 #   BENCH_ONLY=idle scripts/bench.sh            # one scenario, or several: BENCH_ONLY="room peer-room"
 #
 # Scenarios: idle, room, rooms (the gateway alone: 10,000 idle connections; 1,000 receivers in
@@ -19,7 +19,12 @@
 # CPU 0 with the gateway), scale (BENCH_SCALE_CONNS connections, 100,000 by default, over a local
 # cluster of BENCH_SCALE_NODES gateways and redis-server on CPU 0, from several loadgen processes
 # on CPU 1: memory per connection and CPU at idle, then under a steady chat load; not part of
-# "everything", run it with BENCH_ONLY=scale).
+# "everything", run it with BENCH_ONLY=scale), storm (a reconnect storm: BENCH_STORM_CONNS users,
+# each a member of a room with history, reconnect at once to one gateway with REDIS_URL and
+# DATABASE_URL, redis-server and PostgreSQL on CPU 0 with it, and resume their room from the seq
+# they hold, having missed a few messages; once per SWITCHBOARD_LISTEN_BACKLOG in
+# BENCH_STORM_BACKLOGS, with the kernel's listen-queue overflow counter read around each run;
+# ~10 min, not part of "everything" either: BENCH_ONLY=storm).
 #
 # Knobs (environment): BENCH_PORT (18080; a second node uses BENCH_PORT+1), BENCH_RUNS (3),
 # BENCH_SECS (seconds of sending, 8), BENCH_ROOM_RATES (messages/s tried with 1,000 receivers in
@@ -30,6 +35,8 @@
 # BENCH_PERSIST_CONNS (2000), scale knobs BENCH_SCALE_CONNS (100000), BENCH_SCALE_NODES (6),
 # BENCH_SCALE_CHAT_CONNS (10000 of the connections take part in the chat load),
 # BENCH_SCALE_CHAT_RATE (messages/s over 100 rooms, 200), BENCH_SCALE_IDLE_SECS (20),
+# BENCH_STORM_CONNS (10000), BENCH_STORM_BACKLOGS ("4096 128"), BENCH_STORM_ENV (more gateway
+# settings for every storm run, e.g. "SWITCHBOARD_DB_TIMEOUT_MS=30000"; none by default),
 # BENCH_QUIET_WAIT (120 s), BENCH_RETRIES (1), BENCH_GATEWAY (a gateway binary to measure
 # instead of building this tree's).
 set -euo pipefail
@@ -53,6 +60,9 @@ SCALE_NODES=${BENCH_SCALE_NODES:-6}
 SCALE_CHAT_CONNS=${BENCH_SCALE_CHAT_CONNS:-10000}
 SCALE_CHAT_RATE=${BENCH_SCALE_CHAT_RATE:-200}
 SCALE_IDLE_SECS=${BENCH_SCALE_IDLE_SECS:-20}
+STORM_CONNS=${BENCH_STORM_CONNS:-10000}
+STORM_BACKLOGS=${BENCH_STORM_BACKLOGS:-"4096 128"}
+STORM_ENV=${BENCH_STORM_ENV:-}
 ONLY=${BENCH_ONLY:-}
 PEER_DIR=bench/peers/socketio
 OUT=target/bench/$(date +%Y%m%d-%H%M%S)
@@ -61,16 +71,16 @@ LOADGEN=target/release/loadgen
 SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export RUST_BACKTRACE=0
 
-# selected SCENARIO: whether BENCH_ONLY (space- or comma-separated) names it; all but scale do
-# when unset.
+# selected SCENARIO: whether BENCH_ONLY (space- or comma-separated) names it; all but scale and
+# storm do when unset.
 selected() {
-    [ -z "$ONLY" ] && [ "$1" != scale ] && return 0
+    [ -z "$ONLY" ] && [ "$1" != scale ] && [ "$1" != storm ] && return 0
     case " ${ONLY//,/ } " in *" $1 "*) return 0 ;; esac
     return 1
 }
 for scenario in ${ONLY//,/ }; do
     case $scenario in
-        idle | room | rooms | peer-idle | peer-room | peer-rooms | cross | nodes | persist | scale) ;;
+        idle | room | rooms | peer-idle | peer-room | peer-rooms | cross | nodes | persist | scale | storm) ;;
         *) echo "unknown scenario $scenario in BENCH_ONLY" >&2; exit 1 ;;
     esac
 done
@@ -78,13 +88,14 @@ NEEDS_PEER=false NEEDS_REDIS=false
 for scenario in peer-idle peer-room peer-rooms cross nodes; do
     selected "$scenario" && NEEDS_PEER=true
 done
-for scenario in cross nodes scale; do
+for scenario in cross nodes scale storm; do
     selected "$scenario" && NEEDS_REDIS=true
 done
 
 tools=(taskset curl)
 $NEEDS_PEER && tools+=(node npm)
 $NEEDS_REDIS && tools+=(redis-server redis-cli)
+selected storm && tools+=(nstat)
 for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null || { echo "bench.sh needs $tool" >&2; exit 1; }
 done
@@ -512,6 +523,53 @@ if selected persist; then
         printf '| SWITCHBOARD_BATCH_MAX_MESSAGES=%s | %.0f | %.2f | %.2f | %.2f | %.0f | %s | %.1f | %s |\n' \
             "$batch" "$mps" "$p50" "$p99" "$p999" "$errors" "$(percent "$gcpu")" "$us" \
             "$(percent "$cpu0")" >>"$SUMMARY"
+    done
+    RUN_BEFORE= RUN_AFTER=
+    stop_postgres
+    echo >>"$SUMMARY"
+fi
+
+# A reconnect storm: STORM_CONNS users (distinct, so the per-user limit of 8 never applies), ten
+# to a room, join their rooms and the first of each room sends 20 messages; all disconnect, then
+# reconnect at once and resume with room:join sinceSeq, having missed the last 5 (loadgen storm,
+# see crates/loadgen/src/storm.rs). One gateway with REDIS_URL and DATABASE_URL (a fresh database
+# per run), redis-server and PostgreSQL on CPU 0; SWITCHBOARD_MAX_CONNECTIONS is 20,000
+# (start_gateway), above the 10,000 default. loadgen reads the kernel's ListenOverflows around
+# the storm itself; nstat's view of the whole run (setup included) goes into each run's .txt.
+nstat_listen() {
+    nstat -asz TcpExtListenOverflows TcpExtListenDrops |
+        awk '$1 == "TcpExtListenOverflows" { o = $2 } $1 == "TcpExtListenDrops" { d = $2 }
+            END { print o + 0, d + 0 }'
+}
+storm_before() {
+    fresh_database
+    read -r STORM_OVERFLOWS STORM_DROPS < <(nstat_listen)
+}
+storm_after() {
+    local overflows drops
+    read -r overflows drops < <(nstat_listen)
+    echo "nstat over the whole run, setup included: TcpExtListenOverflows +$((overflows - STORM_OVERFLOWS)), TcpExtListenDrops +$((drops - STORM_DROPS))" >>"$1"
+}
+if selected storm; then
+    echo "== reconnect storm: $(fmt "$STORM_CONNS") users resuming at once"
+    start_postgres
+    {
+        echo "| storm: $(fmt "$STORM_CONNS") users resume at once (Redis + PostgreSQL) | resumed | failed (all runs) | first connect to last resume, s | handshakes/s | resumes/s | time to resumed p50 ms | p99 ms | TCP connect p99 ms | listen-queue overflows | CPU 0 busy |"
+        echo "|---|---|---|---|---|---|---|---|---|---|---|"
+    } >>"$SUMMARY"
+    RUN_BEFORE=storm_before RUN_AFTER=storm_after
+    for backlog in $STORM_BACKLOGS; do
+        name=storm-b$backlog
+        run "$name" switchboard cluster \
+            "DATABASE_URL=postgres://switchboard@127.0.0.1:$PG_PORT/bench SWITCHBOARD_LISTEN_BACKLOG=$backlog $STORM_ENV" \
+            storm --conns "$STORM_CONNS" --source-ips 16
+        read -r resumed secs hs rs p50 p99 connect overflows cpu0 < <(median "$name" resumed \
+            all_resumed_secs handshakes_per_sec resumes_per_sec resumed_ms.p50 resumed_ms.p99 \
+            connect_ms.p99 listen_overflows cpu0_busy)
+        failed=$(grep -o '"failed":[0-9]*' "$OUT/$name.jsonl" | awk -F: '{ s += $2 } END { print s + 0 }')
+        printf '| SWITCHBOARD_LISTEN_BACKLOG=%s | %.0f | %s | %.2f | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %s |\n' \
+            "$backlog${STORM_ENV:+ $STORM_ENV}" "$resumed" "$failed" "$secs" "$hs" "$rs" "$p50" \
+            "$p99" "$connect" "$overflows" "$(percent "$cpu0")" >>"$SUMMARY"
     done
     RUN_BEFORE= RUN_AFTER=
     stop_postgres

@@ -187,6 +187,12 @@ impl Target {
         user: &str,
         config: WebSocketConfig,
     ) -> anyhow::Result<Ws> {
+        let stream = self.connect(endpoint, index).await?;
+        self.upgrade(endpoint, stream, user, config).await
+    }
+
+    /// The TCP connection of connection number `index`, from its source address.
+    pub async fn connect(&self, endpoint: &Endpoint, index: usize) -> anyhow::Result<TcpStream> {
         let socket = TcpSocket::new_v4()?;
         if self.source_ips > 1 {
             let last = 1 + (index % usize::from(self.source_ips)) as u8;
@@ -200,6 +206,17 @@ impl Target {
             .await
             .with_context(|| format!("connecting to {}", endpoint.addr))?;
         stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+
+    /// The WebSocket upgrade on a connected `stream`, as user `user`, up to a ready session.
+    pub async fn upgrade(
+        &self,
+        endpoint: &Endpoint,
+        stream: TcpStream,
+        user: &str,
+        config: WebSocketConfig,
+    ) -> anyhow::Result<Ws> {
         let mut request = endpoint.url.as_str().into_client_request()?;
         let token = self.mint.token(user)?;
         if self.dialect == Dialect::Switchboard {
@@ -243,7 +260,14 @@ async fn next_text(ws: &mut Ws) -> anyhow::Result<String> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(text))) => return Ok(text.as_str().to_owned()),
-            Some(Ok(Message::Close(frame))) => bail!("closed by the gateway: {frame:?}"),
+            Some(Ok(Message::Close(Some(frame)))) => {
+                bail!(
+                    "closed by the gateway: {} {}",
+                    u16::from(frame.code),
+                    frame.reason
+                )
+            }
+            Some(Ok(Message::Close(None))) => bail!("closed by the gateway"),
             Some(Ok(_)) => continue,
             Some(Err(error)) => return Err(error.into()),
             None => bail!("connection ended"),

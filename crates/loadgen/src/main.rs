@@ -1,6 +1,6 @@
 //! `loadgen`: drives a Switchboard gateway over loopback and measures it.
 //!
-//! Three scenarios, each bounded in connections and time and ending by itself:
+//! Four scenarios, each bounded in connections and time and ending by itself:
 //! - `idle`: N authenticated connections that then stay silent; reports the handshake rate and
 //!   the gateway's resident memory per connection (from `/proc`).
 //! - `fanout`: receivers spread over rooms, publishers at a fixed aggregate rate with a timestamp
@@ -8,10 +8,13 @@
 //!   CPU time per delivery.
 //! - `persist`: senders in a closed loop; reports acknowledged (so committed) messages per second
 //!   and the ack latency, for comparing the store's write paths.
+//! - `storm`: users with a room and missed messages all reconnect at once and resume; reports the
+//!   time until every one is resumed, handshakes and resumes per second, the time each client
+//!   took, and the connects the kernel's accept queue dropped.
 //!
-//! Both speak either the Switchboard protocol or, with `--dialect socketio`, Socket.IO 4 over a
-//! raw WebSocket (see [`socketio`]), so a Socket.IO server doing the same work is measured the
-//! same way. `--url` repeats to spread connections over the nodes of a cluster, and `fanout
+//! `idle` and `fanout` speak either the Switchboard protocol or, with `--dialect socketio`,
+//! Socket.IO 4 over a raw WebSocket (see [`socketio`]), so a Socket.IO server doing the same work
+//! is measured the same way. `--url` repeats to spread connections over the nodes of a cluster, and `fanout
 //! --publisher-url` puts the publishers on another node than the receivers.
 //!
 //! Each prints one JSON line (for scripts) followed by lines for people. Everything runs on one
@@ -25,6 +28,7 @@ mod median;
 mod persist;
 mod procfs;
 mod socketio;
+mod storm;
 mod token;
 
 use std::io::Write;
@@ -46,6 +50,8 @@ enum Command {
     Fanout(fanout::FanoutArgs),
     /// Send in a closed loop; report persisted (acknowledged) messages per second and ack latency.
     Persist(persist::PersistArgs),
+    /// Reconnect every user at once and resume its room; report how long until all resumed.
+    Storm(storm::StormArgs),
     /// Print the medians of fields over a file of JSON summary lines (used by scripts/bench.sh).
     Median(median::MedianArgs),
 }
@@ -62,6 +68,7 @@ fn main() -> anyhow::Result<()> {
         Command::Idle(args) => run_scenario(idle::run(args))?,
         Command::Fanout(args) => run_scenario(fanout::run(args))?,
         Command::Persist(args) => run_scenario(persist::run(args))?,
+        Command::Storm(args) => run_scenario(storm::run(args))?,
         Command::Median(args) => {
             writeln!(std::io::stdout().lock(), "{}", median::run(&args)?)?;
             return Ok(());

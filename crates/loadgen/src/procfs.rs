@@ -198,3 +198,72 @@ impl MachineMeter {
         ))
     }
 }
+
+/// The kernel's counters of connects a listener dropped (`TcpExt` in `/proc/net/netstat`, what
+/// `nstat -az TcpExtListenOverflows` prints). Machine-wide: every listener of the network
+/// namespace counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListenCounters {
+    /// A SYN, or the ACK completing a handshake, arrived while the accept queue was full: the
+    /// client's TCP stack tries again after a second, then three, then seven.
+    pub overflows: u64,
+    /// Everything a listener dropped, overflows included.
+    pub drops: u64,
+}
+
+impl ListenCounters {
+    pub fn read() -> anyhow::Result<Self> {
+        let netstat =
+            std::fs::read_to_string("/proc/net/netstat").context("reading /proc/net/netstat")?;
+        Self::parse(&netstat).context("no ListenOverflows/ListenDrops in /proc/net/netstat")
+    }
+
+    /// The counters from the text of `/proc/net/netstat`: a line of `TcpExt:` names, then a
+    /// line of `TcpExt:` values.
+    fn parse(netstat: &str) -> Option<Self> {
+        let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+        let names = lines.next()?.split_whitespace().skip(1);
+        let values = lines.next()?.split_whitespace().skip(1);
+        let mut counters = (None, None);
+        for (name, value) in names.zip(values) {
+            match name {
+                "ListenOverflows" => counters.0 = value.parse().ok(),
+                "ListenDrops" => counters.1 = value.parse().ok(),
+                _ => {}
+            }
+        }
+        Some(Self {
+            overflows: counters.0?,
+            drops: counters.1?,
+        })
+    }
+
+    /// What was counted since `earlier`.
+    pub fn since(self, earlier: Self) -> Self {
+        Self {
+            overflows: self.overflows.saturating_sub(earlier.overflows),
+            drops: self.drops.saturating_sub(earlier.drops),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ListenCounters;
+
+    #[test]
+    fn listen_counters_are_read_by_name() {
+        let netstat = "TcpExt: SyncookiesSent ListenOverflows ListenDrops TCPHPHits\n\
+                       TcpExt: 0 17 21 99\n\
+                       IpExt: InNoRoutes\n\
+                       IpExt: 0\n";
+        assert_eq!(
+            ListenCounters::parse(netstat),
+            Some(ListenCounters {
+                overflows: 17,
+                drops: 21
+            })
+        );
+        assert_eq!(ListenCounters::parse("IpExt: InNoRoutes\nIpExt: 0\n"), None);
+    }
+}
