@@ -226,7 +226,7 @@ impl Ctx {
     /// Sends `room:join` with the `sinceSeq` user `index` holds and checks the reply.
     async fn resume(&self, ws: &mut Ws, index: usize) -> anyhow::Result<()> {
         let room = self.room_of(index);
-        let since = self.last_seq.borrow()[room] - self.missed;
+        let since = self.last_seq.borrow()[room].saturating_sub(self.missed);
         let join = ClientFrame::RoomJoin {
             id: 1,
             room_id: self.rooms[room].clone(),
