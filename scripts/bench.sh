@@ -61,6 +61,8 @@ SCALE_CHAT_CONNS=${BENCH_SCALE_CHAT_CONNS:-10000}
 SCALE_CHAT_RATE=${BENCH_SCALE_CHAT_RATE:-200}
 SCALE_IDLE_SECS=${BENCH_SCALE_IDLE_SECS:-20}
 STORM_CONNS=${BENCH_STORM_CONNS:-10000}
+PRODUCTION_CONNS=${BENCH_PRODUCTION_CONNS:-1000}
+PRODUCTION_RATES=${BENCH_PRODUCTION_RATES:-"100 400 1000 1280"}
 STORM_BACKLOGS=${BENCH_STORM_BACKLOGS:-"4096 128"}
 STORM_ENV=${BENCH_STORM_ENV:-}
 ONLY=${BENCH_ONLY:-}
@@ -80,7 +82,7 @@ selected() {
 }
 for scenario in ${ONLY//,/ }; do
     case $scenario in
-        idle | room | rooms | peer-idle | peer-room | peer-rooms | cross | nodes | persist | scale | storm) ;;
+        idle | room | rooms | peer-idle | peer-room | peer-rooms | cross | nodes | persist | production | scale | storm) ;;
         *) echo "unknown scenario $scenario in BENCH_ONLY" >&2; exit 1 ;;
     esac
 done
@@ -88,7 +90,7 @@ NEEDS_PEER=false NEEDS_REDIS=false
 for scenario in peer-idle peer-room peer-rooms cross nodes; do
     selected "$scenario" && NEEDS_PEER=true
 done
-for scenario in cross nodes scale storm; do
+for scenario in cross nodes production scale storm; do
     selected "$scenario" && NEEDS_REDIS=true
 done
 
@@ -301,11 +303,12 @@ psql_bench() { psql_pg -t -A "$@"; }
 fresh_database() {
     psql_bench -d postgres -c 'DROP DATABASE IF EXISTS bench' -c 'CREATE DATABASE bench'
 }
-# Every acknowledged message must be a row: compare the table with what loadgen counted.
+# Every acknowledged message must be a row: compare the table with what loadgen counted (the
+# report's FIELD, acked_ok by default: persist's name for it; fanout's is acks_ok).
 check_rows() {
-    local out=$1 rows acked
+    local out=$1 field=${2:-acked_ok} rows acked
     rows=$(psql_bench -d bench -c 'SELECT count(*) FROM messages')
-    acked=$(head -n 1 "$out" | grep -o '"acked_ok":[0-9]*' | cut -d: -f2)
+    acked=$(head -n 1 "$out" | grep -o "\"$field\":[0-9]*" | cut -d: -f2)
     echo "rows in messages: $rows, acked: $acked" >>"$out"
     if [ "$rows" -lt "$acked" ]; then
         echo "  LOST: $acked messages acknowledged but only $rows rows stored" >&2
@@ -525,6 +528,36 @@ if selected persist; then
             "$(percent "$cpu0")" >>"$SUMMARY"
     done
     RUN_BEFORE= RUN_AFTER=
+    stop_postgres
+    echo >>"$SUMMARY"
+fi
+
+# Production mode: one room of PRODUCTION_CONNS receivers at the same rates on an embedded
+# gateway, on one gateway with REDIS_URL and DATABASE_URL, and on two such gateways with the
+# receivers split (publisher on the first); redis-server and PostgreSQL share CPU 0 with the
+# gateways. Every acknowledged message of a production run must be a row.
+check_fanout_rows() { check_rows "$1" acks_ok; }
+if selected production; then
+    echo "== production mode: $(fmt "$PRODUCTION_CONNS") receivers in one room, embedded vs Redis + PostgreSQL"
+    start_postgres
+    fanout_header "1 room, $(fmt "$PRODUCTION_CONNS") receivers" redis
+    database="DATABASE_URL=postgres://switchboard@127.0.0.1:$PG_PORT/bench"
+    for rate in $PRODUCTION_RATES; do
+        name=production-embedded-r$rate
+        run "$name" switchboard single "" \
+            fanout --conns "$PRODUCTION_CONNS" --rooms 1 --rate "$rate" --secs "$SECS"
+        fanout_row switchboard "embedded" "$name" "$rate"
+        RUN_BEFORE=fresh_database RUN_AFTER=check_fanout_rows
+        name=production-1node-r$rate
+        run "$name" switchboard cluster "$database" \
+            fanout --conns "$PRODUCTION_CONNS" --rooms 1 --rate "$rate" --secs "$SECS"
+        fanout_row switchboard "1 node, Redis + PostgreSQL" "$name" "$rate" redis
+        name=production-2nodes-r$rate
+        run "$name" switchboard split "$database" \
+            fanout --conns "$PRODUCTION_CONNS" --rooms 1 --rate "$rate" --secs "$SECS"
+        fanout_row switchboard "2 nodes, receivers split" "$name" "$rate" redis
+        RUN_BEFORE= RUN_AFTER=
+    done
     stop_postgres
     echo >>"$SUMMARY"
 fi

@@ -338,6 +338,7 @@ mod tidy {
             include_str!("metrics.rs"),
             include_str!("broker/redis.rs"),
             include_str!("presence/redis.rs"),
+            include_str!("store/postgres/batch.rs"),
         ];
         let names: Vec<_> = sources
             .iter()

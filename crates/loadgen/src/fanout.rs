@@ -46,6 +46,7 @@ use crate::socketio::{self, Packet};
 const MESSAGE_NEW_PREFIX: &[u8] = br#"{"type":"message:new""#;
 const MESSAGE_NEW_TYPE: &[u8] = br#""type":"message:new""#;
 const CONTENT_KEY: &[u8] = br#""content":""#;
+const CREATED_AT_KEY: &[u8] = br#""createdAt":"#;
 /// Share of a core used by other processes during the window above which a run is flagged
 /// noisy.
 const NOISY_SHARE: f64 = 0.05;
@@ -58,6 +59,9 @@ static MESSAGE_NEW_FINDER: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(MESSAGE_NEW_TYPE));
 static CONTENT_FINDER: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(CONTENT_KEY));
+// Built once: building a searcher costs more than a search, and this runs per delivery.
+static CREATED_AT_FINDER: LazyLock<memmem::FinderRev<'static>> =
+    LazyLock::new(|| memmem::FinderRev::new(CREATED_AT_KEY));
 
 #[derive(Debug, Args)]
 pub struct FanoutArgs {
@@ -120,6 +124,8 @@ struct Ctx {
     rooms: Vec<RoomId>,
     /// Timestamps count from here.
     epoch: Instant,
+    /// The wall clock at `epoch`, in Unix milliseconds.
+    wall_epoch_ms: u64,
     /// Bounds connections in setup at any one time.
     connecting: Semaphore,
     setup_timeout: Duration,
@@ -190,8 +196,7 @@ pub(crate) fn leading_number(bytes: &[u8]) -> Option<u64> {
 
 /// The `createdAt` of a `message:new` frame: the last field, so searched from the end.
 pub(crate) fn created_at(frame: &[u8]) -> Option<u64> {
-    const KEY: &[u8] = br#""createdAt":"#;
-    leading_number(&frame[memmem::rfind(frame, KEY)? + KEY.len()..])
+    leading_number(&frame[CREATED_AT_FINDER.rfind(frame)? + CREATED_AT_KEY.len()..])
 }
 
 fn wall_millis() -> u64 {
@@ -232,11 +237,13 @@ impl Ctx {
     /// Records the latency of one delivery sent at `sent_ns`, and its stored-to-received time
     /// when `frame` has a `createdAt`.
     fn record_delivery(&self, sent_ns: u64, frame: &[u8]) {
-        let latency_us = self.now_ns().saturating_sub(sent_ns) / 1_000;
+        // One clock read per delivery: the wall clock is derived from the monotonic one.
+        let now_ns = self.now_ns();
+        let latency_us = now_ns.saturating_sub(sent_ns) / 1_000;
         let mut stats = self.stats.borrow_mut();
         stats.latency.saturating_record(latency_us.max(1));
         if let Some(stored) = created_at(frame) {
-            let after = wall_millis().saturating_sub(stored);
+            let after = (self.wall_epoch_ms + now_ns / 1_000_000).saturating_sub(stored);
             stats.after_store_ms.saturating_record(after.max(1));
         }
     }
@@ -346,13 +353,7 @@ async fn receiver(ctx: Rc<Ctx>, index: usize, room: usize, ready: mpsc::Sender<(
                 Ok(Message::Text(text)) => {
                     if let Some(sent_ns) = delivery_timestamp(text.as_bytes()) {
                         received += 1;
-                        let latency_us = ctx.now_ns().saturating_sub(sent_ns) / 1_000;
-                        let mut stats = ctx.stats.borrow_mut();
-                        stats.latency.saturating_record(latency_us.max(1));
-                        if let Some(stored) = created_at(text.as_bytes()) {
-                            let after = wall_millis().saturating_sub(stored);
-                            stats.after_store_ms.saturating_record(after.max(1));
-                        }
+                        ctx.record_delivery(sent_ns, text.as_bytes());
                     }
                 }
                 // The pong tungstenite queued goes out with a flush; nothing else is written.
@@ -586,6 +587,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Report> {
         receivers_create,
         rooms,
         epoch: Instant::now(),
+        wall_epoch_ms: wall_millis(),
         connecting: Semaphore::new(args.target.concurrency.max(1)),
         setup_timeout,
         read_buffer_bytes: args.read_buffer_bytes,

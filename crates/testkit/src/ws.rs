@@ -304,6 +304,26 @@ impl WsClient {
         self.send_message(message).await
     }
 
+    /// Sends several frames in one write, as a client with a backlog of requests does: the
+    /// server finds them all queued behind the first.
+    pub async fn send_all(&mut self, frames: &[ClientFrame]) -> anyhow::Result<()> {
+        let feed = async {
+            for frame in frames {
+                let bytes = self.codec.encode(frame)?;
+                let message = if self.codec.is_binary() {
+                    Message::binary(bytes)
+                } else {
+                    Message::text(String::from_utf8(bytes).context("JSON is UTF-8")?)
+                };
+                self.ws.feed(message).await.context("queueing a frame")?;
+            }
+            self.ws.flush().await.context("sending the frames")
+        };
+        tokio::time::timeout(self.timeout, feed)
+            .await
+            .with_context(|| format!("sends did not complete within {:?}", self.timeout))?
+    }
+
     /// Sends a text frame as is (malformed JSON, unknown types, ...).
     pub async fn send_raw_text(&mut self, text: &str) -> anyhow::Result<()> {
         self.send_message(Message::text(text)).await

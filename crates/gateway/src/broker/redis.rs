@@ -21,6 +21,7 @@
 //! connection that stops answering is replaced (see `Watchdog`).
 
 mod interest;
+mod publisher;
 mod wire;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +40,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use self::interest::{Batch, Interest};
+use self::publisher::PublishQueue;
 use self::wire::Recent;
 use super::{Broker, BrokerError, Envelope, Inbox, Topic};
 
@@ -80,6 +82,8 @@ pub struct RedisBroker {
     publisher: Client,
     /// Per-publish options: fail at once while disconnected, never retry (at-most-once).
     publish_options: Options,
+    /// Envelopes on their way to Redis: a publish does not wait for Redis's reply.
+    outgoing: PublishQueue,
     /// Ids of this node's envelopes; starts at a random value (see [`wire::Incoming::id`]).
     next_id: AtomicU64,
     /// Stops the manager and the reader when the broker is dropped.
@@ -179,15 +183,19 @@ impl RedisBroker {
         tokio::spawn(manage(Arc::clone(&shared), reconnects, stop.clone()));
         tokio::spawn(watch_publisher(publisher.clone(), stop.clone()));
         tokio::spawn(read(Arc::clone(&shared), messages, stop.clone()));
+        let publish_options = Options {
+            fail_fast: true,
+            max_attempts: Some(1),
+            timeout: Some(PUBLISH_TIMEOUT),
+            ..Options::default()
+        };
+        let outgoing =
+            PublishQueue::start(publisher.clone(), publish_options.clone(), PUBLISH_TIMEOUT);
         Ok(Arc::new(Self {
             shared,
             publisher,
-            publish_options: Options {
-                fail_fast: true,
-                max_attempts: Some(1),
-                timeout: Some(PUBLISH_TIMEOUT),
-                ..Options::default()
-            },
+            publish_options,
+            outgoing,
             next_id: AtomicU64::new(rand::random::<u64>() >> 1),
             stop,
         }))
@@ -205,7 +213,13 @@ impl RedisBroker {
         self.shared.received.load(Ordering::Relaxed)
     }
 
-    async fn publish_remote(&self, envelope: &Envelope) -> Result<(), BrokerError> {
+    /// Publishes that were queued but then failed (Redis did not take them in time).
+    pub fn publishes_failed(&self) -> u64 {
+        self.outgoing.failed()
+    }
+
+    /// Queues the envelope for the other nodes (see [`publisher`]).
+    fn publish_remote(&self, envelope: &Envelope) -> Result<(), BrokerError> {
         if envelope.topics.is_empty() {
             return Ok(());
         }
@@ -214,27 +228,8 @@ impl RedisBroker {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let payload = wire::encode(&self.shared.node_id, id, envelope).map_err(unavailable)?;
-        let publisher = self.publisher.with_options(&self.publish_options);
-        let sent = async {
-            if let [topic] = envelope.topics.as_slice() {
-                publisher
-                    .publish::<Value, _, _>(interest::channel(topic), payload)
-                    .await?;
-            } else {
-                let pipeline = fred::clients::Pipeline::from(publisher);
-                for topic in &envelope.topics {
-                    pipeline
-                        .publish::<(), _, _>(interest::channel(topic), payload.clone())
-                        .await?;
-                }
-                pipeline.all::<Value>().await?;
-            }
-            Ok::<_, fred::error::Error>(())
-        };
-        match tokio::time::timeout(PUBLISH_TIMEOUT, sent).await {
-            Ok(result) => result.map_err(unavailable),
-            Err(_) => Err(unavailable("publish timed out")),
-        }
+        let channels = envelope.topics.iter().map(interest::channel).collect();
+        self.outgoing.push(channels, payload)
     }
 
     /// Changes the references of `topics` by `delta`, wakes the manager, and waits until Redis
@@ -290,13 +285,14 @@ impl Drop for RedisBroker {
 
 #[async_trait]
 impl Broker for RedisBroker {
-    /// Delivers to this node's hub, then publishes for the others. When Redis is unreachable
-    /// the local delivery stands and the error is about the remote part only.
+    /// Delivers to this node's hub, then queues the envelope for the others; it does not wait
+    /// for Redis. When Redis is unreachable or the queue is full the local delivery stands and
+    /// the error is about the remote part only.
     async fn publish(&self, envelope: Envelope) -> Result<(), BrokerError> {
         if let Some(inbox) = self.shared.inbox.get() {
             inbox.deliver(&envelope);
         }
-        self.publish_remote(&envelope).await
+        self.publish_remote(&envelope)
     }
 
     /// Returns once Redis confirmed the subscriptions. On failure (Redis unreachable or slow)

@@ -2,17 +2,15 @@
 //! The handlers live in one file per concern (`rooms.rs`, `messages.rs`, `signals.rs`,
 //! `social.rs`).
 
-use switchboard_protocol::{ClientFrame, ErrorCode, ServerFrame};
+use switchboard_protocol::{AckResult, ClientFrame, ErrorCode, ServerFrame};
 
 use super::Session;
 use super::connection::Connection;
 use crate::error::SessionError;
-use crate::metrics;
 
 impl<C: Connection> Session<C> {
     /// Runs one decoded request and answers it: an `ack` with its result, or its refusal.
     pub(super) async fn dispatch(&mut self, frame: ClientFrame) -> Result<(), SessionError> {
-        metrics::frame_in(frame.kind().wire_name());
         let id = frame.request_id();
         // Each request's future is boxed on its own: a box is as large as its future, and inline
         // the largest of them would be allocated and copied for every frame.
@@ -52,8 +50,8 @@ impl<C: Connection> Session<C> {
                 kind,
                 client_msg_id,
                 ..
-            } => match self.check_message(&room_id, content, &client_msg_id) {
-                Ok(content) => Box::pin(self.append(room_id, content, kind, client_msg_id)).await,
+            } => match self.check_send(id, room_id, content, kind, client_msg_id) {
+                Ok(first) => return Box::pin(self.send_burst(first)).await,
                 Err(refused) => Err(refused),
             },
             ClientFrame::DmSend {
@@ -90,6 +88,16 @@ impl<C: Connection> Session<C> {
             }
             ClientFrame::FriendsList { .. } => self.list_friends().await,
         };
+        self.answer(id, outcome).await
+    }
+
+    /// Answers the request `id` with its outcome: an `ack` with the result (none when the
+    /// request had no id, or nothing to say), or its refusal.
+    pub(super) async fn answer(
+        &mut self,
+        id: Option<u64>,
+        outcome: Result<Option<AckResult>, SessionError>,
+    ) -> Result<(), SessionError> {
         match outcome {
             Ok(Some(result)) => match id {
                 Some(id) => self.wire.send(&ServerFrame::ok(id, result)).await,

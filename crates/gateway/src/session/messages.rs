@@ -2,29 +2,111 @@
 
 use std::sync::Arc;
 
-use switchboard_protocol::{AckResult, ErrorCode, MessageKind, RoomId, ServerFrame, UserId};
+use futures_util::FutureExt;
+use switchboard_protocol::{
+    AckResult, ClientFrame, ErrorCode, MessageKind, RoomId, ServerFrame, UserId,
+};
 
-use super::{Connection, Session};
+use super::{Connection, Session, Step};
 use crate::broker::{Envelope, Event, Topic};
 use crate::error::SessionError;
 use crate::metrics;
-use crate::store::NewMessage;
+use crate::store::{Appended, NewMessage};
 
 /// Longest `clientMsgId`, in bytes.
 const MAX_CLIENT_MSG_ID: usize = 64;
 
 type Outcome = Result<Option<AckResult>, SessionError>;
 
+/// Most `message:send` requests stored together. A burst is what the client had sent by the
+/// time its first send was read: it shares one store write (one commit on PostgreSQL), and its
+/// messages reach each member's queue before any member writes, so a member gets them in one
+/// write. A client sending one message at a time sees no difference.
+const MAX_BURST: usize = 64;
+
+/// A checked `message:send`, waiting for its burst to be stored.
+pub(super) struct Send {
+    id: Option<u64>,
+    message: NewMessage,
+}
+
 impl<C: Connection> Session<C> {
-    /// Checks a `message:send` before [`Session::append`] stores it; the content passes through.
-    pub(super) fn check_message(
+    /// Checks a `message:send` before [`Session::send_burst`] stores it.
+    pub(super) fn check_send(
         &self,
-        room_id: &RoomId,
+        id: Option<u64>,
+        room: RoomId,
         content: String,
-        client_msg_id: &str,
-    ) -> Result<String, SessionError> {
-        self.require_member(room_id)?;
-        self.check_content(content, client_msg_id)
+        kind: MessageKind,
+        client_msg_id: String,
+    ) -> Result<Send, SessionError> {
+        self.require_member(&room)?;
+        let content = self.check_content(content, &client_msg_id)?;
+        Ok(Send {
+            id,
+            message: NewMessage {
+                room,
+                sender: self.user.clone(),
+                kind,
+                content,
+                client_msg_id,
+            },
+        })
+    }
+
+    /// Stores `first` together with the sends the client queued behind it (up to
+    /// [`MAX_BURST`], never waiting for more), publishes and acks each in order, then handles
+    /// whatever else ended the burst: requests are answered in the order they came.
+    pub(super) async fn send_burst(&mut self, first: Send) -> Result<(), SessionError> {
+        let mut burst = vec![first];
+        let mut after = None;
+        while burst.len() < MAX_BURST {
+            let Some(incoming) = self.wire.incoming().now_or_never() else {
+                break;
+            };
+            let step = match self.wire.inbound(incoming).await {
+                Ok(inbound) => self.step(inbound),
+                Err(ended) => Step::Refuse(None, ended),
+            };
+            match step {
+                Step::Nothing => {}
+                Step::Request(ClientFrame::MessageSend {
+                    id,
+                    room_id,
+                    content,
+                    kind,
+                    client_msg_id,
+                }) => match self.check_send(Some(id), room_id, content, kind, client_msg_id) {
+                    Ok(send) => burst.push(send),
+                    Err(refused) => {
+                        after = Some(Step::Refuse(Some(id), refused));
+                        break;
+                    }
+                },
+                other => {
+                    after = Some(other);
+                    break;
+                }
+            }
+        }
+        let app = Arc::clone(&self.app);
+        let (ids, messages): (Vec<_>, Vec<_>) =
+            burst.into_iter().map(|s| (s.id, s.message)).unzip();
+        let answers = app.store.append_many(messages).await;
+        let mut outcomes = Vec::with_capacity(answers.len());
+        for answer in answers {
+            outcomes.push(match answer {
+                Ok(appended) => Ok(Some(self.announce(appended).await)),
+                Err(error) => Err(error.into()),
+            });
+        }
+        for (id, outcome) in ids.into_iter().zip(outcomes) {
+            self.answer(id, outcome).await?;
+        }
+        match after {
+            Some(step) => self.take(step).await,
+            None => Ok(()),
+        }
     }
 
     pub(super) async fn send_direct(
@@ -61,30 +143,24 @@ impl<C: Connection> Session<C> {
                 .await;
             }
         }
-        self.append(room_id, content, kind, client_msg_id).await
-    }
-
-    /// Stores, then publishes: a message is fanned out only once it is in the store, and the
-    /// ack says where it is. A retry of a stored message is answered, not stored or sent again.
-    pub(super) async fn append(
-        &mut self,
-        room: RoomId,
-        content: String,
-        kind: MessageKind,
-        client_msg_id: String,
-    ) -> Outcome {
-        let app = Arc::clone(&self.app);
         let appended = app
             .store
             .append(NewMessage {
-                room: room.clone(),
+                room: room_id,
                 sender: self.user.clone(),
                 kind,
                 content,
                 client_msg_id,
             })
             .await?;
+        Ok(Some(self.announce(appended).await))
+    }
+
+    /// Publishes a stored message (a message is fanned out only once it is in the store) and
+    /// returns its ack, which says where it is.
+    async fn announce(&mut self, appended: Appended) -> AckResult {
         let message = appended.message;
+        let room = message.room_id.clone();
         let ack = AckResult::Sent {
             room_id: room.clone(),
             message_id: message.message_id.clone(),
@@ -101,16 +177,17 @@ impl<C: Connection> Session<C> {
         // published (its commit outlived the timeout: OUTCOME_UNKNOWN), and this makes the
         // members get it now rather than with the room's next message. Where it was delivered,
         // the room's sequencer drops the repeat.
-        app.publish(Envelope {
-            topics: vec![Topic::Room(room)],
-            event: Event::Frame {
-                frame: ServerFrame::MessageNew { message },
-                skip_conn: Some(self.conn.clone()),
-                skip_user: None,
-            },
-        })
-        .await;
-        Ok(Some(ack))
+        self.app
+            .publish(Envelope {
+                topics: vec![Topic::Room(room)],
+                event: Event::Frame {
+                    frame: ServerFrame::MessageNew { message },
+                    skip_conn: Some(self.conn.clone()),
+                    skip_user: None,
+                },
+            })
+            .await;
+        ack
     }
 
     fn check_content(&self, content: String, client_msg_id: &str) -> Result<String, SessionError> {

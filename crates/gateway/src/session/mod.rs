@@ -26,7 +26,7 @@ mod websocket;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use switchboard_protocol::{CloseCode, ErrorCode, RoomId, ServerFrame, UserRef};
+use switchboard_protocol::{ClientFrame, CloseCode, ErrorCode, RoomId, ServerFrame, UserRef};
 use tokio::time::Instant;
 
 use crate::app::App;
@@ -113,6 +113,16 @@ fn time_left(expires_at: SystemTime) -> Option<Duration> {
         .duration_since(SystemTime::now())
         .ok()
         .filter(|d| !d.is_zero())
+}
+
+/// What a session does with one thing that arrived from its client (see [`Session::step`]).
+enum Step {
+    /// Proof of life only.
+    Nothing,
+    /// A decoded, admitted request.
+    Request(ClientFrame),
+    /// A refusal to answer (to the request with this id, if any) or an end.
+    Refuse(Option<u64>, SessionError),
 }
 
 /// One client's session. Kept small: every idle connection holds one (see the size test).
@@ -301,42 +311,65 @@ impl<C: Connection> Session<C> {
         Ok(())
     }
 
-    /// Whatever arrived: proof of life, and a request to rate-limit, decode and dispatch.
+    /// Whatever arrived: proof of life, or a request to rate-limit, decode and dispatch.
     async fn on_incoming(&mut self, incoming: C::Incoming) -> Result<(), SessionError> {
         let inbound = self.wire.inbound(incoming).await?;
-        self.last_heard = Instant::now();
+        let step = self.step(inbound);
+        self.take(step).await
+    }
+
+    /// What to do with what arrived: the bookkeeping (liveness, the rate limit, decoding) without
+    /// writing anything, so a burst of sends (`messages.rs`) can look at the frames queued behind
+    /// its first one and leave the rest to [`Session::take`], in order.
+    fn step(&mut self, inbound: Inbound) -> Step {
+        let now = Instant::now();
+        self.last_heard = now;
+        let codec = self.wire.codec();
         let bytes = match inbound {
             Inbound::Frame(bytes) => bytes,
-            Inbound::Alive => return Ok(()),
+            Inbound::Alive => return Step::Nothing,
             Inbound::WrongFraming => {
-                let codec = self.wire.codec();
                 let expected = if codec.is_binary() { "binary" } else { "text" };
                 let message = format!("this connection speaks {codec:?} in {expected} frames");
-                return self
-                    .reply_error(None, ErrorCode::MalformedFrame, message)
-                    .await;
+                return Step::Refuse(
+                    None,
+                    SessionError::refused(ErrorCode::MalformedFrame, message),
+                );
             }
         };
-        let codec = self.wire.codec();
-        if !self.limiter.admit(Instant::now()) {
+        if !self.limiter.admit(now) {
             if self.limiter.exhausted() {
-                return Err(SessionError::Close(CloseCode::RateLimitExceeded));
+                return Step::Refuse(None, SessionError::Close(CloseCode::RateLimitExceeded));
             }
             let id = codec
                 .decode_client(&bytes)
                 .ok()
                 .and_then(|f| f.request_id());
-            return self
-                .reply_error(id, ErrorCode::RateLimited, "too many frames; slow down")
-                .await;
+            let slow_down =
+                SessionError::refused(ErrorCode::RateLimited, "too many frames; slow down");
+            return Step::Refuse(id, slow_down);
         }
         match codec.decode_client(&bytes) {
-            Ok(frame) => self.dispatch(frame).await,
+            Ok(frame) => {
+                metrics::frame_in(frame.kind().wire_name());
+                Step::Request(frame)
+            }
             Err(refused) => {
                 tracing::debug!(code = %refused.code, message = %refused.message, "frame refused");
-                self.reply_error(refused.id, refused.code, refused.message)
-                    .await
+                Step::Refuse(
+                    refused.id,
+                    SessionError::refused(refused.code, refused.message),
+                )
             }
+        }
+    }
+
+    /// Carries out a [`Step`].
+    async fn take(&mut self, step: Step) -> Result<(), SessionError> {
+        match step {
+            Step::Nothing => Ok(()),
+            Step::Request(frame) => self.dispatch(frame).await,
+            Step::Refuse(id, error) => self.settle(id, error).await,
         }
     }
 

@@ -127,6 +127,17 @@ pub trait Store: Send + Sync + 'static {
     /// `clientMsgId` was stored before.
     async fn append(&self, message: NewMessage) -> Result<Appended, StoreError>;
 
+    /// Appends several messages as [`Store::append`] would one after another (a room's
+    /// messages get their seqs in the order given), answering each. A store that can write them
+    /// together does: this is how a client's burst of sends shares one commit.
+    async fn append_many(&self, messages: Vec<NewMessage>) -> Vec<Result<Appended, StoreError>> {
+        let mut answers = Vec::with_capacity(messages.len());
+        for message in messages {
+            answers.push(self.append(message).await);
+        }
+        answers
+    }
+
     /// Up to `limit` messages with seq > `after`, ascending.
     async fn messages_after(
         &self,

@@ -47,6 +47,10 @@ use super::rows::{self, message_columns, to_i64, to_u64};
 use crate::error::Chain;
 use crate::store::{Appended, NewMessage, StoreError};
 
+/// Transactions committed by the group committers: with the messages stored
+/// (`switchboard_messages_stored_total`), how many messages share a commit.
+pub const COMMITS: &str = "switchboard_store_commits_total";
+
 /// Times a batch's transaction is tried when it lost a race to another writer or met a stored
 /// key (the first try does not look keys up).
 const MAX_ATTEMPTS: usize = 3;
@@ -151,6 +155,7 @@ impl Committer {
         match result {
             Ok(outcomes) => {
                 self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(COMMITS).increment(1);
                 let new = outcomes
                     .iter()
                     .filter(|o| matches!(o, Outcome::New { .. }))

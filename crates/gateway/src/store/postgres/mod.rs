@@ -175,6 +175,38 @@ impl PgStore {
 
     /// Queues a message for its lane's committer and waits for the commit.
     async fn append_batched(&self, message: NewMessage) -> Result<Appended, StoreError> {
+        let start = Instant::now();
+        let queued = self.enqueue(message, start).await?;
+        self.commit_of(queued, start).await
+    }
+
+    /// Queues every message before waiting for any commit, so they can share a transaction; a
+    /// room's messages are queued (and so sequenced) in the order given.
+    async fn append_all_batched(
+        &self,
+        messages: Vec<NewMessage>,
+    ) -> Vec<Result<Appended, StoreError>> {
+        let start = Instant::now();
+        let mut queued = Vec::with_capacity(messages.len());
+        for message in messages {
+            queued.push(self.enqueue(message, start).await);
+        }
+        let mut answers = Vec::with_capacity(queued.len());
+        for answer in queued {
+            answers.push(match answer {
+                Ok(answer) => self.commit_of(answer, start).await,
+                Err(error) => Err(error),
+            });
+        }
+        answers
+    }
+
+    /// Puts a message on its lane's queue; the receiver gets the commit's answer.
+    async fn enqueue(
+        &self,
+        message: NewMessage,
+        start: Instant,
+    ) -> Result<oneshot::Receiver<Result<Appended, StoreError>>, StoreError> {
         if [
             &message.content,
             &message.client_msg_id,
@@ -188,7 +220,6 @@ impl PgStore {
                 "message contains a NUL character, which PostgreSQL cannot store",
             ));
         }
-        let start = Instant::now();
         let lane = self.lane_hasher.hash_one(message.room.as_str()) as usize % self.lanes.len();
         let queue = self
             .lanes
@@ -197,19 +228,25 @@ impl PgStore {
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             message,
-            queued_at: start,
+            queued_at: Instant::now(),
             reply,
         };
         match tokio::time::timeout_at(start + self.timeout, queue.send(pending)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(StoreError::unavailable("group committer stopped")),
-            Err(_) => {
-                return Err(StoreError::unavailable(format!(
-                    "write queue still full after {} ms",
-                    self.timeout.as_millis()
-                )));
-            }
+            Ok(Ok(())) => Ok(answer),
+            Ok(Err(_)) => Err(StoreError::unavailable("group committer stopped")),
+            Err(_) => Err(StoreError::unavailable(format!(
+                "write queue still full after {} ms",
+                self.timeout.as_millis()
+            ))),
         }
+    }
+
+    /// Waits for the answer to a message queued at `start`.
+    async fn commit_of(
+        &self,
+        answer: oneshot::Receiver<Result<Appended, StoreError>>,
+        start: Instant,
+    ) -> Result<Appended, StoreError> {
         let reply_deadline = start + self.timeout + self.batch_max_delay + REPLY_GRACE;
         match tokio::time::timeout_at(reply_deadline, answer).await {
             Ok(Ok(result)) => result,

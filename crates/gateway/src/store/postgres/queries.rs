@@ -264,6 +264,10 @@ impl Store for PgStore {
         self.append_batched(message).await
     }
 
+    async fn append_many(&self, messages: Vec<NewMessage>) -> Vec<Result<Appended, StoreError>> {
+        self.append_all_batched(messages).await
+    }
+
     async fn messages_after(
         &self,
         room: &RoomId,
