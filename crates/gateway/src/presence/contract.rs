@@ -26,6 +26,7 @@ pub async fn run_all(a: &dyn Presence, b: &dyn Presence, prefix: &str) {
     first_and_last_connection_are_reported_across_nodes(a, b, prefix).await;
     connections_are_listed_oldest_first(a, b, prefix).await;
     online_lists_visible_users_with_status_and_name(a, b, prefix).await;
+    online_answers_for_a_large_room(a, b, prefix).await;
     an_unknown_connection_changes_nothing(a, prefix).await;
     live_nodes_depart_no_one(a, b, prefix).await;
 }
@@ -135,6 +136,30 @@ pub async fn online_lists_visible_users_with_status_and_name(
         vec![(renamed, PresenceStatus::Online)]
     );
     b.disconnect(&bob.id, &c).await.expect("disconnect");
+}
+
+/// A join's `online` list covers every member of the room: thousands of users in one call,
+/// in the order asked, whichever node each is on.
+pub async fn online_answers_for_a_large_room(a: &dyn Presence, b: &dyn Presence, prefix: &str) {
+    let members: Vec<UserRef> = (0..2_500).map(|n| user(prefix, &format!("m{n}"))).collect();
+    let ids: Vec<UserId> = members.iter().map(|m| m.id.clone()).collect();
+    let connected = [(0, a), (999, b), (1_000, a), (2_499, b)];
+    for (n, (index, node)) in connected.iter().enumerate() {
+        node.connect(&members[*index], &conn(prefix, 100 + n as u64))
+            .await
+            .expect("connect");
+    }
+    let expected: Vec<(UserRef, PresenceStatus)> = connected
+        .iter()
+        .map(|(index, _)| (members[*index].clone(), PresenceStatus::Online))
+        .collect();
+    assert_eq!(a.online(&ids).await.expect("online"), expected);
+    for (n, (index, node)) in connected.iter().enumerate() {
+        node.disconnect(&members[*index].id, &conn(prefix, 100 + n as u64))
+            .await
+            .expect("disconnect");
+    }
+    assert!(b.online(&ids).await.expect("online").is_empty());
 }
 
 pub async fn an_unknown_connection_changes_nothing(a: &dyn Presence, prefix: &str) {
