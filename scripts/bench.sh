@@ -16,7 +16,10 @@
 # processes with the redis adapter), nodes (fan-out with receivers split over two nodes vs all
 # on one, publisher on the first; both cluster modes, over Redis), persist (closed-loop senders
 # against a gateway on PostgreSQL: group commit vs one transaction per message; PostgreSQL shares
-# CPU 0 with the gateway), scale (BENCH_SCALE_CONNS connections, 100,000 by default, over a local
+# CPU 0 with the gateway), production (one room of 1,000 and then 100 rooms of 100: an embedded
+# gateway, then one with REDIS_URL and DATABASE_URL, then two such with the receivers split,
+# redis-server and PostgreSQL on CPU 0 with them; every acknowledged message must be a row),
+# scale (BENCH_SCALE_CONNS connections, 100,000 by default, over a local
 # cluster of BENCH_SCALE_NODES gateways and redis-server on CPU 0, from several loadgen processes
 # on CPU 1: memory per connection and CPU at idle, then under a steady chat load; not part of
 # "everything", run it with BENCH_ONLY=scale), storm (a reconnect storm: BENCH_STORM_CONNS users,
@@ -32,9 +35,11 @@
 # 10,000 receivers in 100 rooms, "500 1000 2000"), BENCH_CROSS_RATES ("50 200"),
 # BENCH_NODES_RATES ("100 300"), connection counts BENCH_IDLE_CONNS (10000), BENCH_ROOM_CONNS
 # (1000), BENCH_ROOMS_CONNS (10000), BENCH_CROSS_CONNS (100), BENCH_NODES_CONNS (1000),
-# BENCH_PERSIST_CONNS (2000), scale knobs BENCH_SCALE_CONNS (100000), BENCH_SCALE_NODES (6),
-# BENCH_SCALE_CHAT_CONNS (10000 of the connections take part in the chat load),
-# BENCH_SCALE_CHAT_RATE (messages/s over 100 rooms, 200), BENCH_SCALE_IDLE_SECS (20),
+# BENCH_PERSIST_CONNS (2000), BENCH_PRODUCTION_CONNS (1000), BENCH_PRODUCTION_RATES
+# (messages/s, "100 400 1000 1280"), BENCH_PRODUCTION_ROOMS_CONNS (10000),
+# BENCH_PRODUCTION_ROOMS_RATES ("500 1000"), scale knobs BENCH_SCALE_CONNS (100000),
+# BENCH_SCALE_NODES (6), BENCH_SCALE_CHAT_CONNS (10000 of the connections take part in the chat
+# load), BENCH_SCALE_CHAT_RATE (messages/s over 100 rooms, 200), BENCH_SCALE_IDLE_SECS (20),
 # BENCH_STORM_CONNS (10000), BENCH_STORM_BACKLOGS ("4096 128"), BENCH_STORM_ENV (more gateway
 # settings for every storm run, e.g. "SWITCHBOARD_DB_TIMEOUT_MS=30000"; none by default),
 # BENCH_QUIET_WAIT (120 s), BENCH_RETRIES (1), BENCH_GATEWAY (a gateway binary to measure
@@ -63,6 +68,8 @@ SCALE_IDLE_SECS=${BENCH_SCALE_IDLE_SECS:-20}
 STORM_CONNS=${BENCH_STORM_CONNS:-10000}
 PRODUCTION_CONNS=${BENCH_PRODUCTION_CONNS:-1000}
 PRODUCTION_RATES=${BENCH_PRODUCTION_RATES:-"100 400 1000 1280"}
+PRODUCTION_ROOMS_CONNS=${BENCH_PRODUCTION_ROOMS_CONNS:-10000}
+PRODUCTION_ROOMS_RATES=${BENCH_PRODUCTION_ROOMS_RATES:-"500 1000"}
 STORM_BACKLOGS=${BENCH_STORM_BACKLOGS:-"4096 128"}
 STORM_ENV=${BENCH_STORM_ENV:-}
 ONLY=${BENCH_ONLY:-}
@@ -556,6 +563,20 @@ if selected production; then
         run "$name" switchboard split "$database" \
             fanout --conns "$PRODUCTION_CONNS" --rooms 1 --rate "$rate" --secs "$SECS"
         fanout_row switchboard "2 nodes, receivers split" "$name" "$rate" redis
+        RUN_BEFORE= RUN_AFTER=
+    done
+    echo >>"$SUMMARY"
+    fanout_header "100 rooms, $(fmt "$PRODUCTION_ROOMS_CONNS") receivers" redis
+    for rate in $PRODUCTION_ROOMS_RATES; do
+        name=production-rooms-embedded-r$rate
+        run "$name" switchboard single "" fanout --conns "$PRODUCTION_ROOMS_CONNS" --rooms 100 \
+            --rate "$rate" --secs "$SECS" --source-ips 4
+        fanout_row switchboard "embedded" "$name" "$rate"
+        RUN_BEFORE=fresh_database RUN_AFTER=check_fanout_rows
+        name=production-rooms-1node-r$rate
+        run "$name" switchboard cluster "$database" fanout --conns "$PRODUCTION_ROOMS_CONNS" \
+            --rooms 100 --rate "$rate" --secs "$SECS" --source-ips 4
+        fanout_row switchboard "1 node, Redis + PostgreSQL" "$name" "$rate" redis
         RUN_BEFORE= RUN_AFTER=
     done
     stop_postgres
