@@ -252,6 +252,11 @@ pub struct Config {
     /// Time a connection may take to accept one batch of writes before it is closed (4005).
     #[arg(long, env = "SWITCHBOARD_WRITE_TIMEOUT_MS", default_value_t = 10_000)]
     pub write_timeout_ms: u64,
+    /// Time a connection's outbound queue may stay non-empty before it is closed (4005): a
+    /// client (or, on an overloaded node, its session) this far behind is cut off and resumes
+    /// from the store, rather than falling further behind.
+    #[arg(long, env = "SWITCHBOARD_MAX_QUEUE_DELAY_MS", default_value_t = 2_000)]
+    pub max_queue_delay_ms: u64,
     /// Connections the kernel queues for each listener before they are accepted. A node that
     /// died sends its clients to the others all at once; a short queue drops their connects,
     /// which retry only after a second. Linux caps it at `net.core.somaxconn`.
@@ -389,6 +394,10 @@ impl Config {
             "SWITCHBOARD_OUTBOUND_QUEUE must be >= 16",
         );
         require(
+            (100..=u64::from(crate::outbound::MAX_DELAY_MS)).contains(&self.max_queue_delay_ms),
+            "SWITCHBOARD_MAX_QUEUE_DELAY_MS must be 100-600000",
+        );
+        require(
             self.listen_backlog >= 1,
             "SWITCHBOARD_LISTEN_BACKLOG must be >= 1",
         );
@@ -495,6 +504,10 @@ impl Config {
     pub fn auth_timeout(&self) -> Duration {
         Duration::from_millis(self.auth_timeout_ms)
     }
+    pub fn max_queue_delay(&self) -> Duration {
+        Duration::from_millis(self.max_queue_delay_ms)
+    }
+
     pub fn write_timeout(&self) -> Duration {
         Duration::from_millis(self.write_timeout_ms)
     }

@@ -4,8 +4,9 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
 
@@ -27,26 +28,53 @@ pub type Outbound = Arc<WsMessage>;
 /// Buffer slots a drained queue keeps; a larger buffer, grown in a burst, is given back.
 const KEPT_SLOTS: usize = 32;
 
+/// Milliseconds since the process's first call: the queue's clock, read once per broadcast
+/// (see [`SharedFrame`]) rather than once per recipient. Wraps after 49 days; only differences
+/// of at most [`MAX_DELAY_MS`] are ever taken.
+pub fn clock_ms() -> u32 {
+    static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+    EPOCH.elapsed().as_millis() as u32
+}
+
+/// The largest delay a queue may be given (ten minutes).
+pub const MAX_DELAY_MS: u32 = 600_000;
+
 /// A session's bounded queue of outbound frames: the hub pushes without waiting, the session
 /// task pops. The buffer is allocated with the first frame, not up front: tokio's bounded `mpsc`
 /// holds ~0.8 KiB per channel even while empty, and most connections are idle most of the time.
-pub fn queue(capacity: usize) -> (QueueTx, QueueRx) {
+///
+/// Bounded twice: by `capacity` frames, and by `max_delay`, how long the queue may stay
+/// non-empty without the session emptying it. A client that cannot keep up on a busy node (or
+/// a session that does not get to run: the node is past its capacity) is then cut off instead
+/// of falling further behind: a push fails with [`PushError::Full`] or [`PushError::Behind`].
+pub fn queue(capacity: usize, max_delay: Duration) -> (QueueTx, QueueRx) {
+    let max_delay_ms =
+        u32::try_from(max_delay.as_millis()).map_or(MAX_DELAY_MS, |ms| ms.min(MAX_DELAY_MS));
     let shared = Arc::new(Queue {
-        frames: Mutex::new(VecDeque::new()),
+        frames: Mutex::new(Frames::default()),
         waker: AtomicWaker::new(),
         capacity,
+        max_delay_ms,
         receiver_gone: AtomicBool::new(false),
         kicked: AtomicU16::new(0),
     });
     (QueueTx(Arc::clone(&shared)), QueueRx(shared))
 }
 
+#[derive(Debug, Default)]
+struct Frames {
+    queued: VecDeque<Outbound>,
+    /// When (by [`clock_ms`]) the queue last went from empty to non-empty.
+    busy_since_ms: u32,
+}
+
 #[derive(Debug)]
 struct Queue {
-    frames: Mutex<VecDeque<Outbound>>,
+    frames: Mutex<Frames>,
     /// The session task, parked until a frame arrives.
     waker: AtomicWaker,
     capacity: usize,
+    max_delay_ms: u32,
     /// The session ended: frames pushed now would never be written.
     receiver_gone: AtomicBool,
     /// The close code of the first kick; 0 while not kicked.
@@ -69,7 +97,7 @@ impl Queue {
         CloseCode::from_code(self.kicked.load(Ordering::Acquire))
     }
 
-    fn frames(&self) -> MutexGuard<'_, VecDeque<Outbound>> {
+    fn frames(&self) -> MutexGuard<'_, Frames> {
         // A panic while holding the lock cannot leave a `VecDeque` half-changed.
         self.frames.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -80,6 +108,8 @@ impl Queue {
 pub enum PushError {
     /// The queue holds its capacity: the session is a slow consumer.
     Full,
+    /// The queue has not been emptied for longer than its delay: a slow consumer too.
+    Behind,
     /// The session is gone.
     Closed,
 }
@@ -89,8 +119,9 @@ pub enum PushError {
 pub struct QueueTx(Arc<Queue>);
 
 impl QueueTx {
-    /// Queues a frame unless the queue is full or the session gone; never waits.
-    pub fn try_push(&self, frame: Outbound) -> Result<(), PushError> {
+    /// Queues a frame at `now_ms` (by [`clock_ms`]) unless the queue is full, behind or the
+    /// session gone; never waits.
+    pub fn try_push(&self, frame: Outbound, now_ms: u32) -> Result<(), PushError> {
         {
             let mut frames = self.0.frames();
             // Looked at under the lock: the session's drop sets it before it empties the queue
@@ -98,10 +129,15 @@ impl QueueTx {
             if self.0.receiver_gone.load(Ordering::Acquire) {
                 return Err(PushError::Closed);
             }
-            if frames.len() >= self.0.capacity {
+            if frames.queued.is_empty() {
+                frames.busy_since_ms = now_ms;
+            } else if now_ms.wrapping_sub(frames.busy_since_ms) > self.0.max_delay_ms {
+                return Err(PushError::Behind);
+            }
+            if frames.queued.len() >= self.0.capacity {
                 return Err(PushError::Full);
             }
-            frames.push_back(frame);
+            frames.queued.push_back(frame);
         }
         self.0.waker.wake();
         Ok(())
@@ -130,9 +166,9 @@ impl QueueRx {
     /// The oldest queued frame, if any.
     pub fn try_pop(&mut self) -> Option<Outbound> {
         let mut frames = self.0.frames();
-        let frame = frames.pop_front();
-        if frames.is_empty() && frames.capacity() > KEPT_SLOTS {
-            *frames = VecDeque::new();
+        let frame = frames.queued.pop_front();
+        if frames.queued.is_empty() && frames.queued.capacity() > KEPT_SLOTS {
+            frames.queued = VecDeque::new();
         }
         frame
     }
@@ -175,7 +211,7 @@ impl QueueRx {
 impl Drop for QueueRx {
     fn drop(&mut self) {
         self.0.receiver_gone.store(true, Ordering::Release);
-        self.0.frames().clear();
+        self.0.frames().queued.clear();
     }
 }
 
@@ -186,6 +222,8 @@ pub struct SharedFrame<'a> {
     frame: &'a ServerFrame,
     json: Option<Outbound>,
     msgpack: Option<Outbound>,
+    /// When it is queued, for every recipient.
+    now_ms: u32,
 }
 
 impl<'a> SharedFrame<'a> {
@@ -194,7 +232,13 @@ impl<'a> SharedFrame<'a> {
             frame,
             json: None,
             msgpack: None,
+            now_ms: clock_ms(),
         }
+    }
+
+    /// The queue clock when this broadcast began: what it is pushed at.
+    pub fn now_ms(&self) -> u32 {
+        self.now_ms
     }
 
     /// The encoded message for `codec`; `None` only if encoding failed (a bug, logged once).
@@ -220,6 +264,8 @@ impl<'a> SharedFrame<'a> {
 mod queue_tests {
     use super::*;
 
+    const DELAY: Duration = Duration::from_millis(2_000);
+
     fn frame(text: &str) -> Outbound {
         Arc::new(WsMessage::Text(text.into()))
     }
@@ -233,12 +279,12 @@ mod queue_tests {
 
     #[test]
     fn frames_come_out_in_order_up_to_the_capacity() {
-        let (tx, mut rx) = queue(2);
-        assert_eq!(tx.try_push(frame("a")), Ok(()));
-        assert_eq!(tx.try_push(frame("b")), Ok(()));
-        assert_eq!(tx.try_push(frame("c")), Err(PushError::Full));
+        let (tx, mut rx) = queue(2, DELAY);
+        assert_eq!(tx.try_push(frame("a"), 0), Ok(()));
+        assert_eq!(tx.try_push(frame("b"), 0), Ok(()));
+        assert_eq!(tx.try_push(frame("c"), 0), Err(PushError::Full));
         assert_eq!(rx.try_pop().as_ref().map(text), Some("a"));
-        assert_eq!(tx.try_push(frame("c")), Ok(()));
+        assert_eq!(tx.try_push(frame("c"), 0), Ok(()));
         assert_eq!(rx.try_pop().as_ref().map(text), Some("b"));
         assert_eq!(rx.try_pop().as_ref().map(text), Some("c"));
         assert!(rx.try_pop().is_none());
@@ -246,31 +292,55 @@ mod queue_tests {
 
     #[test]
     fn an_empty_queue_holds_no_buffer_and_gives_a_large_one_back() {
-        let (tx, mut rx) = queue(1024);
-        assert_eq!(tx.0.frames().capacity(), 0);
+        let (tx, mut rx) = queue(1024, DELAY);
+        assert_eq!(tx.0.frames().queued.capacity(), 0);
         for i in 0..100 {
-            tx.try_push(frame(&i.to_string())).unwrap();
+            tx.try_push(frame(&i.to_string()), 0).unwrap();
         }
         while rx.try_pop().is_some() {}
-        assert_eq!(tx.0.frames().capacity(), 0);
+        assert_eq!(tx.0.frames().queued.capacity(), 0);
+    }
+
+    #[test]
+    fn a_queue_left_non_empty_past_its_delay_refuses_frames_and_an_emptied_one_starts_over() {
+        let (tx, mut rx) = queue(1024, DELAY);
+        let delay = DELAY.as_millis() as u32;
+        tx.try_push(frame("a"), 1_000).unwrap();
+        tx.try_push(frame("b"), 1_000 + delay).unwrap();
+        assert_eq!(
+            tx.try_push(frame("c"), 1_001 + delay),
+            Err(PushError::Behind)
+        );
+        // The session empties its queue: it keeps up, however old the last frame was.
+        while rx.try_pop().is_some() {}
+        tx.try_push(frame("d"), 5_000).unwrap();
+        tx.try_push(frame("e"), 5_000 + delay).unwrap();
+        // The clock wraps after 49 days; only the difference counts.
+        let (tx, _rx) = queue(8, DELAY);
+        tx.try_push(frame("f"), u32::MAX - 10).unwrap();
+        assert_eq!(tx.try_push(frame("g"), 20), Ok(()));
+        assert_eq!(tx.try_push(frame("h"), delay + 20), Err(PushError::Behind));
     }
 
     #[test]
     fn a_gone_session_refuses_frames() {
-        let (tx, rx) = queue(8);
-        tx.try_push(frame("queued")).unwrap();
+        let (tx, rx) = queue(8, DELAY);
+        tx.try_push(frame("queued"), 0).unwrap();
         drop(rx);
-        assert_eq!(tx.try_push(frame("late")), Err(PushError::Closed));
-        assert!(tx.0.frames().is_empty(), "queued frames are released");
+        assert_eq!(tx.try_push(frame("late"), 0), Err(PushError::Closed));
+        assert!(
+            tx.0.frames().queued.is_empty(),
+            "queued frames are released"
+        );
     }
 
     #[tokio::test]
     async fn a_waiting_session_wakes_for_a_frame_pushed_from_another_task() {
-        let (tx, mut rx) = queue(8);
+        let (tx, mut rx) = queue(8, DELAY);
         let waiting = tokio::spawn(async move { rx.next().await });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "parked on the empty queue");
-        tx.try_push(frame("hello")).unwrap();
+        tx.try_push(frame("hello"), 0).unwrap();
         match waiting.await.unwrap() {
             Next::Frame(popped) => assert_eq!(text(&popped), "hello"),
             other => panic!("{other:?}"),
@@ -279,7 +349,7 @@ mod queue_tests {
 
     #[tokio::test]
     async fn a_kick_wakes_the_session_ahead_of_queued_frames_and_the_first_kick_wins() {
-        let (tx, mut rx) = queue(8);
+        let (tx, mut rx) = queue(8, DELAY);
         let waiting = tokio::spawn(async move {
             let first = rx.next().await;
             (first, rx)
@@ -289,7 +359,7 @@ mod queue_tests {
         assert!(tx.kick(CloseCode::SlowConsumer));
         let (first, mut rx) = waiting.await.unwrap();
         assert_eq!(first, Next::Kicked(CloseCode::SlowConsumer));
-        tx.try_push(frame("late")).unwrap();
+        tx.try_push(frame("late"), 0).unwrap();
         assert!(!tx.kick(CloseCode::SessionReplaced), "already kicked");
         assert_eq!(rx.next().await, Next::Kicked(CloseCode::SlowConsumer));
     }

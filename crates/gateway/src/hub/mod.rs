@@ -44,11 +44,12 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
-    /// Queues a frame; a full queue kicks the session as a slow consumer.
-    fn push(&self, message: Outbound) -> bool {
-        match self.tx.try_push(message) {
+    /// Queues a frame at `now_ms`; a queue that is full or behind kicks the session as a slow
+    /// consumer.
+    fn push(&self, message: Outbound, now_ms: u32) -> bool {
+        match self.tx.try_push(message, now_ms) {
             Ok(()) => true,
-            Err(PushError::Full) => {
+            Err(PushError::Full | PushError::Behind) => {
                 if self.tx.kick(CloseCode::SlowConsumer) {
                     metrics::slow_consumer();
                 }

@@ -139,7 +139,7 @@ impl Registry {
                 continue;
             }
             if let Some(bytes) = shared.get(target.handle.codec)
-                && target.handle.push(bytes)
+                && target.handle.push(bytes, shared.now_ms())
             {
                 sent += 1;
             }
@@ -195,7 +195,7 @@ impl Registry {
                 continue;
             }
             if let Some(bytes) = shared.get(target.handle.codec)
-                && target.handle.push(bytes)
+                && target.handle.push(bytes, shared.now_ms())
             {
                 sent += 1;
             }

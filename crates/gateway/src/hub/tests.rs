@@ -18,7 +18,7 @@ use switchboard_protocol::{Message, MessageKind, UserRef};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 fn session(user: &str, codec: Codec) -> (SessionHandle, QueueRx) {
-    let (tx, rx) = crate::outbound::queue(8);
+    let (tx, rx) = crate::outbound::queue(8, std::time::Duration::from_secs(2));
     let user = UserId::parse(user).unwrap();
     (SessionHandle { user, codec, tx }, rx)
 }

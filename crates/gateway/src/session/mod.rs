@@ -69,7 +69,7 @@ pub(crate) async fn start<C: Connection>(
         wire.close(End::Close(CloseCode::AuthFailed)).await;
         return None;
     };
-    let (tx, rx) = queue(app.config.outbound_queue);
+    let (tx, rx) = queue(app.config.outbound_queue, app.config.max_queue_delay());
     let conn = app.next_conn_id();
     let handle = SessionHandle {
         user: identity.user.id.clone(),
