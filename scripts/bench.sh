@@ -259,6 +259,8 @@ start_servers() {
     fi
     start_redis
     TARGET+=(--backend-pid "$REDIS_PID")
+    # PostgreSQL too, when the nodes use it: its backends are the postmaster's children.
+    if [[ "$env" == *DATABASE_URL=* ]]; then TARGET+=(--backend-pid "$PG_PID"); fi
     # shellcheck disable=SC2086
     start_node "$server" "$PORT" REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
         SWITCHBOARD_NODE_ID=bench-a $env
@@ -408,20 +410,27 @@ fi
 
 FANOUT_FIELDS=(deliveries_per_sec latency_ms.p50 latency_ms.p99 latency_ms.p999 latency_ms.max
     loss gateway_cpu_util gateway_us_per_delivery loadgen_cpu_util others_cpu_secs)
-# fanout_header TITLE [redis]: a table of fan-out rows; with "redis", a column for its CPU.
+# fanout_header TITLE [redis|backends]: a table of fan-out rows; with "redis", a column for its
+# CPU, with "backends" one for redis-server's and PostgreSQL's together.
 fanout_header() {
     local extra="" line=""
-    if [ "${2:-}" = redis ]; then extra=" redis CPU |" line="---|"; fi
+    case ${2:-} in
+        redis) extra=" redis CPU |" line="---|" ;;
+        backends) extra=" Redis + PostgreSQL CPU |" line="---|" ;;
+    esac
     {
         echo "| server | $1 | msgs/s | deliveries/s | p50 ms | p99 ms | p99.9 ms | max ms | loss | server CPU | server µs/delivery |$extra loadgen CPU | other CPU s |"
         echo "|---|---|---|---|---|---|---|---|---|---|---|$line---|---|"
     } >>"$SUMMARY"
 }
-# fanout_row SERVER LABEL NAME RATE [redis]
+# fanout_row SERVER LABEL NAME RATE [redis|backends|-]: "-" for a row without backends in a
+# table with a backend column.
 fanout_row() {
     local server=$1 label=$2 name=$3 rate=$4 extra="" dps p50 p99 p999 max loss gcpu us lcpu others
     read -r dps p50 p99 p999 max loss gcpu us lcpu others < <(median "$name" "${FANOUT_FIELDS[@]}")
-    if [ "${5:-}" = redis ]; then
+    if [ "${5:-}" = - ]; then
+        extra=" – |"
+    elif [ -n "${5:-}" ]; then
         # Fraction of a core: median CPU seconds over the median window.
         extra=" $(percent "$(awk -v c="$(median "$name" backend_cpu_secs)" \
             -v w="$(median "$name" window_secs)" 'BEGIN { print c / w }')") |"
@@ -547,36 +556,36 @@ check_fanout_rows() { check_rows "$1" acks_ok; }
 if selected production; then
     echo "== production mode: $(fmt "$PRODUCTION_CONNS") receivers in one room, embedded vs Redis + PostgreSQL"
     start_postgres
-    fanout_header "1 room, $(fmt "$PRODUCTION_CONNS") receivers" redis
+    fanout_header "1 room, $(fmt "$PRODUCTION_CONNS") receivers" backends
     database="DATABASE_URL=postgres://switchboard@127.0.0.1:$PG_PORT/bench"
     for rate in $PRODUCTION_RATES; do
         name=production-embedded-r$rate
         run "$name" switchboard single "" \
             fanout --conns "$PRODUCTION_CONNS" --rooms 1 --rate "$rate" --secs "$SECS"
-        fanout_row switchboard "embedded" "$name" "$rate"
+        fanout_row switchboard "embedded" "$name" "$rate" -
         RUN_BEFORE=fresh_database RUN_AFTER=check_fanout_rows
         name=production-1node-r$rate
         run "$name" switchboard cluster "$database" \
             fanout --conns "$PRODUCTION_CONNS" --rooms 1 --rate "$rate" --secs "$SECS"
-        fanout_row switchboard "1 node, Redis + PostgreSQL" "$name" "$rate" redis
+        fanout_row switchboard "1 node, Redis + PostgreSQL" "$name" "$rate" backends
         name=production-2nodes-r$rate
         run "$name" switchboard split "$database" \
             fanout --conns "$PRODUCTION_CONNS" --rooms 1 --rate "$rate" --secs "$SECS"
-        fanout_row switchboard "2 nodes, receivers split" "$name" "$rate" redis
+        fanout_row switchboard "2 nodes, receivers split" "$name" "$rate" backends
         RUN_BEFORE= RUN_AFTER=
     done
     echo >>"$SUMMARY"
-    fanout_header "100 rooms, $(fmt "$PRODUCTION_ROOMS_CONNS") receivers" redis
+    fanout_header "100 rooms, $(fmt "$PRODUCTION_ROOMS_CONNS") receivers" backends
     for rate in $PRODUCTION_ROOMS_RATES; do
         name=production-rooms-embedded-r$rate
         run "$name" switchboard single "" fanout --conns "$PRODUCTION_ROOMS_CONNS" --rooms 100 \
             --rate "$rate" --secs "$SECS" --source-ips 4
-        fanout_row switchboard "embedded" "$name" "$rate"
+        fanout_row switchboard "embedded" "$name" "$rate" -
         RUN_BEFORE=fresh_database RUN_AFTER=check_fanout_rows
         name=production-rooms-1node-r$rate
         run "$name" switchboard cluster "$database" fanout --conns "$PRODUCTION_ROOMS_CONNS" \
             --rooms 100 --rate "$rate" --secs "$SECS" --source-ips 4
-        fanout_row switchboard "1 node, Redis + PostgreSQL" "$name" "$rate" redis
+        fanout_row switchboard "1 node, Redis + PostgreSQL" "$name" "$rate" backends
         RUN_BEFORE= RUN_AFTER=
     done
     stop_postgres

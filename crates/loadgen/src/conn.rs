@@ -65,8 +65,9 @@ pub struct TargetArgs {
     /// the figures are then the sums over every node.
     #[arg(long)]
     pub gateway_pid: Vec<u32>,
-    /// Process id of a backend the servers use (e.g. redis-server): its CPU time is reported
-    /// on its own and not counted as other processes' noise. Repeatable.
+    /// Process id of a backend the servers use (redis-server, PostgreSQL's postmaster): its CPU
+    /// time, with that of its children in `fanout` (PostgreSQL's backends), is reported on its
+    /// own and not counted as other processes' noise. Repeatable.
     #[arg(long)]
     pub backend_pid: Vec<u32>,
     /// Spread connections over 127.0.0.1 ..= 127.0.0.N as source addresses, when one address

@@ -653,7 +653,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Report> {
     // The measured window: from the first scheduled send to the end of the drain.
     let gateway_rss_before = total_rss_kib(&gateway)?;
     let gateway_cpu = GroupCpuMeter::start(&gateway)?;
-    let backend_cpu = GroupCpuMeter::start(&backends)?;
+    let backend_cpu = GroupCpuMeter::start_tree(&backends)?;
     let loadgen_cpu = CpuMeter::start(Proc::Myself)?;
     let machine = MachineMeter::start()?;
     let start = Instant::now() + Duration::from_millis(20);

@@ -74,25 +74,87 @@ impl CpuMeter {
 
 /// CPU seconds used by a group of processes (the nodes of a cluster, or their backends), summed.
 #[derive(Debug, Clone)]
-pub struct GroupCpuMeter(Vec<CpuMeter>);
+pub struct GroupCpuMeter {
+    procs: Vec<CpuMeter>,
+    /// Children found at the start; one that exits before the end (a PostgreSQL worker) counts
+    /// for nothing rather than failing the run.
+    children: Vec<CpuMeter>,
+}
 
 impl GroupCpuMeter {
     /// `None` for an empty group: nothing to measure.
     pub fn start(procs: &[Proc]) -> anyhow::Result<Option<Self>> {
+        Self::start_with(procs, Vec::new())
+    }
+
+    /// The group and its processes' children as they are now (see [`children`]).
+    pub fn start_tree(procs: &[Proc]) -> anyhow::Result<Option<Self>> {
+        Self::start_with(procs, children(procs))
+    }
+
+    fn start_with(procs: &[Proc], children: Vec<Proc>) -> anyhow::Result<Option<Self>> {
         if procs.is_empty() {
             return Ok(None);
         }
-        Ok(Some(Self(
-            procs
+        Ok(Some(Self {
+            procs: procs
                 .iter()
                 .map(|&proc| CpuMeter::start(proc))
                 .collect::<anyhow::Result<_>>()?,
-        )))
+            children: children
+                .into_iter()
+                .filter_map(|child| CpuMeter::start(child).ok())
+                .collect(),
+        }))
     }
 
     pub fn used(&self) -> anyhow::Result<f64> {
-        self.0.iter().map(CpuMeter::used).sum()
+        let procs: f64 = self
+            .procs
+            .iter()
+            .map(CpuMeter::used)
+            .sum::<anyhow::Result<f64>>()?;
+        let children: f64 = self.children.iter().filter_map(|c| c.used().ok()).sum();
+        Ok(procs + children)
     }
+}
+
+/// The children of `procs`, as they are now: a backend such as PostgreSQL runs a process per
+/// connection under its postmaster, all of them its CPU.
+fn children(procs: &[Proc]) -> Vec<Proc> {
+    let parents: Vec<u32> = procs
+        .iter()
+        .filter_map(|p| match p {
+            Proc::Pid(pid) => Some(*pid),
+            Proc::Myself => None,
+        })
+        .collect();
+    let mut children = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return children;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // `pid (comm) state ppid …`: comm may hold spaces and parentheses, so read after the
+        // last ')'.
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|ppid| ppid.parse::<u32>().ok());
+        if ppid.is_some_and(|ppid| parents.contains(&ppid)) {
+            children.push(Proc::Pid(pid));
+        }
+    }
+    children
 }
 
 /// The resident memory of a group of processes, summed; `None` for an empty group.
