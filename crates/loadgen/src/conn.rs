@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
 use crate::procfs::Proc;
+use crate::raw::RawWs;
 use crate::socketio;
 use crate::token::Mint;
 
@@ -210,6 +211,28 @@ impl Target {
         Ok(stream)
     }
 
+    /// Connects connection number `index` (round-robin over `--url`) as user `user` with the
+    /// raw client ([`RawWs`], Switchboard only) and waits until the session is ready.
+    pub async fn open_raw(
+        &self,
+        index: usize,
+        user: &str,
+        read_buffer_bytes: usize,
+    ) -> anyhow::Result<RawWs> {
+        debug_assert_eq!(self.dialect, Dialect::Switchboard);
+        let endpoint = self.endpoint(index);
+        let stream = self.connect(endpoint, index).await?;
+        let bearer = format!("Bearer {}", self.mint.token(user)?);
+        let headers = [("Authorization", bearer.as_str())];
+        let mut ws = RawWs::handshake(stream, &endpoint.url, &headers, read_buffer_bytes).await?;
+        while !ws
+            .next_text()
+            .await?
+            .starts_with(SESSION_READY_PREFIX.as_bytes())
+        {}
+        Ok(ws)
+    }
+
     /// The WebSocket upgrade on a connected `stream`, as user `user`, up to a ready session.
     pub async fn upgrade(
         &self,
@@ -276,37 +299,67 @@ async fn next_text(ws: &mut Ws) -> anyhow::Result<String> {
     }
 }
 
-/// Sends a request and waits for its ack, skipping every other frame.
-pub async fn request(
-    ws: &mut Ws,
-    frame: &ClientFrame,
-) -> anyhow::Result<Result<AckResult, ErrorBody>> {
-    let id = frame.request_id().context("request without an id")?;
-    ws.send(Message::text(serde_json::to_string(frame)?))
-        .await?;
-    loop {
-        let text = next_text(ws).await?;
-        if !text.starts_with(ACK_PREFIX) {
-            continue;
-        }
-        if let ServerFrame::Ack {
-            id: acked,
-            result,
-            error,
-        } = serde_json::from_str(&text).context("unreadable ack")?
-            && acked == id
-        {
-            return match (result, error) {
-                (_, Some(error)) => Ok(Err(error)),
-                (Some(result), None) => Ok(Ok(result)),
-                (None, None) => bail!("ack {id} has neither result nor error"),
-            };
+/// A connection that can send a request and wait for its ack (the setup phase).
+pub trait Requests {
+    /// Sends a request and waits for its ack, skipping every other frame.
+    async fn request(
+        &mut self,
+        frame: &ClientFrame,
+    ) -> anyhow::Result<Result<AckResult, ErrorBody>>;
+}
+
+impl Requests for Ws {
+    async fn request(
+        &mut self,
+        frame: &ClientFrame,
+    ) -> anyhow::Result<Result<AckResult, ErrorBody>> {
+        let id = frame.request_id().context("request without an id")?;
+        self.send(Message::text(serde_json::to_string(frame)?))
+            .await?;
+        loop {
+            if let Some(outcome) = ack_of(next_text(self).await?.as_bytes(), id)? {
+                return Ok(outcome);
+            }
         }
     }
 }
 
+impl Requests for RawWs {
+    async fn request(
+        &mut self,
+        frame: &ClientFrame,
+    ) -> anyhow::Result<Result<AckResult, ErrorBody>> {
+        let id = frame.request_id().context("request without an id")?;
+        self.send_text(&serde_json::to_vec(frame)?).await?;
+        loop {
+            if let Some(outcome) = ack_of(&self.next_text().await?, id)? {
+                return Ok(outcome);
+            }
+        }
+    }
+}
+
+/// The outcome `frame` carries if it is the ack of request `id`.
+fn ack_of(frame: &[u8], id: u64) -> anyhow::Result<Option<Result<AckResult, ErrorBody>>> {
+    if !frame.starts_with(ACK_PREFIX.as_bytes()) {
+        return Ok(None);
+    }
+    match serde_json::from_slice(frame).context("unreadable ack")? {
+        ServerFrame::Ack {
+            id: acked,
+            result,
+            error,
+        } if acked == id => match (result, error) {
+            (_, Some(error)) => Ok(Some(Err(error))),
+            (Some(result), None) => Ok(Some(Ok(result))),
+            (None, None) => bail!("ack {id} has neither result nor error"),
+        },
+        _ => Ok(None),
+    }
+}
+
 /// Makes this connection's user a member of `room`, creating the room if it does not exist.
-pub async fn create_and_join(ws: &mut Ws, room: &RoomId) -> anyhow::Result<()> {
+pub async fn create_and_join(ws: &mut impl Requests, room: &RoomId) -> anyhow::Result<()> {
     let create = ClientFrame::RoomCreate {
         id: 1,
         room_id: room.clone(),
@@ -314,7 +367,7 @@ pub async fn create_and_join(ws: &mut Ws, room: &RoomId) -> anyhow::Result<()> {
         kind: Default::default(),
         password: None,
     };
-    match request(ws, &create).await? {
+    match ws.request(&create).await? {
         Ok(_) => {}
         Err(error) if error.code == ErrorCode::RoomExists => {}
         Err(error) => bail!("room:create {room}: {} {}", error.code, error.message),
@@ -323,14 +376,14 @@ pub async fn create_and_join(ws: &mut Ws, room: &RoomId) -> anyhow::Result<()> {
 }
 
 /// Joins an existing room.
-pub async fn join(ws: &mut Ws, room: &RoomId) -> anyhow::Result<()> {
+pub async fn join(ws: &mut impl Requests, room: &RoomId) -> anyhow::Result<()> {
     let join = ClientFrame::RoomJoin {
         id: 2,
         room_id: room.clone(),
         password: None,
         since_seq: None,
     };
-    match request(ws, &join).await? {
+    match ws.request(&join).await? {
         Ok(_) => Ok(()),
         Err(error) => bail!("room:join {room}: {} {}", error.code, error.message),
     }

@@ -27,6 +27,7 @@ mod idle;
 mod median;
 mod persist;
 mod procfs;
+mod raw;
 mod socketio;
 mod storm;
 mod token;

@@ -37,7 +37,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::Report;
-use crate::conn::{self, Dialect, Target, TargetArgs, Ws};
+use crate::conn::{self, Dialect, Requests, Target, TargetArgs, Ws};
 use crate::fanout::end_reason;
 use crate::procfs::{CpuMeter, GroupCpuMeter, ListenCounters, MachineMeter, Proc};
 
@@ -204,7 +204,7 @@ impl Ctx {
                         kind: Default::default(),
                         client_msg_id: format!("{room_id}-{k}"),
                     };
-                    match conn::request(&mut ws, &send).await? {
+                    match ws.request(&send).await? {
                         Ok(AckResult::Sent { seq, .. }) => last = seq,
                         Ok(_) => bail!("message:send answered with another result"),
                         Err(error) => bail!("message:send: {} {}", error.code, error.message),
@@ -233,7 +233,7 @@ impl Ctx {
             password: None,
             since_seq: Some(since),
         };
-        match conn::request(ws, &join).await? {
+        match ws.request(&join).await? {
             Ok(AckResult::Room {
                 recovered: true,
                 messages,
