@@ -37,7 +37,8 @@
 # (1000), BENCH_ROOMS_CONNS (10000), BENCH_CROSS_CONNS (100), BENCH_NODES_CONNS (1000),
 # BENCH_PERSIST_CONNS (2000), BENCH_PRODUCTION_CONNS (1000), BENCH_PRODUCTION_RATES
 # (messages/s, "100 400 1000 1280"), BENCH_PRODUCTION_ROOMS_CONNS (10000),
-# BENCH_PRODUCTION_ROOMS_RATES ("500 1000"), scale knobs BENCH_SCALE_CONNS (100000),
+# BENCH_PRODUCTION_ROOMS_RATES ("500 1000"), BENCH_PRODUCTION_MODES (the rows to run, "embedded
+# 1node 2nodes rooms": rooms is the 100-room table), scale knobs BENCH_SCALE_CONNS (100000),
 # BENCH_SCALE_NODES (6), BENCH_SCALE_CHAT_CONNS (10000 of the connections take part in the chat
 # load), BENCH_SCALE_CHAT_RATE (messages/s over 100 rooms, 200), BENCH_SCALE_IDLE_SECS (20),
 # BENCH_STORM_CONNS (10000), BENCH_STORM_BACKLOGS ("4096 128"), BENCH_STORM_ENV (more gateway
@@ -70,6 +71,7 @@ PRODUCTION_CONNS=${BENCH_PRODUCTION_CONNS:-1000}
 PRODUCTION_RATES=${BENCH_PRODUCTION_RATES:-"100 400 1000 1280"}
 PRODUCTION_ROOMS_CONNS=${BENCH_PRODUCTION_ROOMS_CONNS:-10000}
 PRODUCTION_ROOMS_RATES=${BENCH_PRODUCTION_ROOMS_RATES:-"500 1000"}
+PRODUCTION_MODES=${BENCH_PRODUCTION_MODES:-"embedded 1node 2nodes rooms"}
 STORM_BACKLOGS=${BENCH_STORM_BACKLOGS:-"4096 128"}
 STORM_ENV=${BENCH_STORM_ENV:-}
 ONLY=${BENCH_ONLY:-}
@@ -558,36 +560,45 @@ if selected production; then
     start_postgres
     fanout_header "1 room, $(fmt "$PRODUCTION_CONNS") receivers" backends
     database="DATABASE_URL=postgres://switchboard@127.0.0.1:$PG_PORT/bench"
+    mode() { case " $PRODUCTION_MODES " in *" $1 "*) return 0 ;; esac; return 1; }
     for rate in $PRODUCTION_RATES; do
-        name=production-embedded-r$rate
-        run "$name" switchboard single "" \
-            fanout --conns "$PRODUCTION_CONNS" --rooms 1 --rate "$rate" --secs "$SECS"
-        fanout_row switchboard "embedded" "$name" "$rate" -
+        if mode embedded; then
+            name=production-embedded-r$rate
+            run "$name" switchboard single "" \
+                fanout --conns "$PRODUCTION_CONNS" --rooms 1 --rate "$rate" --secs "$SECS"
+            fanout_row switchboard "embedded" "$name" "$rate" -
+        fi
         RUN_BEFORE=fresh_database RUN_AFTER=check_fanout_rows
-        name=production-1node-r$rate
-        run "$name" switchboard cluster "$database" \
-            fanout --conns "$PRODUCTION_CONNS" --rooms 1 --rate "$rate" --secs "$SECS"
-        fanout_row switchboard "1 node, Redis + PostgreSQL" "$name" "$rate" backends
-        name=production-2nodes-r$rate
-        run "$name" switchboard split "$database" \
-            fanout --conns "$PRODUCTION_CONNS" --rooms 1 --rate "$rate" --secs "$SECS"
-        fanout_row switchboard "2 nodes, receivers split" "$name" "$rate" backends
+        if mode 1node; then
+            name=production-1node-r$rate
+            run "$name" switchboard cluster "$database" \
+                fanout --conns "$PRODUCTION_CONNS" --rooms 1 --rate "$rate" --secs "$SECS"
+            fanout_row switchboard "1 node, Redis + PostgreSQL" "$name" "$rate" backends
+        fi
+        if mode 2nodes; then
+            name=production-2nodes-r$rate
+            run "$name" switchboard split "$database" \
+                fanout --conns "$PRODUCTION_CONNS" --rooms 1 --rate "$rate" --secs "$SECS"
+            fanout_row switchboard "2 nodes, receivers split" "$name" "$rate" backends
+        fi
         RUN_BEFORE= RUN_AFTER=
     done
     echo >>"$SUMMARY"
-    fanout_header "100 rooms, $(fmt "$PRODUCTION_ROOMS_CONNS") receivers" backends
-    for rate in $PRODUCTION_ROOMS_RATES; do
-        name=production-rooms-embedded-r$rate
-        run "$name" switchboard single "" fanout --conns "$PRODUCTION_ROOMS_CONNS" --rooms 100 \
-            --rate "$rate" --secs "$SECS" --source-ips 4
-        fanout_row switchboard "embedded" "$name" "$rate" -
-        RUN_BEFORE=fresh_database RUN_AFTER=check_fanout_rows
-        name=production-rooms-1node-r$rate
-        run "$name" switchboard cluster "$database" fanout --conns "$PRODUCTION_ROOMS_CONNS" \
-            --rooms 100 --rate "$rate" --secs "$SECS" --source-ips 4
-        fanout_row switchboard "1 node, Redis + PostgreSQL" "$name" "$rate" backends
-        RUN_BEFORE= RUN_AFTER=
-    done
+    if mode rooms; then
+        fanout_header "100 rooms, $(fmt "$PRODUCTION_ROOMS_CONNS") receivers" backends
+        for rate in $PRODUCTION_ROOMS_RATES; do
+            name=production-rooms-embedded-r$rate
+            run "$name" switchboard single "" fanout --conns "$PRODUCTION_ROOMS_CONNS" \
+                --rooms 100 --rate "$rate" --secs "$SECS" --source-ips 4
+            fanout_row switchboard "embedded" "$name" "$rate" -
+            RUN_BEFORE=fresh_database RUN_AFTER=check_fanout_rows
+            name=production-rooms-1node-r$rate
+            run "$name" switchboard cluster "$database" fanout --conns "$PRODUCTION_ROOMS_CONNS" \
+                --rooms 100 --rate "$rate" --secs "$SECS" --source-ips 4
+            fanout_row switchboard "1 node, Redis + PostgreSQL" "$name" "$rate" backends
+            RUN_BEFORE= RUN_AFTER=
+        done
+    fi
     stop_postgres
     echo >>"$SUMMARY"
 fi
