@@ -163,6 +163,13 @@ pub enum Next {
 pub struct QueueRx(Arc<Queue>);
 
 impl QueueRx {
+    /// Starts the queue's delay over at `now_ms`: the session can empty its queue from now on.
+    /// Frames queued while it was starting (its handshake and reads, which take long on a busy
+    /// node) do not count against it.
+    pub fn start_clock(&mut self, now_ms: u32) {
+        self.0.frames().busy_since_ms = now_ms;
+    }
+
     /// The oldest queued frame, if any.
     pub fn try_pop(&mut self) -> Option<Outbound> {
         let mut frames = self.0.frames();
@@ -315,6 +322,15 @@ mod queue_tests {
         while rx.try_pop().is_some() {}
         tx.try_push(frame("d"), 5_000).unwrap();
         tx.try_push(frame("e"), 5_000 + delay).unwrap();
+        // Frames queued before the session could take them do not count.
+        while rx.try_pop().is_some() {}
+        tx.try_push(frame("i"), 9_000).unwrap();
+        rx.start_clock(9_000 + 2 * delay);
+        tx.try_push(frame("j"), 9_000 + 3 * delay).unwrap();
+        assert_eq!(
+            tx.try_push(frame("k"), 9_001 + 3 * delay),
+            Err(PushError::Behind)
+        );
         // The clock wraps after 49 days; only the difference counts.
         let (tx, _rx) = queue(8, DELAY);
         tx.try_push(frame("f"), u32::MAX - 10).unwrap();

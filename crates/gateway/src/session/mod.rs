@@ -238,6 +238,7 @@ impl<C: Connection> Session<C> {
         // The waits that outlive one turn of the loop are made once and kept: re-arming a
         // timer and re-registering a waiter on every wake-up would cost more than the write
         // the wake-up is usually for.
+        self.rx.start_clock(crate::outbound::clock_ms());
         let shutdown = self.app.shutdown.clone();
         let cancelled = shutdown.cancelled();
         let timer = tokio::time::sleep_until(self.next_wake());
