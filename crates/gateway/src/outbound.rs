@@ -164,8 +164,8 @@ pub struct QueueRx(Arc<Queue>);
 
 impl QueueRx {
     /// Starts the queue's delay over at `now_ms`: the session can empty its queue from now on.
-    /// Frames queued while it was starting (its handshake and reads, which take long on a busy
-    /// node) do not count against it.
+    /// Frames queued while it was busy (starting, or answering a request of its own, which
+    /// takes long on a busy node) do not count against it.
     pub fn start_clock(&mut self, now_ms: u32) {
         self.0.frames().busy_since_ms = now_ms;
     }

@@ -512,12 +512,11 @@ async fn publisher(
     let _ = ready.send(()).await;
     drop(ready);
 
-    // Wait for the schedule. A Socket.IO server drops a client that leaves its pings unanswered
-    // for pingInterval + pingTimeout (45 s), and setting up 10,000 receivers can take that long,
-    // so Socket.IO publishers read (and answer pings) meanwhile. Switchboard publishers read
-    // nothing until the first send, as they always have.
+    // Wait for the schedule, reading (and answering pings) meanwhile: a server drops a client
+    // that stays silent past its heartbeat (Socket.IO: pingInterval + pingTimeout, 45 s; the
+    // gateway: 4004 after its heartbeat timeout), and setting up 10,000 receivers on a gateway
+    // with PostgreSQL takes over a minute.
     let mut plan_rx = ctx.plan.clone();
-    let read_meanwhile = ctx.target.dialect == Dialect::SocketIo;
     let plan = loop {
         tokio::select! {
             biased;
@@ -525,7 +524,7 @@ async fn publisher(
                 Ok(plan) => break plan.unwrap_or_else(|| unreachable!("waited for Some")),
                 Err(_) => return,
             },
-            frame = ws.next(), if read_meanwhile => {
+            frame = ws.next() => {
                 // No send yet, so no ack to time.
                 if let Err(reason) = on_publisher_frame(&ctx, &mut ws, frame, &|_| Instant::now()).await {
                     ctx.ended_early(format!("publisher {reason}"));

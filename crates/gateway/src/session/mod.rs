@@ -316,7 +316,11 @@ impl<C: Connection> Session<C> {
     async fn on_incoming(&mut self, incoming: C::Incoming) -> Result<(), SessionError> {
         let inbound = self.wire.inbound(incoming).await?;
         let step = self.step(inbound);
-        self.take(step).await
+        let taken = self.take(step).await;
+        // While it waited for its own request (a store read on a busy node can take seconds),
+        // the session could not empty its queue; that is no sign of a slow client.
+        self.rx.start_clock(crate::outbound::clock_ms());
+        taken
     }
 
     /// What to do with what arrived: the bookkeeping (liveness, the rate limit, decoding) without
