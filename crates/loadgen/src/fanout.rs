@@ -281,6 +281,28 @@ impl Ctx {
         }
     }
 
+    /// Counts a receiver's setup, failed or done, and tells the run it is over: the connection
+    /// when it is ready to receive.
+    async fn receiver_ready<W>(
+        &self,
+        set_up: anyhow::Result<W>,
+        room: usize,
+        ready: mpsc::Sender<()>,
+    ) -> Option<W> {
+        let ws = match set_up {
+            Ok(ws) => {
+                self.stats.borrow_mut().receivers_ready[room] += 1;
+                Some(ws)
+            }
+            Err(error) => {
+                self.setup_failed(&error);
+                None
+            }
+        };
+        let _ = ready.send(()).await;
+        ws
+    }
+
     fn setup_failed(&self, error: &anyhow::Error) {
         let mut stats = self.stats.borrow_mut();
         stats.setup_failed += 1;
@@ -380,20 +402,12 @@ async fn receiver(ctx: Rc<Ctx>, index: usize, room: usize, ready: mpsc::Sender<(
         .write_buffer_size(0);
     let user = format!("recv-{index}");
     let create = ctx.receivers_create;
-    let mut ws = match ctx
+    let set_up = ctx
         .set_up(None, index, &user, config, &[room], create)
-        .await
-    {
-        Ok(ws) => ws,
-        Err(error) => {
-            ctx.setup_failed(&error);
-            let _ = ready.send(()).await;
-            return;
-        }
+        .await;
+    let Some(mut ws) = ctx.receiver_ready(set_up, room, ready).await else {
+        return;
     };
-    ctx.stats.borrow_mut().receivers_ready[room] += 1;
-    let _ = ready.send(()).await;
-    drop(ready);
 
     let stopped = ctx.stop.cancelled();
     tokio::pin!(stopped);
@@ -442,17 +456,10 @@ async fn receiver(ctx: Rc<Ctx>, index: usize, room: usize, ready: mpsc::Sender<(
 /// frame parsed in place.
 async fn raw_receiver(ctx: Rc<Ctx>, index: usize, room: usize, ready: mpsc::Sender<()>) {
     let user = format!("recv-{index}");
-    let mut ws = match ctx.set_up_raw(index, &user, room).await {
-        Ok(ws) => ws,
-        Err(error) => {
-            ctx.setup_failed(&error);
-            let _ = ready.send(()).await;
-            return;
-        }
+    let set_up = ctx.set_up_raw(index, &user, room).await;
+    let Some(mut ws) = ctx.receiver_ready(set_up, room, ready).await else {
+        return;
     };
-    ctx.stats.borrow_mut().receivers_ready[room] += 1;
-    let _ = ready.send(()).await;
-    drop(ready);
 
     let stopped = ctx.stop.cancelled();
     tokio::pin!(stopped);

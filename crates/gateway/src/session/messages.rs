@@ -93,6 +93,8 @@ impl<C: Connection> Session<C> {
         let (ids, messages): (Vec<_>, Vec<_>) =
             burst.into_iter().map(|s| (s.id, s.message)).unzip();
         let answers = app.store.append_many(messages).await;
+        // Every message reaches the members' queues before the first ack is written: they write
+        // the burst as one batch while this session writes its acks.
         let mut outcomes = Vec::with_capacity(answers.len());
         for answer in answers {
             outcomes.push(match answer {
