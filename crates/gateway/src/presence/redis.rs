@@ -297,10 +297,42 @@ pub struct RedisPresence {
     carried: Mutex<Vec<Departed>>,
 }
 
+/// One connection of this node, as it would be written back. Held per connection, so kept
+/// small: the user's id and name in one allocation (`|` is not allowed in an id), the entry's
+/// node is this node, and its numbers are numbers.
 #[derive(Debug)]
 struct Local {
-    user: UserRef,
-    entry: String,
+    user: Box<str>,
+    connected_at_ms: u64,
+    order: u64,
+}
+
+impl Local {
+    fn new(user: &UserRef, connected_at_ms: u64, order: u64) -> Self {
+        Self {
+            user: format!("{}|{}", user.id, user.name).into(),
+            connected_at_ms,
+            order,
+        }
+    }
+
+    /// The user's id and name.
+    fn user(&self) -> (&str, &str) {
+        self.user.split_once('|').unwrap_or((&self.user, ""))
+    }
+
+    fn entry(&self, node: &str) -> String {
+        format!("{node}|{}|{}", self.connected_at_ms, self.order)
+    }
+}
+
+/// An entry's numbers: `<node>|<connected_at_ms>|<order>`.
+fn entry_numbers(entry: &str) -> Option<(u64, u64)> {
+    let mut parts = entry.rsplitn(3, '|');
+    let order = parts.next()?.parse().ok()?;
+    let connected_at_ms = parts.next()?.parse().ok()?;
+    parts.next()?;
+    Some((connected_at_ms, order))
 }
 
 impl std::fmt::Debug for RedisPresence {
@@ -384,11 +416,12 @@ impl RedisPresence {
         let rows: Vec<[String; 4]> = lock(&self.local)
             .iter()
             .map(|(conn, local)| {
+                let (id, name) = local.user();
                 [
-                    local.user.id.to_string(),
+                    id.to_owned(),
                     conn.to_string(),
-                    local.entry.clone(),
-                    local.user.name.clone(),
+                    local.entry(&self.node_id),
+                    name.to_owned(),
                 ]
             })
             .collect();
@@ -520,17 +553,13 @@ impl Presence for RedisPresence {
             )
             .await?;
         let mut out = out.into_iter();
-        let entry = out
+        let (connected_at_ms, order) = out
             .next()
+            .as_deref()
+            .and_then(entry_numbers)
             .ok_or_else(|| unavailable("unexpected reply from the connect script"))?;
         let connections: Vec<ConnId> = out.filter_map(conn_id).collect();
-        lock(&self.local).insert(
-            conn.clone(),
-            Local {
-                user: user.clone(),
-                entry,
-            },
-        );
+        lock(&self.local).insert(conn.clone(), Local::new(user, connected_at_ms, order));
         Ok(Connected {
             first: connections.len() == 1,
             connections,
@@ -645,6 +674,21 @@ mod tests {
             assert_eq!(wire, status_name(status));
             assert_eq!(parse_status(status_name(status)), status);
         }
+    }
+
+    #[test]
+    fn entries_read_back_as_written() {
+        let alice = UserRef {
+            id: UserId::parse("alice").unwrap(),
+            name: "Alice | the first".into(),
+        };
+        let local = Local::new(&alice, 1_795_782_708_123, 42);
+        assert_eq!(local.user(), ("alice", "Alice | the first"));
+        let entry = local.entry("node|with-bar");
+        assert_eq!(entry, "node|with-bar|1795782708123|42");
+        assert_eq!(entry_numbers(&entry), Some((1_795_782_708_123, 42)));
+        assert_eq!(entry_numbers("n1|x|42"), None);
+        assert_eq!(entry_numbers("42"), None);
     }
 
     #[test]

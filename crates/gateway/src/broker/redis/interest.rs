@@ -5,7 +5,9 @@
 //! local session on its topic. The manager converges `actual` to `wanted` in batches, so a
 //! racing unsubscribe + subscribe of one topic ends in the state the last reference asks for.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+
+use switchboard_protocol::{RoomId, UserId};
 
 use crate::broker::Topic;
 
@@ -17,23 +19,45 @@ pub(crate) fn channel(topic: &Topic) -> String {
     }
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct Interest {
-    /// Channel → its topic and how many subscribes are not yet matched by an unsubscribe. The
-    /// count may dip below zero when an unsubscribe overtakes its subscribe; the channel is
-    /// wanted while the count is above zero, and forgotten at zero.
-    wanted: HashMap<String, Want>,
-    /// Channels Redis confirmed on the current subscriber connection.
-    actual: HashSet<String>,
-    /// Wanted channels whose subscriber stopped waiting for the confirmation: whatever was
-    /// published before it came may be lost, so they are repaired once it comes.
-    late: HashSet<String>,
+/// The topic a channel carries (the inverse of [`channel`]).
+fn topic_of(channel: &str) -> Option<Topic> {
+    if let Some(room) = channel.strip_prefix("sb:room:") {
+        return RoomId::parse(room).ok().map(Topic::Room);
+    }
+    let user = channel.strip_prefix("sb:user:")?;
+    UserId::parse(user).ok().map(Topic::User)
 }
 
-#[derive(Debug)]
-struct Want {
-    topic: Topic,
+/// Every channel this node wants or Redis has confirmed, in one map: a node holds one user
+/// channel per connected user, so what each one costs is part of every connection's memory.
+#[derive(Debug, Default)]
+pub(crate) struct Interest {
+    channels: HashMap<Box<str>, Channel>,
+    /// How many channels are `subscribed`.
+    subscribed: usize,
+}
+
+#[derive(Debug, Default)]
+struct Channel {
+    /// Subscribes not yet matched by an unsubscribe. It may dip below zero when an unsubscribe
+    /// overtakes its subscribe; the channel is wanted while it is above zero.
     count: i64,
+    /// Redis confirmed it on the current subscriber connection.
+    subscribed: bool,
+    /// Wanted, and its subscriber stopped waiting for the confirmation: whatever was published
+    /// before it came may be lost, so it is repaired once it comes.
+    late: bool,
+}
+
+impl Channel {
+    fn wanted(&self) -> bool {
+        self.count > 0
+    }
+
+    /// Nothing to remember: no references owed, not subscribed.
+    fn forgettable(&self) -> bool {
+        self.count == 0 && !self.subscribed
+    }
 }
 
 /// One round of the manager: what to send to Redis.
@@ -52,62 +76,60 @@ impl Batch {
 impl Interest {
     /// Adds `delta` references to `topic`; returns its channel.
     pub fn add(&mut self, topic: &Topic, delta: i64) -> String {
-        let channel = channel(topic);
-        let want = self.wanted.entry(channel.clone()).or_insert_with(|| Want {
-            topic: topic.clone(),
-            count: 0,
-        });
-        want.count += delta;
-        if want.count == 0 {
-            self.wanted.remove(&channel);
-            self.late.remove(&channel);
+        let name = channel(topic);
+        let entry = self.channels.entry(name.as_str().into()).or_default();
+        entry.count += delta;
+        if entry.count == 0 {
+            entry.late = false;
         }
-        channel
+        self.tidy(&name);
+        name
     }
 
     pub fn is_wanted(&self, channel: &str) -> bool {
-        self.wanted.get(channel).is_some_and(|w| w.count > 0)
+        self.channels.get(channel).is_some_and(Channel::wanted)
+    }
+
+    fn is_subscribed(&self, channel: &str) -> bool {
+        self.channels.get(channel).is_some_and(|c| c.subscribed)
     }
 
     /// Every channel is subscribed, or no longer wanted.
     pub fn confirmed(&self, channels: &[String]) -> bool {
         channels
             .iter()
-            .all(|c| self.actual.contains(c) || !self.is_wanted(c))
+            .all(|c| self.is_subscribed(c) || !self.is_wanted(c))
     }
 
     /// Every channel is unsubscribed, or wanted again.
     pub fn released(&self, channels: &[String]) -> bool {
         channels
             .iter()
-            .all(|c| !self.actual.contains(c) || self.is_wanted(c))
+            .all(|c| !self.is_subscribed(c) || self.is_wanted(c))
     }
 
     /// Remembers that these channels' subscribers gave up waiting.
     pub fn mark_late(&mut self, channels: &[String]) {
         for channel in channels {
-            if self.is_wanted(channel) && !self.actual.contains(channel) {
-                self.late.insert(channel.clone());
+            if let Some(entry) = self.channels.get_mut(channel.as_str())
+                && entry.wanted()
+                && !entry.subscribed
+            {
+                entry.late = true;
             }
         }
     }
 
-    /// What separates `actual` from `wanted`.
+    /// What separates the subscribed channels from the wanted ones.
     pub fn diff(&self) -> Batch {
-        let mut batch = Batch {
-            subscribe: self
-                .wanted
-                .iter()
-                .filter(|(c, w)| w.count > 0 && !self.actual.contains(*c))
-                .map(|(c, _)| c.clone())
-                .collect(),
-            unsubscribe: self
-                .actual
-                .iter()
-                .filter(|c| !self.is_wanted(c))
-                .cloned()
-                .collect(),
-        };
+        let mut batch = Batch::default();
+        for (name, entry) in &self.channels {
+            match (entry.wanted(), entry.subscribed) {
+                (true, false) => batch.subscribe.push(name.to_string()),
+                (false, true) => batch.unsubscribe.push(name.to_string()),
+                _ => {}
+            }
+        }
         batch.subscribe.sort_unstable();
         batch.unsubscribe.sort_unstable();
         batch
@@ -115,28 +137,34 @@ impl Interest {
 
     /// Redis confirmed `batch`; returns the topics that were late and must be repaired.
     pub fn applied(&mut self, batch: &Batch) -> Vec<Topic> {
-        for channel in &batch.unsubscribe {
-            self.actual.remove(channel);
+        for name in &batch.unsubscribe {
+            self.set_subscribed(name, false);
         }
-        self.actual.extend(batch.subscribe.iter().cloned());
-        let late: Vec<String> = batch
-            .subscribe
-            .iter()
-            .filter(|c| self.late.remove(*c))
-            .cloned()
-            .collect();
+        let mut late = Vec::new();
+        for name in &batch.subscribe {
+            self.set_subscribed(name, true);
+            if let Some(entry) = self.channels.get_mut(name.as_str())
+                && std::mem::take(&mut entry.late)
+            {
+                late.push(name.clone());
+            }
+        }
         self.topics(&late)
     }
 
     /// The subscriber connection was replaced: Redis knows none of our channels any more.
     /// Returns every wanted channel, to subscribe from scratch.
     pub fn reset(&mut self) -> Vec<String> {
-        self.actual.clear();
+        for entry in self.channels.values_mut() {
+            entry.subscribed = false;
+        }
+        self.subscribed = 0;
+        self.channels.retain(|_, entry| !entry.forgettable());
         let mut all: Vec<String> = self
-            .wanted
+            .channels
             .iter()
-            .filter(|(_, w)| w.count > 0)
-            .map(|(c, _)| c.clone())
+            .filter(|(_, entry)| entry.wanted())
+            .map(|(name, _)| name.to_string())
             .collect();
         all.sort_unstable();
         all
@@ -145,32 +173,57 @@ impl Interest {
     /// Redis confirmed `channels` on a fresh connection; returns the topics of those still
     /// wanted, which may have lost events while the connection was down.
     pub fn reset_applied(&mut self, channels: &[String]) -> Vec<Topic> {
-        self.actual = channels.iter().cloned().collect();
-        for channel in channels {
-            self.late.remove(channel);
+        for entry in self.channels.values_mut() {
+            entry.subscribed = false;
         }
+        self.subscribed = 0;
+        for name in channels {
+            self.set_subscribed(name, true);
+            if let Some(entry) = self.channels.get_mut(name.as_str()) {
+                entry.late = false;
+            }
+        }
+        self.channels.retain(|_, entry| !entry.forgettable());
         self.topics(channels)
     }
 
     /// The topics of every wanted channel.
     pub fn wanted_topics(&self) -> Vec<Topic> {
-        self.wanted
-            .values()
-            .filter(|w| w.count > 0)
-            .map(|w| w.topic.clone())
+        self.channels
+            .iter()
+            .filter(|(_, entry)| entry.wanted())
+            .filter_map(|(name, _)| topic_of(name))
             .collect()
     }
 
     pub fn subscribed(&self) -> usize {
-        self.actual.len()
+        self.subscribed
+    }
+
+    fn set_subscribed(&mut self, name: &str, subscribed: bool) {
+        let entry = self.channels.entry(name.into()).or_default();
+        if entry.subscribed != subscribed {
+            entry.subscribed = subscribed;
+            if subscribed {
+                self.subscribed += 1;
+            } else {
+                self.subscribed -= 1;
+            }
+        }
+        self.tidy(name);
+    }
+
+    fn tidy(&mut self, name: &str) {
+        if self.channels.get(name).is_some_and(Channel::forgettable) {
+            self.channels.remove(name);
+        }
     }
 
     fn topics(&self, channels: &[String]) -> Vec<Topic> {
         channels
             .iter()
-            .filter_map(|c| self.wanted.get(c))
-            .filter(|w| w.count > 0)
-            .map(|w| w.topic.clone())
+            .filter(|name| self.is_wanted(name))
+            .filter_map(|name| topic_of(name))
             .collect()
     }
 }
@@ -191,6 +244,29 @@ mod tests {
             channel(&Topic::User(UserId::parse("alice").unwrap())),
             "sb:user:alice"
         );
+    }
+
+    #[test]
+    fn channels_read_back_as_their_topics() {
+        let user = Topic::User(UserId::parse("a.b@c-d_e").unwrap());
+        assert_eq!(topic_of(&channel(&room("general"))), Some(room("general")));
+        assert_eq!(topic_of(&channel(&user)), Some(user));
+        assert_eq!(topic_of("sb:other:x"), None);
+    }
+
+    #[test]
+    fn a_channel_neither_wanted_nor_subscribed_is_forgotten() {
+        let mut interest = Interest::default();
+        interest.add(&room("x"), 1);
+        interest.applied(&interest.diff());
+        interest.add(&room("x"), -1);
+        interest.applied(&interest.diff());
+        assert!(interest.channels.is_empty(), "{:?}", interest.channels);
+        assert_eq!(interest.subscribed(), 0);
+        interest.add(&room("y"), -1);
+        assert_eq!(interest.channels.len(), 1, "an overtaken subscribe is owed");
+        interest.add(&room("y"), 1);
+        assert!(interest.channels.is_empty());
     }
 
     #[test]
