@@ -4,6 +4,7 @@
 //! log line, a Redis channel name or a SQL key.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -50,16 +51,19 @@ fn check_plain(what: &'static str, s: &str, max: usize) -> Result<(), IdError> {
 }
 
 /// A user id: the JWT `sub`. 1 to 64 characters from `A-Z a-z 0-9 _ . - @`.
+///
+/// Shared, not copied, when cloned: a connection's id is held by its session, the hub, presence
+/// and the broker's interest, so every copy would be a per-connection allocation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct UserId(String);
+pub struct UserId(Arc<str>);
 
 impl UserId {
     /// Validates `s` as a user id.
     pub fn parse(s: impl Into<String>) -> Result<Self, IdError> {
         let s = s.into();
         check_plain("user id", &s, MAX_USER_ID_LEN)?;
-        Ok(Self(s))
+        Ok(Self(s.into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -111,7 +115,7 @@ impl RoomId {
     /// The two members of a direct-message room, or `None` for a plain room.
     pub fn direct_members(&self) -> Option<(UserId, UserId)> {
         let (a, b) = self.0.strip_prefix(DM_PREFIX)?.split_once(':')?;
-        Some((UserId(a.to_owned()), UserId(b.to_owned())))
+        Some((UserId(a.into()), UserId(b.into())))
     }
 
     pub fn is_direct(&self) -> bool {
@@ -131,11 +135,6 @@ macro_rules! string_id {
                 Self::parse(s)
             }
         }
-        impl From<$t> for String {
-            fn from(id: $t) -> String {
-                id.0
-            }
-        }
         impl fmt::Display for $t {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)
@@ -151,6 +150,18 @@ macro_rules! string_id {
 }
 string_id!(UserId);
 string_id!(RoomId);
+
+impl From<UserId> for String {
+    fn from(id: UserId) -> String {
+        id.0.as_ref().to_owned()
+    }
+}
+
+impl From<RoomId> for String {
+    fn from(id: RoomId) -> String {
+        id.0
+    }
+}
 
 #[cfg(test)]
 mod tests {
