@@ -2,8 +2,9 @@
 //! subscription manager, free of I/O so it can be tested on its own.
 //!
 //! **Invariant:** a channel is subscribed only while it is wanted, i.e. while the hub has a
-//! local session on its topic. The manager converges `actual` to `wanted` in batches, so a
-//! racing unsubscribe + subscribe of one topic ends in the state the last reference asks for.
+//! local session on its topic. The manager converges the subscribed channels to the wanted ones in
+//! batches, so a racing unsubscribe + subscribe of one topic ends in the state the last reference
+//! asks for.
 
 use std::collections::HashMap;
 
