@@ -78,7 +78,7 @@ impl Interest {
     /// Adds `delta` references to `topic`; returns its channel.
     pub fn add(&mut self, topic: &Topic, delta: i64) -> String {
         let name = channel(topic);
-        let entry = self.channels.entry(name.as_str().into()).or_default();
+        let entry = self.entry(&name);
         entry.count += delta;
         if entry.count == 0 {
             entry.late = false;
@@ -156,11 +156,7 @@ impl Interest {
     /// The subscriber connection was replaced: Redis knows none of our channels any more.
     /// Returns every wanted channel, to subscribe from scratch.
     pub fn reset(&mut self) -> Vec<String> {
-        for entry in self.channels.values_mut() {
-            entry.subscribed = false;
-        }
-        self.subscribed = 0;
-        self.channels.retain(|_, entry| !entry.forgettable());
+        self.unsubscribe_all();
         let mut all: Vec<String> = self
             .channels
             .iter()
@@ -174,17 +170,13 @@ impl Interest {
     /// Redis confirmed `channels` on a fresh connection; returns the topics of those still
     /// wanted, which may have lost events while the connection was down.
     pub fn reset_applied(&mut self, channels: &[String]) -> Vec<Topic> {
-        for entry in self.channels.values_mut() {
-            entry.subscribed = false;
-        }
-        self.subscribed = 0;
+        self.unsubscribe_all();
         for name in channels {
             self.set_subscribed(name, true);
             if let Some(entry) = self.channels.get_mut(name.as_str()) {
                 entry.late = false;
             }
         }
-        self.channels.retain(|_, entry| !entry.forgettable());
         self.topics(channels)
     }
 
@@ -201,8 +193,25 @@ impl Interest {
         self.subscribed
     }
 
+    /// The channel's entry, made when missing (the key is allocated only then).
+    fn entry(&mut self, name: &str) -> &mut Channel {
+        if !self.channels.contains_key(name) {
+            self.channels.insert(name.into(), Channel::default());
+        }
+        self.channels.get_mut(name).expect("inserted above")
+    }
+
+    /// No channel is subscribed any more; the ones that were only subscribed are forgotten.
+    fn unsubscribe_all(&mut self) {
+        for entry in self.channels.values_mut() {
+            entry.subscribed = false;
+        }
+        self.subscribed = 0;
+        self.channels.retain(|_, entry| !entry.forgettable());
+    }
+
     fn set_subscribed(&mut self, name: &str, subscribed: bool) {
-        let entry = self.channels.entry(name.into()).or_default();
+        let entry = self.entry(name);
         if entry.subscribed != subscribed {
             entry.subscribed = subscribed;
             if subscribed {
