@@ -66,6 +66,9 @@ struct Frames {
     queued: VecDeque<Outbound>,
     /// When (by [`clock_ms`]) the queue last went from empty to non-empty.
     busy_since_ms: u32,
+    /// The session is busy with a request of its own and cannot empty the queue: its delay
+    /// does not run (the capacity still bounds it).
+    held: bool,
 }
 
 #[derive(Debug)]
@@ -131,7 +134,9 @@ impl QueueTx {
             }
             if frames.queued.is_empty() {
                 frames.busy_since_ms = now_ms;
-            } else if now_ms.wrapping_sub(frames.busy_since_ms) > self.0.max_delay_ms {
+            } else if !frames.held
+                && now_ms.wrapping_sub(frames.busy_since_ms) > self.0.max_delay_ms
+            {
                 return Err(PushError::Behind);
             }
             if frames.queued.len() >= self.0.capacity {
@@ -163,11 +168,20 @@ pub enum Next {
 pub struct QueueRx(Arc<Queue>);
 
 impl QueueRx {
+    /// Stops the queue's delay until [`QueueRx::start_clock`]: the session is about to answer a
+    /// request of its own, which can take seconds on a busy node or a slow store, and cannot
+    /// empty its queue meanwhile; that is no sign of a slow client.
+    pub fn hold_clock(&mut self) {
+        self.0.frames().held = true;
+    }
+
     /// Starts the queue's delay over at `now_ms`: the session can empty its queue from now on.
-    /// Frames queued while it was busy (starting, or answering a request of its own, which
-    /// takes long on a busy node) do not count against it.
+    /// Frames queued while it was busy (starting, or answering a request of its own) do not
+    /// count against it.
     pub fn start_clock(&mut self, now_ms: u32) {
-        self.0.frames().busy_since_ms = now_ms;
+        let mut frames = self.0.frames();
+        frames.busy_since_ms = now_ms;
+        frames.held = false;
     }
 
     /// The oldest queued frame, if any.
@@ -336,6 +350,29 @@ mod queue_tests {
         tx.try_push(frame("f"), u32::MAX - 10).unwrap();
         assert_eq!(tx.try_push(frame("g"), 20), Ok(()));
         assert_eq!(tx.try_push(frame("h"), delay + 20), Err(PushError::Behind));
+    }
+
+    #[test]
+    fn a_held_clock_does_not_run_until_started_again_but_the_capacity_still_counts() {
+        let (tx, mut rx) = queue(3, DELAY);
+        let delay = DELAY.as_millis() as u32;
+        tx.try_push(frame("a"), 1_000).unwrap();
+        rx.hold_clock();
+        tx.try_push(frame("b"), 1_000 + 10 * delay).unwrap();
+        tx.try_push(frame("c"), 1_000 + 20 * delay).unwrap();
+        assert_eq!(
+            tx.try_push(frame("d"), 1_000 + 20 * delay),
+            Err(PushError::Full)
+        );
+        rx.start_clock(50_000);
+        rx.try_pop().unwrap();
+        tx.try_push(frame("e"), 50_000 + delay).unwrap();
+        rx.try_pop().unwrap();
+        assert_eq!(
+            tx.try_push(frame("f"), 50_001 + delay),
+            Err(PushError::Behind),
+            "started again, the clock runs"
+        );
     }
 
     #[test]

@@ -489,6 +489,65 @@ async fn a_frozen_database_answers_what_a_retry_can_settle() {
     }
 }
 
+/// A send that waits seconds for a frozen store holds its session up: it cannot write what the
+/// room sends meanwhile. That is the node's delay, not a slow client: the connection is not
+/// cut off as a slow consumer (4005) however short the queue delay, gets what was queued, then
+/// its answer, and carries on.
+#[tokio::test]
+async fn a_session_waiting_on_its_own_send_is_not_a_slow_consumer() {
+    let pg = postgres().await;
+    let gw = durable(&pg)
+        .env("SWITCHBOARD_DB_TIMEOUT_MS", "3000")
+        .env("SWITCHBOARD_MAX_QUEUE_DELAY_MS", "100")
+        .start()
+        .await
+        .unwrap();
+    let mut alice = connect(&gw, "alice").await;
+    alice.create_room("general").await.unwrap();
+    let mut bob = connect(&gw, "bob").await;
+    bob.join_room("general").await.unwrap();
+    pg.freeze().unwrap();
+    let id = alice.next_id();
+    alice
+        .send(&message_send(id, "general", "stuck", "stuck"))
+        .await
+        .unwrap();
+    let typing = |start: bool| {
+        let room_id = room("general");
+        if start {
+            ClientFrame::TypingStart { room_id }
+        } else {
+            ClientFrame::TypingStop { room_id }
+        }
+    };
+    bob.send(&typing(true)).await.unwrap();
+    // Three times the queue delay between two frames for alice, both while her send waits.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    bob.send(&typing(false)).await.unwrap();
+    let (mut answer, mut seen) = (None, Vec::new());
+    while answer.is_none() || seen.len() < 2 {
+        match alice.recv().await.expect("alice stays connected") {
+            ServerFrame::Ack {
+                id: reply,
+                error: Some(error),
+                ..
+            } if reply == id => answer = Some(error.code.as_str().to_owned()),
+            ServerFrame::TypingStart { user, .. } => seen.push(format!("start {}", user.id)),
+            ServerFrame::TypingStop { user_id, .. } => seen.push(format!("stop {user_id}")),
+            _ => {}
+        }
+    }
+    let answer = answer.unwrap_or_default();
+    assert!(
+        ["STORE_UNAVAILABLE", "OUTCOME_UNKNOWN"].contains(&answer.as_str()),
+        "{answer}"
+    );
+    assert_eq!(seen, ["start bob", "stop bob"]);
+    pg.thaw().unwrap();
+    let seq = send(&mut alice, "general", "after the thaw").await;
+    assert!(seq >= 1);
+}
+
 /// Waits until `more` messages were committed since the call: traffic is flowing.
 async fn wait_for_acks(pg: &Postgres, more: usize) {
     let count = async || {

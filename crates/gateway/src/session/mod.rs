@@ -316,9 +316,10 @@ impl<C: Connection> Session<C> {
     async fn on_incoming(&mut self, incoming: C::Incoming) -> Result<(), SessionError> {
         let inbound = self.wire.inbound(incoming).await?;
         let step = self.step(inbound);
+        // While it answers its own request (a store write on a busy node can take seconds),
+        // the session cannot empty its queue; that is no sign of a slow client.
+        self.rx.hold_clock();
         let taken = self.take(step).await;
-        // While it waited for its own request (a store read on a busy node can take seconds),
-        // the session could not empty its queue; that is no sign of a slow client.
         self.rx.start_clock(crate::outbound::clock_ms());
         taken
     }
