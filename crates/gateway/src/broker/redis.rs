@@ -237,24 +237,26 @@ impl RedisBroker {
     async fn change(
         &self,
         topics: &[Topic],
-        delta: i64,
-        done: fn(&Interest, &[String]) -> bool,
-    ) -> Result<(), Vec<String>> {
+        delta: i32,
+        done: fn(&Interest, &[Topic]) -> bool,
+    ) -> Result<(), Vec<Topic>> {
         if topics.is_empty() {
             return Ok(());
         }
         let mut applied = self.shared.applied.subscribe();
-        let channels: Vec<String> = {
+        {
             let mut interest = self.shared.lock_interest();
-            topics.iter().map(|t| interest.add(t, delta)).collect()
-        };
+            for topic in topics {
+                interest.add(topic, delta);
+            }
+        }
         self.shared.wake.notify_one();
         if !self.shared.subscriber.is_connected() {
-            return Err(channels);
+            return Err(topics.to_vec());
         }
         let wait = async {
             loop {
-                if done(&self.shared.lock_interest(), &channels) {
+                if done(&self.shared.lock_interest(), topics) {
                     return;
                 }
                 if applied.changed().await.is_err() {
@@ -265,7 +267,7 @@ impl RedisBroker {
         };
         tokio::time::timeout(SUBSCRIBE_TIMEOUT, wait)
             .await
-            .map_err(|_| channels)
+            .map_err(|_| topics.to_vec())
     }
 }
 
@@ -300,11 +302,11 @@ impl Broker for RedisBroker {
     async fn subscribe(&self, topics: &[Topic]) -> Result<(), BrokerError> {
         self.change(topics, 1, Interest::confirmed)
             .await
-            .map_err(|channels| {
-                self.shared.lock_interest().mark_late(&channels);
+            .map_err(|topics| {
+                self.shared.lock_interest().mark_late(&topics);
                 unavailable(format!(
                     "{} subscription(s) not confirmed yet; they will be repaired from the store",
-                    channels.len()
+                    topics.len()
                 ))
             })
     }
@@ -314,9 +316,9 @@ impl Broker for RedisBroker {
         match self.change(topics, -1, Interest::released).await {
             Ok(()) => Ok(()),
             Err(_) if !self.shared.subscriber.is_connected() => Ok(()),
-            Err(channels) => Err(unavailable(format!(
+            Err(topics) => Err(unavailable(format!(
                 "{} unsubscription(s) not confirmed yet",
-                channels.len()
+                topics.len()
             ))),
         }
     }
@@ -364,11 +366,13 @@ impl Shared {
             self.subscriber.unsubscribe(Vec::<String>::new()).await?;
         } else if !batch.unsubscribe.is_empty() {
             self.subscriber
-                .unsubscribe(batch.unsubscribe.clone())
+                .unsubscribe(interest::channels(&batch.unsubscribe))
                 .await?;
         }
         if !batch.subscribe.is_empty() {
-            self.subscriber.subscribe(batch.subscribe.clone()).await?;
+            self.subscriber
+                .subscribe(interest::channels(&batch.subscribe))
+                .await?;
         }
         self.subscriber.ping::<Value>(None).await?;
         Ok(())

@@ -8,8 +8,6 @@
 
 use std::collections::HashMap;
 
-use switchboard_protocol::{RoomId, UserId};
-
 use crate::broker::Topic;
 
 /// The Redis channel of a topic. Ids are validated (`[A-Za-z0-9_.@-]`), so they are safe here.
@@ -20,20 +18,13 @@ pub(crate) fn channel(topic: &Topic) -> String {
     }
 }
 
-/// The topic a channel carries (the inverse of [`channel`]).
-fn topic_of(channel: &str) -> Option<Topic> {
-    if let Some(room) = channel.strip_prefix("sb:room:") {
-        return RoomId::parse(room).ok().map(Topic::Room);
-    }
-    let user = channel.strip_prefix("sb:user:")?;
-    UserId::parse(user).ok().map(Topic::User)
-}
-
-/// Every channel this node wants or Redis has confirmed, in one map: a node holds one user
-/// channel per connected user, so what each one costs is part of every connection's memory.
+/// Every topic this node wants or Redis has confirmed, in one map: a node holds one user
+/// channel per connected user, so what each one costs is part of every connection's memory. The
+/// key is the topic itself, whose user id is shared with the session (no allocation per user);
+/// channel names are made only to talk to Redis.
 #[derive(Debug, Default)]
 pub(crate) struct Interest {
-    channels: HashMap<Box<str>, Channel>,
+    channels: HashMap<Topic, Channel>,
     /// How many channels are `subscribed`.
     subscribed: usize,
 }
@@ -41,8 +32,9 @@ pub(crate) struct Interest {
 #[derive(Debug, Default)]
 struct Channel {
     /// Subscribes not yet matched by an unsubscribe. It may dip below zero when an unsubscribe
-    /// overtakes its subscribe; the channel is wanted while it is above zero.
-    count: i64,
+    /// overtakes its subscribe; the channel is wanted while it is above zero. (Sessions on one
+    /// node: far from `i32`'s range, and the entry stays 8 bytes.)
+    count: i32,
     /// Redis confirmed it on the current subscriber connection.
     subscribed: bool,
     /// Wanted, and its subscriber stopped waiting for the confirmation: whatever was published
@@ -64,8 +56,8 @@ impl Channel {
 /// One round of the manager: what to send to Redis.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Batch {
-    pub subscribe: Vec<String>,
-    pub unsubscribe: Vec<String>,
+    pub subscribe: Vec<Topic>,
+    pub unsubscribe: Vec<Topic>,
 }
 
 impl Batch {
@@ -74,45 +66,48 @@ impl Batch {
     }
 }
 
+/// The channel names of `topics`, for a Redis command.
+pub(crate) fn channels(topics: &[Topic]) -> Vec<String> {
+    topics.iter().map(channel).collect()
+}
+
 impl Interest {
-    /// Adds `delta` references to `topic`; returns its channel.
-    pub fn add(&mut self, topic: &Topic, delta: i64) -> String {
-        let name = channel(topic);
-        let entry = self.entry(&name);
+    /// Adds `delta` references to `topic`.
+    pub fn add(&mut self, topic: &Topic, delta: i32) {
+        let entry = self.entry(topic);
         entry.count += delta;
         if entry.count == 0 {
             entry.late = false;
         }
-        self.tidy(&name);
-        name
+        self.tidy(topic);
     }
 
-    pub fn is_wanted(&self, channel: &str) -> bool {
-        self.channels.get(channel).is_some_and(Channel::wanted)
+    pub fn is_wanted(&self, topic: &Topic) -> bool {
+        self.channels.get(topic).is_some_and(Channel::wanted)
     }
 
-    fn is_subscribed(&self, channel: &str) -> bool {
-        self.channels.get(channel).is_some_and(|c| c.subscribed)
+    fn is_subscribed(&self, topic: &Topic) -> bool {
+        self.channels.get(topic).is_some_and(|c| c.subscribed)
     }
 
-    /// Every channel is subscribed, or no longer wanted.
-    pub fn confirmed(&self, channels: &[String]) -> bool {
-        channels
+    /// Every topic is subscribed, or no longer wanted.
+    pub fn confirmed(&self, topics: &[Topic]) -> bool {
+        topics
             .iter()
-            .all(|c| self.is_subscribed(c) || !self.is_wanted(c))
+            .all(|t| self.is_subscribed(t) || !self.is_wanted(t))
     }
 
-    /// Every channel is unsubscribed, or wanted again.
-    pub fn released(&self, channels: &[String]) -> bool {
-        channels
+    /// Every topic is unsubscribed, or wanted again.
+    pub fn released(&self, topics: &[Topic]) -> bool {
+        topics
             .iter()
-            .all(|c| !self.is_subscribed(c) || self.is_wanted(c))
+            .all(|t| !self.is_subscribed(t) || self.is_wanted(t))
     }
 
-    /// Remembers that these channels' subscribers gave up waiting.
-    pub fn mark_late(&mut self, channels: &[String]) {
-        for channel in channels {
-            if let Some(entry) = self.channels.get_mut(channel.as_str())
+    /// Remembers that these topics' subscribers gave up waiting.
+    pub fn mark_late(&mut self, topics: &[Topic]) {
+        for topic in topics {
+            if let Some(entry) = self.channels.get_mut(topic)
                 && entry.wanted()
                 && !entry.subscribed
             {
@@ -124,68 +119,59 @@ impl Interest {
     /// What separates the subscribed channels from the wanted ones.
     pub fn diff(&self) -> Batch {
         let mut batch = Batch::default();
-        for (name, entry) in &self.channels {
+        for (topic, entry) in &self.channels {
             match (entry.wanted(), entry.subscribed) {
-                (true, false) => batch.subscribe.push(name.to_string()),
-                (false, true) => batch.unsubscribe.push(name.to_string()),
+                (true, false) => batch.subscribe.push(topic.clone()),
+                (false, true) => batch.unsubscribe.push(topic.clone()),
                 _ => {}
             }
         }
-        batch.subscribe.sort_unstable();
-        batch.unsubscribe.sort_unstable();
         batch
     }
 
     /// Redis confirmed `batch`; returns the topics that were late and must be repaired.
     pub fn applied(&mut self, batch: &Batch) -> Vec<Topic> {
-        for name in &batch.unsubscribe {
-            self.set_subscribed(name, false);
+        for topic in &batch.unsubscribe {
+            self.set_subscribed(topic, false);
         }
         let mut late = Vec::new();
-        for name in &batch.subscribe {
-            self.set_subscribed(name, true);
-            if let Some(entry) = self.channels.get_mut(name.as_str())
+        for topic in &batch.subscribe {
+            self.set_subscribed(topic, true);
+            if let Some(entry) = self.channels.get_mut(topic)
                 && std::mem::take(&mut entry.late)
             {
-                late.push(name.clone());
+                late.push(topic.clone());
             }
         }
-        self.topics(&late)
+        self.still_wanted(&late)
     }
 
     /// The subscriber connection was replaced: Redis knows none of our channels any more.
-    /// Returns every wanted channel, to subscribe from scratch.
-    pub fn reset(&mut self) -> Vec<String> {
+    /// Returns every wanted topic, to subscribe from scratch.
+    pub fn reset(&mut self) -> Vec<Topic> {
         self.unsubscribe_all();
-        let mut all: Vec<String> = self
-            .channels
-            .iter()
-            .filter(|(_, entry)| entry.wanted())
-            .map(|(name, _)| name.to_string())
-            .collect();
-        all.sort_unstable();
-        all
+        self.wanted_topics()
     }
 
-    /// Redis confirmed `channels` on a fresh connection; returns the topics of those still
-    /// wanted, which may have lost events while the connection was down.
-    pub fn reset_applied(&mut self, channels: &[String]) -> Vec<Topic> {
+    /// Redis confirmed `topics` on a fresh connection; returns those still wanted, which may
+    /// have lost events while the connection was down.
+    pub fn reset_applied(&mut self, topics: &[Topic]) -> Vec<Topic> {
         self.unsubscribe_all();
-        for name in channels {
-            self.set_subscribed(name, true);
-            if let Some(entry) = self.channels.get_mut(name.as_str()) {
+        for topic in topics {
+            self.set_subscribed(topic, true);
+            if let Some(entry) = self.channels.get_mut(topic) {
                 entry.late = false;
             }
         }
-        self.topics(channels)
+        self.still_wanted(topics)
     }
 
-    /// The topics of every wanted channel.
+    /// Every wanted topic.
     pub fn wanted_topics(&self) -> Vec<Topic> {
         self.channels
             .iter()
             .filter(|(_, entry)| entry.wanted())
-            .filter_map(|(name, _)| topic_of(name))
+            .map(|(topic, _)| topic.clone())
             .collect()
     }
 
@@ -193,12 +179,12 @@ impl Interest {
         self.subscribed
     }
 
-    /// The channel's entry, made when missing (the key is allocated only then).
-    fn entry(&mut self, name: &str) -> &mut Channel {
-        if !self.channels.contains_key(name) {
-            self.channels.insert(name.into(), Channel::default());
+    /// The topic's entry, made when missing (the key is cloned only then).
+    fn entry(&mut self, topic: &Topic) -> &mut Channel {
+        if !self.channels.contains_key(topic) {
+            self.channels.insert(topic.clone(), Channel::default());
         }
-        self.channels.get_mut(name).expect("inserted above")
+        self.channels.get_mut(topic).expect("inserted above")
     }
 
     /// No channel is subscribed any more; the ones that were only subscribed are forgotten.
@@ -210,8 +196,8 @@ impl Interest {
         self.channels.retain(|_, entry| !entry.forgettable());
     }
 
-    fn set_subscribed(&mut self, name: &str, subscribed: bool) {
-        let entry = self.entry(name);
+    fn set_subscribed(&mut self, topic: &Topic, subscribed: bool) {
+        let entry = self.entry(topic);
         if entry.subscribed != subscribed {
             entry.subscribed = subscribed;
             if subscribed {
@@ -220,20 +206,20 @@ impl Interest {
                 self.subscribed -= 1;
             }
         }
-        self.tidy(name);
+        self.tidy(topic);
     }
 
-    fn tidy(&mut self, name: &str) {
-        if self.channels.get(name).is_some_and(Channel::forgettable) {
-            self.channels.remove(name);
+    fn tidy(&mut self, topic: &Topic) {
+        if self.channels.get(topic).is_some_and(Channel::forgettable) {
+            self.channels.remove(topic);
         }
     }
 
-    fn topics(&self, channels: &[String]) -> Vec<Topic> {
-        channels
+    fn still_wanted(&self, topics: &[Topic]) -> Vec<Topic> {
+        topics
             .iter()
-            .filter(|name| self.is_wanted(name))
-            .filter_map(|name| topic_of(name))
+            .filter(|topic| self.is_wanted(topic))
+            .cloned()
             .collect()
     }
 }
@@ -247,6 +233,11 @@ mod tests {
         Topic::Room(RoomId::parse(id).unwrap())
     }
 
+    fn sorted(mut topics: Vec<Topic>) -> Vec<String> {
+        topics.sort_by_key(channel);
+        channels(&topics)
+    }
+
     #[test]
     fn channels_are_named_per_room_and_per_user() {
         assert_eq!(channel(&room("general")), "sb:room:general");
@@ -257,11 +248,10 @@ mod tests {
     }
 
     #[test]
-    fn channels_read_back_as_their_topics() {
-        let user = Topic::User(UserId::parse("a.b@c-d_e").unwrap());
-        assert_eq!(topic_of(&channel(&room("general"))), Some(room("general")));
-        assert_eq!(topic_of(&channel(&user)), Some(user));
-        assert_eq!(topic_of("sb:other:x"), None);
+    fn an_entry_is_the_topic_and_eight_bytes() {
+        // Every connected user has one: a larger key or count costs every connection.
+        assert_eq!(size_of::<Channel>(), 8);
+        assert!(size_of::<Topic>() <= 24);
     }
 
     #[test]
@@ -282,16 +272,17 @@ mod tests {
     #[test]
     fn a_channel_is_subscribed_while_it_has_references() {
         let mut interest = Interest::default();
-        let x = interest.add(&room("x"), 1);
-        interest.add(&room("x"), 1);
+        let x = room("x");
+        interest.add(&x, 1);
+        interest.add(&x, 1);
         let batch = interest.diff();
         assert_eq!(batch.subscribe, vec![x.clone()]);
         assert!(!interest.confirmed(std::slice::from_ref(&x)));
         assert!(interest.applied(&batch).is_empty());
         assert!(interest.confirmed(std::slice::from_ref(&x)));
-        interest.add(&room("x"), -1);
+        interest.add(&x, -1);
         assert!(interest.diff().is_empty(), "one reference left");
-        interest.add(&room("x"), -1);
+        interest.add(&x, -1);
         let batch = interest.diff();
         assert_eq!(batch.unsubscribe, vec![x.clone()]);
         assert!(!interest.released(std::slice::from_ref(&x)));
@@ -312,11 +303,12 @@ mod tests {
     #[test]
     fn a_quick_unsubscribe_then_subscribe_keeps_the_channel() {
         let mut interest = Interest::default();
-        let x = interest.add(&room("x"), 1);
+        let x = room("x");
+        interest.add(&x, 1);
         let batch = interest.diff();
         interest.applied(&batch);
-        interest.add(&room("x"), -1);
-        interest.add(&room("x"), 1);
+        interest.add(&x, -1);
+        interest.add(&x, 1);
         assert!(interest.diff().is_empty(), "no churn: stays subscribed");
         assert!(interest.confirmed(&[x]));
     }
@@ -324,25 +316,32 @@ mod tests {
     #[test]
     fn a_late_channel_is_repaired_once_confirmed() {
         let mut interest = Interest::default();
-        let x = interest.add(&room("x"), 1);
-        let y = interest.add(&room("y"), 1);
+        let (x, y) = (room("x"), room("y"));
+        interest.add(&x, 1);
+        interest.add(&y, 1);
         interest.mark_late(std::slice::from_ref(&x));
         let batch = interest.diff();
-        assert_eq!(batch.subscribe, vec![x, y]);
-        assert_eq!(interest.applied(&batch), vec![room("x")]);
+        assert_eq!(sorted(batch.subscribe.clone()), ["sb:room:x", "sb:room:y"]);
+        assert_eq!(interest.applied(&batch), vec![x]);
         assert!(interest.applied(&Batch::default()).is_empty(), "once");
     }
 
     #[test]
     fn a_reset_resubscribes_every_wanted_channel_and_repairs_them() {
         let mut interest = Interest::default();
-        let x = interest.add(&room("x"), 1);
+        let x = room("x");
+        let user = Topic::User(UserId::parse("alice").unwrap());
+        interest.add(&x, 1);
+        interest.add(&user, 1);
         let batch = interest.diff();
         interest.applied(&batch);
         let all = interest.reset();
-        assert_eq!(all, vec![x.clone()]);
+        assert_eq!(sorted(all.clone()), ["sb:room:x", "sb:user:alice"]);
         assert!(!interest.confirmed(std::slice::from_ref(&x)));
-        assert_eq!(interest.reset_applied(&all), vec![room("x")]);
-        assert!(interest.confirmed(&[x]));
+        assert_eq!(
+            sorted(interest.reset_applied(&all)),
+            ["sb:room:x", "sb:user:alice"]
+        );
+        assert!(interest.confirmed(&[x, user]));
     }
 }
