@@ -290,8 +290,9 @@ async fn presence_is_written_back_after_redis_forgets_it() {
     let mut redis = redis().await;
     let node = presence(&redis, "node-1", Duration::from_secs(15)).await;
     let alice = person("alice");
-    let (c1, c2) = (ConnId::new("node-1", 1), ConnId::new("node-1", 2));
+    let [c1, c2, c3] = [1, 2, 3].map(|n| ConnId::new("node-1", n));
     node.connect(&alice, &c1).await.unwrap();
+    node.connect(&alice, &c2).await.unwrap();
 
     redis.restart().await.unwrap();
     let start = Instant::now();
@@ -304,11 +305,16 @@ async fn presence_is_written_back_after_redis_forgets_it() {
     }
     let online = node.online(std::slice::from_ref(&alice.id)).await.unwrap();
     assert_eq!(online, vec![(alice.clone(), PresenceStatus::Online)]);
-    let second = node.connect(&alice, &c2).await.unwrap();
-    assert!(!second.first);
-    assert_eq!(second.connections, vec![c1.clone(), c2.clone()]);
+    let third = node.connect(&alice, &c3).await.unwrap();
+    assert!(!third.first);
+    assert_eq!(
+        third.connections,
+        vec![c1.clone(), c2.clone(), c3.clone()],
+        "written back oldest first"
+    );
     assert_eq!(node.disconnect(&alice.id, &c1).await.unwrap(), None);
-    assert!(node.disconnect(&alice.id, &c2).await.unwrap().is_some());
+    assert_eq!(node.disconnect(&alice.id, &c2).await.unwrap(), None);
+    assert!(node.disconnect(&alice.id, &c3).await.unwrap().is_some());
 }
 
 #[tokio::test]

@@ -138,11 +138,14 @@ return had",
     )
 });
 
-/// KEYS: node-users. ARGV: node, then (user, conn, entry, name) per connection.
+/// KEYS: node-users, order. ARGV: node, then (user, conn, connected_at_ms, name) per
+/// connection, oldest first: each gets a new order number (it only breaks ties within a
+/// millisecond), so this node's connections keep their order.
 static RESTORE: LazyLock<Script> = LazyLock::new(|| {
     script(
         "for i = 2, #ARGV, 4 do
-  redis.call('HSETNX', 'sb:presence:' .. ARGV[i], ARGV[i + 1], ARGV[i + 2])
+  local entry = ARGV[1] .. '|' .. ARGV[i + 2] .. '|' .. redis.call('INCR', KEYS[2])
+  redis.call('HSETNX', 'sb:presence:' .. ARGV[i], ARGV[i + 1], entry)
   redis.call('SETNX', 'sb:name:' .. ARGV[i], ARGV[i + 3])
   redis.call('SADD', KEYS[1], ARGV[i])
 end
@@ -298,21 +301,19 @@ pub struct RedisPresence {
 }
 
 /// One connection of this node, as it would be written back. Held per connection, so kept
-/// small: the user's id and name in one allocation (`|` is not allowed in an id), the entry's
-/// node is this node, and its numbers are numbers.
+/// small: the user's id and name in one allocation (`|` is not allowed in an id), and the time
+/// it connected; the entry's node is this node, and its order number is given anew.
 #[derive(Debug)]
 struct Local {
     user: Box<str>,
     connected_at_ms: u64,
-    order: u64,
 }
 
 impl Local {
-    fn new(user: &UserRef, connected_at_ms: u64, order: u64) -> Self {
+    fn new(user: &UserRef, connected_at_ms: u64) -> Self {
         Self {
             user: format!("{}|{}", user.id, user.name).into(),
             connected_at_ms,
-            order,
         }
     }
 
@@ -320,19 +321,21 @@ impl Local {
     fn user(&self) -> (&str, &str) {
         self.user.split_once('|').unwrap_or((&self.user, ""))
     }
-
-    fn entry(&self, node: &str) -> String {
-        format!("{node}|{}|{}", self.connected_at_ms, self.order)
-    }
 }
 
-/// An entry's numbers: `<node>|<connected_at_ms>|<order>`.
-fn entry_numbers(entry: &str) -> Option<(u64, u64)> {
+/// Connections in the order they were made: by time, then, within a millisecond, by their
+/// number on this node (ids with one prefix: a shorter number is a smaller one).
+fn connection_order(conn: &ConnId, local: &Local) -> (u64, usize, String) {
+    (local.connected_at_ms, conn.as_str().len(), conn.to_string())
+}
+
+/// When an entry's connection was made: `<node>|<connected_at_ms>|<order>`.
+fn connected_at_ms(entry: &str) -> Option<u64> {
     let mut parts = entry.rsplitn(3, '|');
-    let order = parts.next()?.parse().ok()?;
+    parts.next()?.parse::<u64>().ok()?;
     let connected_at_ms = parts.next()?.parse().ok()?;
     parts.next()?;
-    Some((connected_at_ms, order))
+    Some(connected_at_ms)
 }
 
 impl std::fmt::Debug for RedisPresence {
@@ -413,18 +416,23 @@ impl RedisPresence {
 
     /// Writes this node's connections back (entries Redis still has are kept as they are).
     async fn restore(&self) -> Result<(), PresenceError> {
-        let rows: Vec<[String; 4]> = lock(&self.local)
-            .iter()
-            .map(|(conn, local)| {
-                let (id, name) = local.user();
-                [
-                    id.to_owned(),
-                    conn.to_string(),
-                    local.entry(&self.node_id),
-                    name.to_owned(),
-                ]
-            })
-            .collect();
+        let rows: Vec<[String; 4]> = {
+            let local = lock(&self.local);
+            let mut conns: Vec<_> = local.iter().collect();
+            conns.sort_by_cached_key(|(conn, local)| connection_order(conn, local));
+            conns
+                .into_iter()
+                .map(|(conn, local)| {
+                    let (id, name) = local.user();
+                    [
+                        id.to_owned(),
+                        conn.to_string(),
+                        local.connected_at_ms.to_string(),
+                        name.to_owned(),
+                    ]
+                })
+                .collect()
+        };
         if rows.is_empty() {
             return Ok(());
         }
@@ -435,8 +443,12 @@ impl RedisPresence {
         for chunk in rows.chunks(RESTORE_BATCH) {
             let mut args = vec![self.node_id.clone()];
             args.extend(chunk.iter().flatten().cloned());
-            self.eval::<Value>(&RESTORE, vec![node_users_key(&self.node_id)], args)
-                .await?;
+            self.eval::<Value>(
+                &RESTORE,
+                vec![node_users_key(&self.node_id), ORDER_KEY.to_owned()],
+                args,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -553,13 +565,13 @@ impl Presence for RedisPresence {
             )
             .await?;
         let mut out = out.into_iter();
-        let (connected_at_ms, order) = out
+        let connected_at_ms = out
             .next()
             .as_deref()
-            .and_then(entry_numbers)
+            .and_then(connected_at_ms)
             .ok_or_else(|| unavailable("unexpected reply from the connect script"))?;
         let connections: Vec<ConnId> = out.filter_map(conn_id).collect();
-        lock(&self.local).insert(conn.clone(), Local::new(user, connected_at_ms, order));
+        lock(&self.local).insert(conn.clone(), Local::new(user, connected_at_ms));
         Ok(Connected {
             first: connections.len() == 1,
             connections,
@@ -682,13 +694,30 @@ mod tests {
             id: UserId::parse("alice").unwrap(),
             name: "Alice | the first".into(),
         };
-        let local = Local::new(&alice, 1_795_782_708_123, 42);
+        let local = Local::new(&alice, 1_795_782_708_123);
         assert_eq!(local.user(), ("alice", "Alice | the first"));
-        let entry = local.entry("node|with-bar");
-        assert_eq!(entry, "node|with-bar|1795782708123|42");
-        assert_eq!(entry_numbers(&entry), Some((1_795_782_708_123, 42)));
-        assert_eq!(entry_numbers("n1|x|42"), None);
-        assert_eq!(entry_numbers("42"), None);
+        assert_eq!(
+            connected_at_ms("node|with-bar|1795782708123|42"),
+            Some(1_795_782_708_123)
+        );
+        assert_eq!(connected_at_ms("n1|x|42"), None);
+        assert_eq!(connected_at_ms("42"), None);
+    }
+
+    #[test]
+    fn connections_are_written_back_in_the_order_they_were_made() {
+        let alice = UserRef {
+            id: UserId::parse("alice").unwrap(),
+            name: "Alice".into(),
+        };
+        let mut conns = [
+            (ConnId::new("n", 10), Local::new(&alice, 5)),
+            (ConnId::new("n", 9), Local::new(&alice, 5)),
+            (ConnId::new("n", 11), Local::new(&alice, 4)),
+        ];
+        conns.sort_by_cached_key(|(conn, local)| connection_order(conn, local));
+        let order: Vec<String> = conns.iter().map(|(conn, _)| conn.to_string()).collect();
+        assert_eq!(order, ["n-11", "n-9", "n-10"]);
     }
 
     #[test]

@@ -8,6 +8,8 @@
 
 use std::collections::HashMap;
 
+use switchboard_protocol::{RoomId, UserId};
+
 use crate::broker::Topic;
 
 /// The Redis channel of a topic. Ids are validated (`[A-Za-z0-9_.@-]`), so they are safe here.
@@ -18,15 +20,98 @@ pub(crate) fn channel(topic: &Topic) -> String {
     }
 }
 
-/// Every topic this node wants or Redis has confirmed, in one map: a node holds one user
-/// channel per connected user, so what each one costs is part of every connection's memory. The
-/// key is the topic itself, whose user id is shared with the session (no allocation per user);
-/// channel names are made only to talk to Redis.
+/// Every topic this node wants or Redis has confirmed. A node holds one user channel per
+/// connected user, so what each one costs is part of every connection's memory: the key is the
+/// id itself, shared with the session (no allocation per user); channel names are made only to
+/// talk to Redis.
 #[derive(Debug, Default)]
 pub(crate) struct Interest {
-    channels: HashMap<Topic, Channel>,
+    channels: Channels,
     /// How many channels are `subscribed`.
     subscribed: usize,
+}
+
+/// Room and user channels in a map each: a user's entry is then its 16-byte id and the 8-byte
+/// [`Channel`], where a [`Topic`] key would take 24.
+#[derive(Debug, Default)]
+struct Channels {
+    rooms: HashMap<RoomId, Channel>,
+    users: HashMap<UserId, Channel>,
+}
+
+impl Channels {
+    fn get(&self, topic: &Topic) -> Option<&Channel> {
+        match topic {
+            Topic::Room(room) => self.rooms.get(room),
+            Topic::User(user) => self.users.get(user),
+        }
+    }
+
+    fn get_mut(&mut self, topic: &Topic) -> Option<&mut Channel> {
+        match topic {
+            Topic::Room(room) => self.rooms.get_mut(room),
+            Topic::User(user) => self.users.get_mut(user),
+        }
+    }
+
+    /// The topic's entry, made when missing (the key is cloned only then).
+    fn entry(&mut self, topic: &Topic) -> &mut Channel {
+        match topic {
+            Topic::Room(room) => entry(&mut self.rooms, room),
+            Topic::User(user) => entry(&mut self.users, user),
+        }
+    }
+
+    fn remove(&mut self, topic: &Topic) {
+        match topic {
+            Topic::Room(room) => self.rooms.remove(room),
+            Topic::User(user) => self.users.remove(user),
+        };
+    }
+
+    /// The topics whose entry `pick`s; only those are cloned.
+    fn topics_where(&self, pick: impl Fn(&Channel) -> bool) -> Vec<Topic> {
+        let rooms = self
+            .rooms
+            .iter()
+            .filter(|(_, entry)| pick(entry))
+            .map(|(room, _)| Topic::Room(room.clone()));
+        let users = self
+            .users
+            .iter()
+            .filter(|(_, entry)| pick(entry))
+            .map(|(user, _)| Topic::User(user.clone()));
+        rooms.chain(users).collect()
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut Channel> {
+        self.rooms.values_mut().chain(self.users.values_mut())
+    }
+
+    fn retain(&mut self, keep: impl Fn(&Channel) -> bool) {
+        self.rooms.retain(|_, entry| keep(entry));
+        self.users.retain(|_, entry| keep(entry));
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.rooms.len() + self.users.len()
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn entry<'a, K: Clone + Eq + std::hash::Hash>(
+    map: &'a mut HashMap<K, Channel>,
+    key: &K,
+) -> &'a mut Channel {
+    if !map.contains_key(key) {
+        map.insert(key.clone(), Channel::default());
+    }
+    map.get_mut(key).expect("inserted above")
 }
 
 #[derive(Debug, Default)]
@@ -118,15 +203,14 @@ impl Interest {
 
     /// What separates the subscribed channels from the wanted ones.
     pub fn diff(&self) -> Batch {
-        let mut batch = Batch::default();
-        for (topic, entry) in &self.channels {
-            match (entry.wanted(), entry.subscribed) {
-                (true, false) => batch.subscribe.push(topic.clone()),
-                (false, true) => batch.unsubscribe.push(topic.clone()),
-                _ => {}
-            }
+        Batch {
+            subscribe: self
+                .channels
+                .topics_where(|entry| entry.wanted() && !entry.subscribed),
+            unsubscribe: self
+                .channels
+                .topics_where(|entry| !entry.wanted() && entry.subscribed),
         }
-        batch
     }
 
     /// Redis confirmed `batch`; returns the topics that were late and must be repaired.
@@ -168,23 +252,15 @@ impl Interest {
 
     /// Every wanted topic.
     pub fn wanted_topics(&self) -> Vec<Topic> {
-        self.channels
-            .iter()
-            .filter(|(_, entry)| entry.wanted())
-            .map(|(topic, _)| topic.clone())
-            .collect()
+        self.channels.topics_where(Channel::wanted)
     }
 
     pub fn subscribed(&self) -> usize {
         self.subscribed
     }
 
-    /// The topic's entry, made when missing (the key is cloned only then).
     fn entry(&mut self, topic: &Topic) -> &mut Channel {
-        if !self.channels.contains_key(topic) {
-            self.channels.insert(topic.clone(), Channel::default());
-        }
-        self.channels.get_mut(topic).expect("inserted above")
+        self.channels.entry(topic)
     }
 
     /// No channel is subscribed any more; the ones that were only subscribed are forgotten.
@@ -193,7 +269,7 @@ impl Interest {
             entry.subscribed = false;
         }
         self.subscribed = 0;
-        self.channels.retain(|_, entry| !entry.forgettable());
+        self.channels.retain(|entry| !entry.forgettable());
     }
 
     fn set_subscribed(&mut self, topic: &Topic, subscribed: bool) {
@@ -227,7 +303,6 @@ impl Interest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchboard_protocol::{RoomId, UserId};
 
     fn room(id: &str) -> Topic {
         Topic::Room(RoomId::parse(id).unwrap())
@@ -248,10 +323,10 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_is_the_topic_and_eight_bytes() {
+    fn a_users_entry_is_its_id_and_eight_bytes() {
         // Every connected user has one: a larger key or count costs every connection.
         assert_eq!(size_of::<Channel>(), 8);
-        assert!(size_of::<Topic>() <= 24);
+        assert_eq!(size_of::<UserId>(), 16);
     }
 
     #[test]
