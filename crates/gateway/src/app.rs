@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -41,6 +42,9 @@ pub struct App {
     pub broker_healthy: AtomicBool,
     /// Connections open on this node, counted before the upgrade so the limit holds.
     pub open: AtomicUsize,
+    /// Admission to a session's start-up calls (`SWITCHBOARD_MAX_STARTING_SESSIONS`): fair, so
+    /// sessions start in the order they arrived.
+    pub starts: Semaphore,
     next_conn: AtomicU64,
 }
 
@@ -87,6 +91,7 @@ impl std::fmt::Debug for dyn Authenticator {
 
 impl App {
     pub fn new(config: Config, node_id: String, parts: Parts) -> Self {
+        let starts = Semaphore::new(config.starting_sessions().min(Semaphore::MAX_PERMITS));
         Self {
             config,
             node_id,
@@ -103,6 +108,7 @@ impl App {
             store_healthy: AtomicBool::new(true),
             broker_healthy: AtomicBool::new(true),
             open: AtomicUsize::new(0),
+            starts,
             next_conn: AtomicU64::new(1),
         }
     }

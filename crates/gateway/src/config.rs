@@ -294,6 +294,12 @@ pub struct Config {
     /// fails with STORE_UNAVAILABLE.
     #[arg(long, env = "SWITCHBOARD_DB_TIMEOUT_MS", default_value_t = 5_000)]
     pub db_timeout_ms: u64,
+    /// Sessions doing their start-up calls (store and presence, before `session:ready`) at
+    /// once; the rest wait their turn in arrival order. Default: four per PostgreSQL pool
+    /// connection, so a reconnect storm queues in the gateway instead of in the pool, where
+    /// every checkout's timeout runs.
+    #[arg(long, env = "SWITCHBOARD_MAX_STARTING_SESSIONS")]
+    pub max_starting_sessions: Option<usize>,
     /// Group commit: most messages written in one transaction (1 = a transaction per message).
     #[arg(long, env = "SWITCHBOARD_BATCH_MAX_MESSAGES", default_value_t = 256)]
     pub batch_max_messages: usize,
@@ -426,6 +432,10 @@ impl Config {
             "SWITCHBOARD_DB_TIMEOUT_MS must be > 0",
         );
         require(
+            self.max_starting_sessions != Some(0),
+            "SWITCHBOARD_MAX_STARTING_SESSIONS must be > 0",
+        );
+        require(
             (1..=10_000).contains(&self.batch_max_messages),
             "SWITCHBOARD_BATCH_MAX_MESSAGES must be 1-10000",
         );
@@ -504,6 +514,13 @@ impl Config {
     pub fn auth_timeout(&self) -> Duration {
         Duration::from_millis(self.auth_timeout_ms)
     }
+
+    /// How many sessions may run their start-up calls at once.
+    pub fn starting_sessions(&self) -> usize {
+        self.max_starting_sessions
+            .unwrap_or_else(|| self.db_pool_size.saturating_mul(4))
+    }
+
     pub fn max_queue_delay(&self) -> Duration {
         Duration::from_millis(self.max_queue_delay_ms)
     }

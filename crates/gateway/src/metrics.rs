@@ -13,6 +13,7 @@ use switchboard_protocol::{CloseCode, ErrorCode};
 
 pub const CONNECTIONS: &str = "switchboard_connections";
 pub const CONNECTIONS_OPENED: &str = "switchboard_connections_opened_total";
+pub const STARTS_WAITING: &str = "switchboard_session_starts_waiting";
 pub const CLOSES: &str = "switchboard_closes_total";
 pub const HANDSHAKES_REFUSED: &str = "switchboard_handshakes_refused_total";
 pub const FRAMES_IN: &str = "switchboard_frames_in_total";
@@ -25,6 +26,7 @@ pub const BROKER_PUBLISH_FAILURES: &str = "switchboard_broker_publish_failures_t
 
 static FRAMES_OUT_COUNTER: LazyLock<Counter> = LazyLock::new(|| counter!(FRAMES_OUT));
 static CONNECTIONS_GAUGE: LazyLock<Gauge> = LazyLock::new(|| gauge!(CONNECTIONS));
+static STARTS_WAITING_GAUGE: LazyLock<Gauge> = LazyLock::new(|| gauge!(STARTS_WAITING));
 
 /// Installs the global recorder; call once, before serving.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
@@ -42,6 +44,10 @@ fn describe() {
     describe_counter!(
         CONNECTIONS_OPENED,
         "Authenticated WebSocket connections opened"
+    );
+    describe_gauge!(
+        STARTS_WAITING,
+        "Authenticated connections waiting for their turn to start (SWITCHBOARD_MAX_STARTING_SESSIONS)"
     );
     describe_counter!(CLOSES, "Connections closed by the server, by close code");
     describe_counter!(
@@ -72,6 +78,11 @@ fn describe() {
 pub fn connection_opened() {
     CONNECTIONS_GAUGE.increment(1.0);
     counter!(CONNECTIONS_OPENED).increment(1);
+}
+
+/// A session begins (`1.0`) or ends (`-1.0`) its wait for a turn to start.
+pub fn start_waiting(delta: f64) {
+    STARTS_WAITING_GAUGE.increment(delta);
 }
 
 /// A session ended: with the server's close code, or `None` when the client closed or vanished.

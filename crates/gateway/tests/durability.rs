@@ -548,6 +548,52 @@ async fn a_session_waiting_on_its_own_send_is_not_a_slow_consumer() {
     assert!(seq >= 1);
 }
 
+/// 1,000 new users connect at once to a node whose PostgreSQL pool has one connection and whose
+/// statements (and checkouts) may wait half a second: past what the pool serves within the
+/// timeout if every session made its start-up calls at once (then dozens are closed with 1011).
+/// Sessions start four at a time (the default, four per pool connection), in order, and every
+/// one gets `session:ready`.
+#[tokio::test]
+async fn a_connect_storm_waits_its_turn_and_every_session_starts() {
+    const STORM: usize = 1_000;
+    let pg = postgres().await;
+    let gw = durable(&pg)
+        .env("SWITCHBOARD_DB_POOL_SIZE", "1")
+        .env("SWITCHBOARD_DB_TIMEOUT_MS", "500")
+        .start()
+        .await
+        .unwrap();
+    let storm: Vec<_> = (0..STORM)
+        .map(|n| {
+            let url = gw.ws_url();
+            tokio::spawn(async move {
+                let options = switchboard_testkit::ConnectOptions::bearer(token(&format!("s{n}")))
+                    .with_timeout(Duration::from_secs(120));
+                WsClient::connect_session(&url, options)
+                    .await
+                    .map(|(client, _)| client)
+                    .map_err(|error| format!("s{n}: {error:#}"))
+            })
+        })
+        .collect();
+    let mut clients = Vec::new();
+    let mut failed = Vec::new();
+    for task in storm {
+        match task.await.unwrap() {
+            Ok(client) => clients.push(client),
+            Err(error) => failed.push(error),
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    let users = rows(&pg, "SELECT count(*) FROM users WHERE id LIKE 's%'").await;
+    assert_eq!(users, vec![STORM.to_string()]);
+}
+
 /// Waits until `more` messages were committed since the call: traffic is flowing.
 async fn wait_for_acks(pg: &Postgres, more: usize) {
     let count = async || {

@@ -93,6 +93,21 @@ pub(crate) async fn start<C: Connection>(
         next_ping: Instant::now() + app.config.heartbeat_interval(),
     });
     metrics::connection_opened();
+    // In a reconnect storm thousands of sessions start at once. Let a bounded number make
+    // their store and presence calls and the rest wait here, in arrival order, with no
+    // timeout running: in the pool every one would wait behind every other one's statements,
+    // and time out.
+    metrics::start_waiting(1.0);
+    let turn = tokio::select! {
+        biased;
+        () = app.shutdown.cancelled() => None,
+        permit = app.starts.acquire() => permit.ok(),
+    };
+    metrics::start_waiting(-1.0);
+    let Some(_turn) = turn else {
+        session.close(End::Close(CloseCode::GoingAway)).await;
+        return None;
+    };
     let end = match session.open(handle).await {
         Ok(()) => return Some(session),
         Err(error) => match error.verdict() {
