@@ -31,6 +31,15 @@ async fn rows(pg: &Postgres, sql: &str) -> Vec<String> {
         .collect()
 }
 
+/// Alice creates `general` and Bob joins it.
+async fn alice_and_bob_in_general(gw: &Gateway) -> (WsClient, WsClient) {
+    let mut alice = connect(gw, "alice").await;
+    alice.create_room("general").await.unwrap();
+    let mut bob = connect(gw, "bob").await;
+    bob.join_room("general").await.unwrap();
+    (alice, bob)
+}
+
 #[tokio::test]
 async fn acknowledged_messages_survive_a_gateway_restart() {
     let pg = postgres().await;
@@ -386,10 +395,7 @@ async fn a_frozen_database_answers_what_a_retry_can_settle() {
         .start()
         .await
         .unwrap();
-    let mut alice = connect(&gw, "alice").await;
-    alice.create_room("general").await.unwrap();
-    let mut bob = connect(&gw, "bob").await;
-    bob.join_room("general").await.unwrap();
+    let (mut alice, mut bob) = alice_and_bob_in_general(&gw).await;
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut senders = Vec::new();
@@ -502,10 +508,7 @@ async fn a_session_waiting_on_its_own_send_is_not_a_slow_consumer() {
         .start()
         .await
         .unwrap();
-    let mut alice = connect(&gw, "alice").await;
-    alice.create_room("general").await.unwrap();
-    let mut bob = connect(&gw, "bob").await;
-    bob.join_room("general").await.unwrap();
+    let (mut alice, mut bob) = alice_and_bob_in_general(&gw).await;
     pg.freeze().unwrap();
     let id = alice.next_id();
     alice
