@@ -551,27 +551,28 @@ async fn a_session_waiting_on_its_own_send_is_not_a_slow_consumer() {
     assert!(seq >= 1);
 }
 
-/// 1,000 new users connect at once to a node whose PostgreSQL pool has one connection and whose
-/// statements (and checkouts) may wait half a second: past what the pool serves within the
-/// timeout if every session made its start-up calls at once (then dozens are closed with 1011).
-/// Sessions start four at a time (the default, four per pool connection), in order, and every
-/// one gets `session:ready`.
+/// 50 users connect at once to a node whose PostgreSQL pool has one connection, while
+/// PostgreSQL is frozen. Four sessions (four per pool connection, the default) make their
+/// start-up calls and wait on the store; the other 46 wait for their turn in the gateway, where
+/// no store timeout runs, as `switchboard_session_starts_waiting` shows. Once PostgreSQL
+/// answers again every one gets `session:ready`: none is closed with 1011.
 #[tokio::test]
 async fn a_connect_storm_waits_its_turn_and_every_session_starts() {
-    const STORM: usize = 1_000;
+    const STORM: usize = 50;
     let pg = postgres().await;
     let gw = durable(&pg)
         .env("SWITCHBOARD_DB_POOL_SIZE", "1")
-        .env("SWITCHBOARD_DB_TIMEOUT_MS", "500")
+        .env("SWITCHBOARD_DB_TIMEOUT_MS", "20000")
         .start()
         .await
         .unwrap();
+    pg.freeze().unwrap();
     let storm: Vec<_> = (0..STORM)
         .map(|n| {
             let url = gw.ws_url();
             tokio::spawn(async move {
                 let options = switchboard_testkit::ConnectOptions::bearer(token(&format!("s{n}")))
-                    .with_timeout(Duration::from_secs(120));
+                    .with_timeout(Duration::from_secs(60));
                 WsClient::connect_session(&url, options)
                     .await
                     .map(|(client, _)| client)
@@ -579,6 +580,20 @@ async fn a_connect_storm_waits_its_turn_and_every_session_starts() {
             })
         })
         .collect();
+    let waiting = format!("switchboard_session_starts_waiting {}", STORM - 4);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = gw.metrics().await.unwrap();
+        if metrics.lines().any(|line| line == waiting) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never {waiting:?}:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    pg.thaw().unwrap();
     let mut clients = Vec::new();
     let mut failed = Vec::new();
     for task in storm {
@@ -587,14 +602,16 @@ async fn a_connect_storm_waits_its_turn_and_every_session_starts() {
             Err(error) => failed.push(error),
         }
     }
-    assert!(
-        failed.is_empty(),
-        "{} failed: {:?}",
-        failed.len(),
-        &failed[..failed.len().min(3)]
-    );
+    assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
     let users = rows(&pg, "SELECT count(*) FROM users WHERE id LIKE 's%'").await;
     assert_eq!(users, vec![STORM.to_string()]);
+    let metrics = gw.metrics().await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line == "switchboard_session_starts_waiting 0"),
+        "{metrics}"
+    );
 }
 
 /// Waits until `more` messages were committed since the call: traffic is flowing.
