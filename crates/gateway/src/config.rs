@@ -273,6 +273,16 @@ pub struct Config {
     /// Longest time graceful shutdown waits for connections to close.
     #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
     pub drain_timeout_ms: u64,
+    /// Largest `room:emit` data, in bytes of its JSON encoding.
+    #[arg(long, env = "SWITCHBOARD_MAX_EVENT_BYTES", default_value_t = 8_192)]
+    pub max_event_bytes: usize,
+    /// `room:emit` events a connection may send per second (a token bucket of its own, inside
+    /// the general rate limit).
+    #[arg(long, env = "SWITCHBOARD_EVENT_RATE_PER_SEC", default_value_t = 30)]
+    pub event_rate_per_sec: u32,
+    /// Burst size of the `room:emit` token bucket.
+    #[arg(long, env = "SWITCHBOARD_EVENT_RATE_BURST", default_value_t = 60)]
+    pub event_rate_burst: u32,
     /// A typing indicator stops by itself this long after the last `typing:start`.
     #[arg(long, env = "SWITCHBOARD_TYPING_TIMEOUT_MS", default_value_t = 3_000)]
     pub typing_timeout_ms: u64,
@@ -430,6 +440,14 @@ impl Config {
         require(
             self.db_timeout_ms > 0,
             "SWITCHBOARD_DB_TIMEOUT_MS must be > 0",
+        );
+        require(
+            self.max_event_bytes >= 4 && self.max_event_bytes < self.max_frame_bytes,
+            "SWITCHBOARD_MAX_EVENT_BYTES must be >= 4 and below SWITCHBOARD_MAX_FRAME_BYTES",
+        );
+        require(
+            self.event_rate_per_sec > 0 && self.event_rate_burst > 0,
+            "SWITCHBOARD_EVENT_RATE_PER_SEC and SWITCHBOARD_EVENT_RATE_BURST must be > 0",
         );
         require(
             self.max_starting_sessions != Some(0),

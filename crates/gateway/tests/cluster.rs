@@ -107,7 +107,7 @@ async fn a_direct_message_reaches_every_device_of_the_recipient_across_nodes() {
 }
 
 #[tokio::test]
-async fn typing_and_presence_cross_nodes() {
+async fn typing_room_events_and_presence_cross_nodes() {
     let c = cluster(2).await;
     let mut alice = connect(&c.nodes[0], "alice").await;
     let mut bob = connect(&c.nodes[1], "bob").await;
@@ -131,6 +131,31 @@ async fn typing_and_presence_cross_nodes() {
         .unwrap();
     assert!(
         matches!(typing, ServerFrame::TypingStart { ref user, .. } if user.id.as_str() == "bob")
+    );
+    let data = serde_json::json!({"from": "e2", "to": "e4"});
+    bob.request_ok(&ClientFrame::RoomEmit {
+        id: 90,
+        room_id: room("general"),
+        event: "game:move".into(),
+        data: data.clone(),
+    })
+    .await
+    .unwrap();
+    let event = alice
+        .recv_until(|f| matches!(f, ServerFrame::RoomEvent { .. }))
+        .await
+        .unwrap();
+    assert_eq!(
+        event,
+        ServerFrame::RoomEvent {
+            room_id: room("general"),
+            event: "game:move".into(),
+            data,
+            from: switchboard_protocol::UserRef {
+                id: user("bob"),
+                name: display_name("bob"),
+            },
+        }
     );
     drop(bob);
     let offline = alice

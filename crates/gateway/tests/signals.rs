@@ -1,4 +1,4 @@
-//! Typing, presence, read receipts and heartbeats.
+//! Typing, room events, presence, read receipts and heartbeats.
 #![allow(clippy::unwrap_used)] // in scenario helpers too, a panic is the failure report
 
 mod common;
@@ -6,7 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use switchboard_protocol::{AckResult, ClientFrame, PresenceStatus, ServerFrame};
+use switchboard_protocol::{AckResult, ClientFrame, Codec, PresenceStatus, ServerFrame};
+use switchboard_testkit::{ConnectOptions, WsClient};
 
 /// alice and bob, both members of `general`, with the join notice consumed.
 async fn pair(
@@ -82,6 +83,148 @@ async fn typing_goes_to_the_other_members_and_stops_by_itself_after_3_s() {
     assert!(
         matches!(bob.recv().await.unwrap(), ServerFrame::Error { code, .. } if code.as_str() == "NOT_A_MEMBER")
     );
+}
+
+fn emit(id: u64, room_id: &str, event: &str, data: serde_json::Value) -> ClientFrame {
+    ClientFrame::RoomEmit {
+        id,
+        room_id: room(room_id),
+        event: event.to_owned(),
+        data,
+    }
+}
+
+/// The next `room:event`, as (room, event, data, from), skipping other frames.
+async fn next_event(client: &mut WsClient) -> (String, String, serde_json::Value, String) {
+    match client
+        .recv_until(|f| matches!(f, ServerFrame::RoomEvent { .. }))
+        .await
+        .unwrap()
+    {
+        ServerFrame::RoomEvent {
+            room_id,
+            event,
+            data,
+            from,
+        } => (room_id.to_string(), event, data, from.id.to_string()),
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test]
+async fn room_events_reach_every_member_connection_but_the_emitter_in_both_codecs() {
+    let gw = gateway().await;
+    let mut alice = connect(&gw, "alice").await;
+    alice.create_room("general").await.unwrap();
+    let (mut bob, _) = WsClient::connect_session(
+        &gw.ws_url(),
+        ConnectOptions::bearer(token("bob")).with_codec(Codec::MsgPack),
+    )
+    .await
+    .unwrap();
+    bob.join_room("general").await.unwrap();
+    let mut alice_laptop = connect(&gw, "alice").await;
+    let mut carol = connect(&gw, "carol").await;
+    alice
+        .recv_until(|f| matches!(f, ServerFrame::UserJoinedRoom { .. }))
+        .await
+        .unwrap();
+
+    let cursor = serde_json::json!({"x": 120, "y": -48, "path": [1.5, null, true, "a"]});
+    let ack = alice
+        .request_ok(&emit(1, "general", "cursor:move", cursor.clone()))
+        .await
+        .unwrap();
+    assert_eq!(ack, AckResult::Ok);
+    let expected = (
+        "general".to_owned(),
+        "cursor:move".to_owned(),
+        cursor,
+        "alice".to_owned(),
+    );
+    assert_eq!(next_event(&mut bob).await, expected, "MessagePack member");
+    assert_eq!(
+        next_event(&mut alice_laptop).await,
+        expected,
+        "the emitter's other connection"
+    );
+    // From MessagePack to JSON, with no data at all.
+    let ack = bob
+        .request_ok(&emit(2, "general", "game:move", serde_json::Value::Null))
+        .await
+        .unwrap();
+    assert_eq!(ack, AckResult::Ok);
+    let moved = next_event(&mut alice).await;
+    assert_eq!(
+        moved,
+        (
+            "general".to_owned(),
+            "game:move".to_owned(),
+            serde_json::Value::Null,
+            "bob".to_owned()
+        )
+    );
+    assert_eq!(next_event(&mut alice_laptop).await, moved);
+    // Not to the emitting connection, nor to a user who is not a member.
+    assert_quiet(&mut alice).await;
+    assert_quiet(&mut bob).await;
+    assert_quiet(&mut carol).await;
+}
+
+#[tokio::test]
+async fn room_events_are_refused_with_precise_codes_and_the_connection_stays() {
+    let gw = gateway_with(&[
+        ("SWITCHBOARD_MAX_EVENT_BYTES", "64"),
+        ("SWITCHBOARD_EVENT_RATE_PER_SEC", "1"),
+        ("SWITCHBOARD_EVENT_RATE_BURST", "3"),
+    ])
+    .await;
+    let (mut alice, mut bob) = pair(&gw).await;
+    let null = serde_json::Value::Null;
+    for bad in ["Cursor", "2d", "a b", "cursor.move", ""] {
+        assert_eq!(
+            refused_code(&mut alice, &emit(1, "general", bad, null.clone())).await,
+            "INVALID_FIELD",
+            "{bad:?}"
+        );
+    }
+    let big = serde_json::json!({"text": "x".repeat(60)});
+    assert_eq!(
+        refused_code(&mut alice, &emit(2, "general", "note", big)).await,
+        "CONTENT_TOO_LONG"
+    );
+    assert_eq!(
+        refused_code(&mut alice, &emit(3, "elsewhere", "note", null.clone())).await,
+        "NOT_A_MEMBER"
+    );
+    // None of those reached bob; within the burst of 3 the events do, then the bucket is empty.
+    for id in 4..7 {
+        let ack = alice
+            .request_ok(&emit(id, "general", "tick", serde_json::json!(id)))
+            .await
+            .unwrap();
+        assert_eq!(ack, AckResult::Ok);
+    }
+    assert_eq!(
+        refused_code(
+            &mut alice,
+            &emit(7, "general", "tick", serde_json::json!(7))
+        )
+        .await,
+        "RATE_LIMITED"
+    );
+    let mut ticks = Vec::new();
+    for _ in 4..7 {
+        ticks.push(next_event(&mut bob).await.2);
+    }
+    assert_eq!(ticks, [4, 5, 6].map(|n| serde_json::json!(n)));
+    assert_quiet(&mut bob).await;
+    // Still connected: other requests go through.
+    let pong = alice
+        .request(&ClientFrame::Ping { id: Some(8) })
+        .await
+        .unwrap();
+    assert!(matches!(pong, ServerFrame::Pong { .. }), "{pong:?}");
 }
 
 #[tokio::test]

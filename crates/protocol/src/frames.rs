@@ -12,6 +12,18 @@ use crate::{ErrorCode, RoomId, UserId};
 /// Milliseconds since the Unix epoch.
 pub type Millis = u64;
 
+/// What a `room:emit` event name looks like: a lowercase letter, then up to 63 of lowercase
+/// letters, digits, `:`, `_` and `-`.
+pub const EVENT_NAME_PATTERN: &str = "[a-z][a-z0-9:_-]{0,63}";
+
+/// Whether `name` matches [`EVENT_NAME_PATTERN`].
+pub fn is_event_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && name.len() <= 64
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || ":_-".contains(c))
+}
+
 /// A frame sent by a client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, EnumDiscriminants)]
 #[strum_discriminants(name(ClientFrameKind), derive(strum::EnumIter, Hash))]
@@ -93,6 +105,19 @@ pub enum ClientFrame {
     #[serde(rename = "typing:stop", rename_all = "camelCase")]
     TypingStop { room_id: RoomId },
 
+    /// Relays an application-defined event (a cursor, a game move, an edit) to the room's other
+    /// connections as `room:event`: members only, at most once, never stored.
+    #[serde(rename = "room:emit", rename_all = "camelCase")]
+    RoomEmit {
+        id: u64,
+        room_id: RoomId,
+        /// Matches [`EVENT_NAME_PATTERN`].
+        event: String,
+        /// Any value; `null` when absent.
+        #[serde(default)]
+        data: serde_json::Value,
+    },
+
     /// Sets the user's status, relayed to everyone who shares a room with them.
     #[serde(rename = "presence:update", rename_all = "camelCase")]
     PresenceUpdate {
@@ -155,6 +180,28 @@ pub enum ClientFrame {
     FriendsList { id: u64 },
 }
 
+#[cfg(test)]
+mod event_name_tests {
+    #[test]
+    fn event_names_follow_the_pattern() {
+        for good in ["a", "cursor:move", "game_move-2", &"x".repeat(64)] {
+            assert!(super::is_event_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "Cursor",
+            "2go",
+            ":x",
+            "a b",
+            "é",
+            "a.b",
+            &"x".repeat(65),
+        ] {
+            assert!(!super::is_event_name(bad), "{bad}");
+        }
+    }
+}
+
 impl ClientFrame {
     /// The request id to echo in the reply, if the frame carries one.
     pub fn request_id(&self) -> Option<u64> {
@@ -170,7 +217,8 @@ impl ClientFrame {
             | Self::FriendRequest { id, .. }
             | Self::FriendAccept { id, .. }
             | Self::FriendRemove { id, .. }
-            | Self::FriendsList { id } => Some(*id),
+            | Self::FriendsList { id }
+            | Self::RoomEmit { id, .. } => Some(*id),
             Self::Ping { id } | Self::PresenceUpdate { id, .. } | Self::MessageRead { id, .. } => {
                 *id
             }
@@ -196,6 +244,7 @@ impl ClientFrameKind {
             Self::DmSend => "dm:send",
             Self::TypingStart => "typing:start",
             Self::TypingStop => "typing:stop",
+            Self::RoomEmit => "room:emit",
             Self::PresenceUpdate => "presence:update",
             Self::MessageRead => "message:read",
             Self::HistoryFetch => "history:fetch",
@@ -273,6 +322,15 @@ pub enum ServerFrame {
 
     #[serde(rename = "typing:stop", rename_all = "camelCase")]
     TypingStop { room_id: RoomId, user_id: UserId },
+
+    /// An application-defined event a member emitted (`room:emit`).
+    #[serde(rename = "room:event", rename_all = "camelCase")]
+    RoomEvent {
+        room_id: RoomId,
+        event: String,
+        data: serde_json::Value,
+        from: UserRef,
+    },
 
     /// The user's first connection opened.
     #[serde(rename = "user:online")]
@@ -357,6 +415,7 @@ impl ServerFrameKind {
             Self::UserLeftRoom => "user:left:room",
             Self::TypingStart => "typing:start",
             Self::TypingStop => "typing:stop",
+            Self::RoomEvent => "room:event",
             Self::UserOnline => "user:online",
             Self::UserOffline => "user:offline",
             Self::PresenceUpdate => "presence:update",

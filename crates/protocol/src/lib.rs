@@ -18,9 +18,9 @@ mod msgpack;
 pub use codec::{Codec, DecodeError, EncodeError, UnsupportedSubprotocol};
 pub use codes::{CloseCode, ErrorCode};
 pub use frames::{
-    AckResult, ClientFrame, ClientFrameKind, ErrorBody, Friend, FriendStatus, Member, Message,
-    MessageKind, Millis, Notification, PresenceStatus, RoomInfo, RoomKind, RoomSummary,
-    ServerFrame, ServerFrameKind, UserRef,
+    AckResult, ClientFrame, ClientFrameKind, EVENT_NAME_PATTERN, ErrorBody, Friend, FriendStatus,
+    Member, Message, MessageKind, Millis, Notification, PresenceStatus, RoomInfo, RoomKind,
+    RoomSummary, ServerFrame, ServerFrameKind, UserRef, is_event_name,
 };
 pub use ids::{IdError, RoomId, UserId};
 

@@ -82,6 +82,12 @@ fn client_samples() -> Vec<ClientFrame> {
         },
         ClientFrame::TypingStart { room_id: room() },
         ClientFrame::TypingStop { room_id: room() },
+        ClientFrame::RoomEmit {
+            id: 8,
+            room_id: room(),
+            event: "cursor:move".into(),
+            data: serde_json::json!({"x": 1, "y": [2.5, null, true], "label": "here"}),
+        },
         ClientFrame::PresenceUpdate {
             id: None,
             status: PresenceStatus::Away,
@@ -204,6 +210,12 @@ fn server_samples() -> Vec<ServerFrame> {
         ServerFrame::TypingStop {
             room_id: room(),
             user_id: UserId::parse("bob").unwrap(),
+        },
+        ServerFrame::RoomEvent {
+            room_id: room(),
+            event: "game:move".into(),
+            data: serde_json::json!({"from": "e2", "to": "e4", "n": -3}),
+            from: user("bob"),
         },
         ServerFrame::UserOnline { user: user("dave") },
         ServerFrame::UserOffline {

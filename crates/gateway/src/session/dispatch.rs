@@ -70,6 +70,12 @@ impl<C: Connection> Session<C> {
                 Box::pin(self.stop_typing(&room_id)).await;
                 return Ok(());
             }
+            ClientFrame::RoomEmit {
+                room_id,
+                event,
+                data,
+                ..
+            } => Box::pin(self.emit_event(room_id, event, data)).await,
             ClientFrame::PresenceUpdate { status, .. } => {
                 Box::pin(self.update_presence(status)).await
             }

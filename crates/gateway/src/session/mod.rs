@@ -5,8 +5,8 @@
 //! - `mod.rs` — the session's start (handshake, registration, `session:ready`), its live loop
 //!   (the wire, the queue, the timers) and its end;
 //! - `dispatch.rs` — a decoded request to its handler, and the answer back;
-//! - `handshake.rs` (first-frame `auth`), `rooms.rs`, `messages.rs`, `signals.rs`, `social.rs`
-//!   (the requests), `limiter.rs` (the token bucket).
+//! - `handshake.rs` (first-frame `auth`), `rooms.rs`, `messages.rs`, `signals.rs`, `events.rs`
+//!   (`room:emit`), `social.rs` (the requests), `limiter.rs` (the token bucket).
 //!
 //! **Invariant:** nothing but the session task writes to its connection. Others reach it through
 //! its bounded outbound queue: frames, or a kick that closes it. Replies to the session's own
@@ -15,6 +15,7 @@
 
 mod connection;
 mod dispatch;
+mod events;
 mod handshake;
 mod limiter;
 mod messages;
@@ -89,6 +90,7 @@ pub(crate) async fn start<C: Connection>(
             app.config.rate_burst,
             app.config.rate_strikes,
         ),
+        event_limiter: None,
         last_heard: Instant::now(),
         next_ping: Instant::now() + app.config.heartbeat_interval(),
     });
@@ -158,6 +160,8 @@ pub(crate) struct Session<C> {
     typing: Typing,
     /// The per-connection rate limit.
     limiter: RateLimiter,
+    /// The `room:emit` rate limit, made with the connection's first event (most never emit).
+    event_limiter: Option<Box<RateLimiter>>,
     /// When anything last arrived from the client: silence past the heartbeat timeout closes
     /// with 4004.
     last_heard: Instant,
