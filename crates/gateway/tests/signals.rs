@@ -10,9 +10,7 @@ use switchboard_protocol::{AckResult, ClientFrame, Codec, PresenceStatus, Server
 use switchboard_testkit::{ConnectOptions, WsClient};
 
 /// alice and bob, both members of `general`, with the join notice consumed.
-async fn pair(
-    gw: &switchboard_testkit::Gateway,
-) -> (switchboard_testkit::WsClient, switchboard_testkit::WsClient) {
+async fn pair(gw: &switchboard_testkit::Gateway) -> (WsClient, WsClient) {
     let mut alice = connect(gw, "alice").await;
     let mut bob = connect(gw, "bob").await;
     alice.create_room("general").await.unwrap();
