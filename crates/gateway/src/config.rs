@@ -442,8 +442,8 @@ impl Config {
             "SWITCHBOARD_DB_TIMEOUT_MS must be > 0",
         );
         require(
-            self.max_event_bytes >= 4 && self.max_event_bytes < self.max_frame_bytes,
-            "SWITCHBOARD_MAX_EVENT_BYTES must be >= 4 and below SWITCHBOARD_MAX_FRAME_BYTES",
+            self.max_event_bytes >= 4,
+            "SWITCHBOARD_MAX_EVENT_BYTES must be >= 4 (the size of null)",
         );
         require(
             self.event_rate_per_sec > 0 && self.event_rate_burst > 0,

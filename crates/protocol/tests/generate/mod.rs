@@ -459,6 +459,18 @@ pub fn valid_frame() -> BoxedStrategy<ClientFrame> {
             ),
         room_id().prop_map(|room_id| F::TypingStart { room_id }),
         room_id().prop_map(|room_id| F::TypingStop { room_id }),
+        (
+            request_id(),
+            room_id(),
+            "[a-z][a-z0-9:_-]{0,12}",
+            json_value()
+        )
+            .prop_map(|(id, room_id, event, data)| F::RoomEmit {
+                id,
+                room_id,
+                event,
+                data,
+            }),
         (opt_id(), presence()).prop_map(|(id, status)| F::PresenceUpdate { id, status }),
         (opt_id(), room_id(), seq()).prop_map(|(id, room_id, seq)| F::MessageRead {
             id,
@@ -493,6 +505,25 @@ pub fn valid_frame() -> BoxedStrategy<ClientFrame> {
     .boxed()
 }
 
+/// A `room:emit` payload: any JSON value, a few levels deep.
+fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        (-1e9f64..1e9).prop_map(Value::from),
+        nasty_string().prop_map(Value::String),
+    ];
+    leaf.prop_recursive(3, 16, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::vec(("[a-z]{0,6}", inner), 0..4)
+                .prop_map(|entries| Value::Object(entries.into_iter().collect())),
+        ]
+    })
+}
+
 /// A frame as a document, exactly as `rmp_serde::to_vec_named` and `serde_json` write it.
 pub fn frame_doc(frame: &ClientFrame) -> Doc {
     Doc::from(serde_json::to_value(frame).unwrap())
@@ -522,6 +553,8 @@ const FIELD_NAMES: &[&str] = &[
     "before",
     "ids",
     "userId",
+    "event",
+    "data",
     "ID",
     "Id",
     "room_id",
@@ -547,6 +580,7 @@ const TYPE_NAMES: &[&str] = &[
     "dm:send",
     "typing:start",
     "typing:stop",
+    "room:emit",
     "presence:update",
     "message:read",
     "history:fetch",
@@ -836,6 +870,8 @@ enum Ty {
     User,
     Ids,
     Enum(&'static [&'static str]),
+    /// Any value JSON has: no MessagePack binary anywhere inside, and string keys.
+    Any,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -892,6 +928,7 @@ fn schema(kind: &str) -> Option<Vec<(&'static str, Ty, Need)>> {
             ("clientMsgId", Str, Required),
         ],
         "typing:start" | "typing:stop" => vec![room],
+        "room:emit" => vec![id, room, ("event", Str, Required), ("data", Any, Optional)],
         "presence:update" => vec![opt_id, ("status", Enum(STATUSES), Required)],
         "message:read" => vec![opt_id, room, ("seq", U64, Required)],
         "history:fetch" => vec![
@@ -918,6 +955,18 @@ fn string_like(doc: &Doc) -> Option<&str> {
     }
 }
 
+/// Whether a JSON value can hold `doc`.
+fn json_like(doc: &Doc) -> bool {
+    match doc {
+        Doc::Bin(_) => false,
+        Doc::Array(items) => items.iter().all(json_like),
+        Doc::Map(entries) => entries
+            .iter()
+            .all(|(k, v)| string_like(k).is_some() && json_like(v)),
+        _ => true,
+    }
+}
+
 /// Whether `value` fits `ty`; the code that refuses it otherwise.
 fn check(ty: Ty, value: &Doc) -> Result<(), ErrorCode> {
     let ok = match (ty, value) {
@@ -931,6 +980,7 @@ fn check(ty: Ty, value: &Doc) -> Result<(), ErrorCode> {
             [(Doc::Str(s), Doc::Null)] if names.contains(&s.as_str())
         ),
         (Ty::Str, v) => string_like(v).is_some(),
+        (Ty::Any, v) => json_like(v),
         (Ty::Room | Ty::User, v) => match string_like(v) {
             None => false,
             Some(s) => {
