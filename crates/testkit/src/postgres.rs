@@ -337,7 +337,7 @@ impl Postgres {
     }
 
     /// The postmaster and its children, from /proc.
-    fn server_pids(&self) -> anyhow::Result<Vec<u32>> {
+    pub fn server_pids(&self) -> anyhow::Result<Vec<u32>> {
         let postmaster = self.running()?.pid();
         let mut pids = vec![postmaster];
         for entry in std::fs::read_dir("/proc").context("reading /proc")? {
@@ -427,4 +427,15 @@ fn nobody_ids() -> (u32, u32) {
         })
         .next()
         .unwrap_or(fallback)
+}
+
+impl Drop for Postgres {
+    /// A test that fails while the server is frozen must not leave it so: stopped backends
+    /// never notice their postmaster's end and would linger, holding their shared memory. Thawed,
+    /// the server shuts down in order when its process is dropped next.
+    fn drop(&mut self) {
+        if self.process.is_some() {
+            let _ = self.signal_all(signal::SIGCONT);
+        }
+    }
 }

@@ -66,3 +66,29 @@ async fn a_crashed_server_recovers_committed_rows_and_extra_databases_work() {
         "42"
     );
 }
+
+/// A test that fails while PostgreSQL is frozen drops it frozen: every one of its processes
+/// must still go away.
+#[tokio::test]
+async fn a_frozen_server_dropped_leaves_no_process_behind() {
+    let pg = Postgres::start().await.unwrap();
+    pg.psql("SELECT 1").await.unwrap();
+    let pids = pg.server_pids().unwrap();
+    assert!(pids.len() > 1, "a postmaster and its children: {pids:?}");
+    pg.freeze().unwrap();
+    drop(pg);
+    let alive = || {
+        pids.iter()
+            .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while alive() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {pids:?} still there",
+            alive()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
