@@ -198,7 +198,14 @@ async fn a_retried_client_msg_id_is_stored_once() {
 #[tokio::test]
 async fn concurrent_senders_in_one_room_produce_a_gap_free_seq() {
     let pg = postgres().await;
-    let gw = durable(&pg).start().await.unwrap();
+    // Nine clients on the test's one thread read 400 frames each while they wait for acks; on a
+    // machine busy with other suites they can stall for seconds, which the default queue delay
+    // (2 s) would rightly call a slow consumer. That rule has tests of its own.
+    let gw = durable(&pg)
+        .env("SWITCHBOARD_MAX_QUEUE_DELAY_MS", "60000")
+        .start()
+        .await
+        .unwrap();
     let mut owner = connect(&gw, "owner").await;
     owner.create_room("busy").await.unwrap();
     let mut tasks = Vec::new();
