@@ -6,7 +6,6 @@ use tokio::time::Instant;
 
 use super::limiter::RateLimiter;
 use super::{Connection, Session};
-use crate::broker::{Envelope, Event, Topic};
 use crate::error::SessionError;
 
 impl<C: Connection> Session<C> {
@@ -48,16 +47,7 @@ impl<C: Connection> Session<C> {
             data,
             from: self.user.clone(),
         };
-        self.app
-            .publish(Envelope {
-                topics: vec![Topic::Room(room_id)],
-                event: Event::Frame {
-                    frame,
-                    skip_conn: Some(self.conn.clone()),
-                    skip_user: None,
-                },
-            })
-            .await;
+        self.relay_to_room(room_id, frame).await;
         Ok(Some(AckResult::Ok))
     }
 

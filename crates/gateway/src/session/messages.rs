@@ -236,15 +236,7 @@ impl<C: Connection> Session<C> {
                 user_id: self.user.id.clone(),
                 seq,
             };
-            app.publish(Envelope {
-                topics: vec![Topic::Room(room_id)],
-                event: Event::Frame {
-                    frame,
-                    skip_conn: Some(self.conn.clone()),
-                    skip_user: None,
-                },
-            })
-            .await;
+            self.relay_to_room(room_id, frame).await;
         }
         Ok(Some(AckResult::Ok))
     }

@@ -83,6 +83,21 @@ impl<C: Connection> Session<C> {
         }
     }
 
+    /// Publishes `frame` to every connection in the room but this one: the user's other
+    /// connections get it too.
+    pub(super) async fn relay_to_room(&mut self, room_id: RoomId, frame: ServerFrame) {
+        self.app
+            .publish(Envelope {
+                topics: vec![Topic::Room(room_id)],
+                event: Event::Frame {
+                    frame,
+                    skip_conn: Some(self.conn.clone()),
+                    skip_user: None,
+                },
+            })
+            .await;
+    }
+
     async fn relay_to_others(&mut self, room_id: RoomId, frame: ServerFrame) {
         self.app
             .publish(Envelope {
