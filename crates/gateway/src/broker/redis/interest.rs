@@ -159,7 +159,7 @@ pub(crate) fn channels(topics: &[Topic]) -> Vec<String> {
 impl Interest {
     /// Adds `delta` references to `topic`.
     pub fn add(&mut self, topic: &Topic, delta: i32) {
-        let entry = self.entry(topic);
+        let entry = self.channels.entry(topic);
         entry.count += delta;
         if entry.count == 0 {
             entry.late = false;
@@ -259,10 +259,6 @@ impl Interest {
         self.subscribed
     }
 
-    fn entry(&mut self, topic: &Topic) -> &mut Channel {
-        self.channels.entry(topic)
-    }
-
     /// No channel is subscribed any more; the ones that were only subscribed are forgotten.
     fn unsubscribe_all(&mut self) {
         for entry in self.channels.values_mut() {
@@ -273,7 +269,7 @@ impl Interest {
     }
 
     fn set_subscribed(&mut self, topic: &Topic, subscribed: bool) {
-        let entry = self.entry(topic);
+        let entry = self.channels.entry(topic);
         if entry.subscribed != subscribed {
             entry.subscribed = subscribed;
             if subscribed {
