@@ -39,6 +39,14 @@ pub fn clock_ms() -> u32 {
 /// The largest delay a queue may be given (ten minutes).
 pub const MAX_DELAY_MS: u32 = 600_000;
 
+/// How long a queue has been busy at `now_ms`. A broadcast reads the clock once before it
+/// pushes to every recipient, so `now_ms` may be a little older than a `since` the session set
+/// meanwhile from another thread: that counts as no wait, not as 49 days.
+fn waited_ms(since_ms: u32, now_ms: u32) -> u32 {
+    let waited = now_ms.wrapping_sub(since_ms);
+    if waited > u32::MAX / 2 { 0 } else { waited }
+}
+
 /// A session's bounded queue of outbound frames: the hub pushes without waiting, the session
 /// task pops. The buffer is allocated with the first frame, not up front: tokio's bounded `mpsc`
 /// holds ~0.8 KiB per channel even while empty, and most connections are idle most of the time.
@@ -134,8 +142,7 @@ impl QueueTx {
             }
             if frames.queued.is_empty() {
                 frames.busy_since_ms = now_ms;
-            } else if !frames.held
-                && now_ms.wrapping_sub(frames.busy_since_ms) > self.0.max_delay_ms
+            } else if !frames.held && waited_ms(frames.busy_since_ms, now_ms) > self.0.max_delay_ms
             {
                 return Err(PushError::Behind);
             }
@@ -373,6 +380,20 @@ mod queue_tests {
             Err(PushError::Behind),
             "started again, the clock runs"
         );
+    }
+
+    #[test]
+    fn a_broadcast_that_read_the_clock_before_the_session_restarted_it_is_not_behind() {
+        let (tx, mut rx) = queue(8, DELAY);
+        tx.try_push(frame("a"), 1_000).unwrap();
+        rx.hold_clock();
+        rx.start_clock(1_005);
+        assert_eq!(tx.try_push(frame("b"), 1_004), Ok(()));
+        // Across the clock's wrap as well.
+        let (tx, mut rx) = queue(8, DELAY);
+        tx.try_push(frame("c"), u32::MAX - 1).unwrap();
+        rx.start_clock(3);
+        assert_eq!(tx.try_push(frame("d"), u32::MAX), Ok(()));
     }
 
     #[test]
