@@ -155,6 +155,11 @@ impl QueueTx {
         Ok(())
     }
 
+    /// How many frames wait in the queue now.
+    pub fn queued(&self) -> usize {
+        self.0.frames().queued.len()
+    }
+
     /// Ends the session from outside its task (slow consumer, per-user limit, remote kick):
     /// it closes with `code` when it next wakes, ahead of anything still queued. The first kick
     /// wins; returns false if the session was already kicked.

@@ -60,6 +60,14 @@ impl SessionHandle {
     }
 }
 
+/// Where live delivery of a room to a session stands, and how many frames the session's queue
+/// held at that moment (none of them a room message newer than `seq`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LivePosition {
+    pub seq: u64,
+    pub queued: usize,
+}
+
 pub struct Hub {
     /// Sessions, rooms and users on this node. Held only for in-memory work, never across an
     /// await.
@@ -182,8 +190,13 @@ impl Hub {
     /// Where live delivery of `room` to `conn` stands: every seq up to it has been queued for
     /// the session or was covered by what it read; later ones will be queued. `None` unless the
     /// session is live in the room.
-    pub fn live_position(&self, conn: &ConnId, room: &RoomId) -> Option<u64> {
-        self.lock().live_position(conn, room)
+    pub fn live_position(&self, conn: &ConnId, room: &RoomId) -> Option<LivePosition> {
+        let registry = self.lock();
+        let seq = registry.live_position(conn, room)?;
+        // Read under the same lock as `seq`: every room message queued now is at most `seq`,
+        // every later one comes after these frames.
+        let queued = registry.conns.get(conn).map_or(0, |c| c.handle.tx.queued());
+        Some(LivePosition { seq, queued })
     }
 
     /// Detaches a session from a room.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use switchboard_protocol::{CloseCode, Codec, RoomId, ServerFrame, UserId};
 
-use super::{Hub, HubInbox, SessionHandle};
+use super::{Hub, HubInbox, LivePosition, SessionHandle};
 use crate::broker::memory::MemoryBroker;
 use crate::broker::{ConnId, Envelope, Event, Inbox, Topic};
 use crate::outbound::Outbound;
@@ -255,9 +255,17 @@ async fn a_live_session_keeps_its_floor_when_its_user_joins_elsewhere() {
             skip_conn: None,
         },
     });
-    assert_eq!(hub.live_position(&conn, &room), Some(7));
+    assert_eq!(hub.live_position(&conn, &room).map(|p| p.seq), Some(7));
     for seq in 6..=8 {
         inbox.deliver(&message_new(&room, seq));
     }
     assert_eq!(seqs(&mut rx), vec![8], "what it read is not repeated");
+    for seq in 9..=10 {
+        inbox.deliver(&message_new(&room, seq));
+    }
+    assert_eq!(
+        hub.live_position(&conn, &room),
+        Some(LivePosition { seq: 10, queued: 2 }),
+        "a rejoin answers up to 10 after writing the two frames queued so far"
+    );
 }

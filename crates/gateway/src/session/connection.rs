@@ -15,7 +15,7 @@ use switchboard_protocol::{Codec, ServerFrame};
 
 pub(crate) use crate::error::End;
 use crate::error::SessionError;
-use crate::outbound::{Outbound, QueueRx};
+use crate::outbound::Outbound;
 
 /// What arrived from the client.
 #[derive(Debug)]
@@ -64,11 +64,11 @@ pub(crate) trait Connection: Send + 'static {
         frame: &ServerFrame,
     ) -> impl Future<Output = Result<(), SessionError>> + Send;
 
-    /// Writes `first`, then whatever else `queue` holds (up to a batch), with one flush.
+    /// Writes `first`, then what `more` yields (up to a batch), with one flush.
     fn send_queued(
         &mut self,
         first: Outbound,
-        queue: &mut QueueRx,
+        more: &mut (dyn FnMut() -> Option<Outbound> + Send),
     ) -> impl Future<Output = Result<(), SessionError>> + Send;
 
     /// Asks the client for a sign of life (a WebSocket ping).

@@ -432,28 +432,41 @@ impl<C: Connection> Session<C> {
         Err(SessionError::Close(CloseCode::GoingAway))
     }
 
-    /// Writes `first` and what else is queued with one flush. A write that times out makes the
-    /// session a slow consumer: kicked, so the hub stops queueing for it.
+    /// Writes `first` and what else is queued with one flush.
     async fn write_batch(&mut self, first: Outbound) -> Result<(), SessionError> {
-        let result = self.wire.send_queued(first, &mut self.rx).await;
+        let rx = &mut self.rx;
+        let result = self.wire.send_queued(first, &mut || rx.try_pop()).await;
+        self.written(result)
+    }
+
+    /// Writes the oldest `count` queued frames (no more, though more may have arrived), ahead
+    /// of a reply that must follow exactly them.
+    async fn write_queued(&mut self, mut count: usize) -> Result<(), SessionError> {
+        while count > 0 {
+            let Some(first) = self.rx.try_pop() else {
+                return Ok(());
+            };
+            count -= 1;
+            let rx = &mut self.rx;
+            let mut next = || {
+                count = count.checked_sub(1)?;
+                rx.try_pop()
+            };
+            let result = self.wire.send_queued(first, &mut next).await;
+            self.written(result)?;
+        }
+        Ok(())
+    }
+
+    /// A write that timed out makes the session a slow consumer: kicked, so the hub stops
+    /// queueing for it.
+    fn written(&self, result: Result<(), SessionError>) -> Result<(), SessionError> {
         if let Err(SessionError::Close(CloseCode::SlowConsumer)) = result
             && self.rx.kick(CloseCode::SlowConsumer)
         {
             metrics::slow_consumer();
         }
         result
-    }
-
-    /// Writes everything the hub has queued so far, ahead of a reply that must follow it.
-    async fn write_queued(&mut self) -> Result<(), SessionError> {
-        // Bounded: a hub that keeps pushing cannot hold the reply back for long.
-        for _ in 0..self.app.config.outbound_queue {
-            match self.rx.try_pop() {
-                Some(first) => self.write_batch(first).await?,
-                None => break,
-            }
-        }
-        Ok(())
     }
 
     /// Unregisters everywhere, tells others, and closes the connection.

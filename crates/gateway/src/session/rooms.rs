@@ -129,9 +129,9 @@ impl<C: Connection> Session<C> {
     /// session must show, up to exactly where live delivery begins.
     ///
     /// A session that follows the room already (from its start, or an earlier join) answers
-    /// from where live delivery stands now, not from where it began: what the hub has queued
-    /// for it up to there is written first, so the reply comes after it and every `message:new`
-    /// after the reply is newer than the reply's `lastSeq`.
+    /// from where live delivery stands now, not from where it began: what the hub had queued
+    /// for it up to there is written first, and nothing queued later, so the reply comes after
+    /// every `message:new` up to its `lastSeq` and before every newer one.
     async fn enter_room(
         &mut self,
         record: RoomRecord,
@@ -142,8 +142,8 @@ impl<C: Connection> Session<C> {
         let room_id = record.info.room_id.clone();
         let live_from = match app.hub.live_position(&self.conn, &room_id) {
             Some(position) => {
-                self.write_queued().await?;
-                position
+                self.write_queued(position.queued).await?;
+                position.seq
             }
             None => self.follow_room(&room_id, record.info.last_seq).await?,
         };

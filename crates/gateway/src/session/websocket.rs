@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use super::connection::{Connection, End, Inbound};
 use crate::app::App;
 use crate::error::SessionError;
-use crate::outbound::{Outbound, QueueRx, encode};
+use crate::outbound::{Outbound, encode};
 
 /// Queued frames written per flush.
 const MAX_BATCH: usize = 256;
@@ -130,13 +130,13 @@ where
     async fn send_queued(
         &mut self,
         first: Outbound,
-        queue: &mut QueueRx,
+        more: &mut (dyn FnMut() -> Option<Outbound> + Send),
     ) -> Result<(), SessionError> {
         let ws = &mut self.ws;
         let batch = async {
             ws.feed(Arc::unwrap_or_clone(first)).await?;
             for _ in 1..MAX_BATCH {
-                match queue.try_pop() {
+                match more() {
                     Some(next) => ws.feed(Arc::unwrap_or_clone(next)).await?,
                     None => break,
                 }
