@@ -2,6 +2,7 @@
 //! between sessions through the [`broker::Broker`], [`store::Store`] and
 //! [`presence::Presence`] seams. See ARCHITECTURE.md for the map and the invariants.
 
+pub mod actions;
 pub mod app;
 pub mod auth;
 pub mod broker;

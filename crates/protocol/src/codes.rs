@@ -51,6 +51,10 @@ pub enum ErrorCode {
     OutcomeUnknown,
     /// The server failed; nothing the client can fix. Details are in the server log only.
     Internal,
+    /// Server API only: no API key, or not one of the configured keys.
+    Unauthorized,
+    /// Server API only: no such route, or the user or notification named does not exist.
+    NotFound,
 }
 
 impl ErrorCode {
@@ -75,6 +79,8 @@ impl ErrorCode {
             Self::StoreUnavailable => "STORE_UNAVAILABLE",
             Self::OutcomeUnknown => "OUTCOME_UNKNOWN",
             Self::Internal => "INTERNAL",
+            Self::Unauthorized => "UNAUTHORIZED",
+            Self::NotFound => "NOT_FOUND",
         }
     }
 
@@ -126,6 +132,8 @@ pub enum CloseCode {
     RateLimitExceeded,
     /// 4007: the user opened more connections than allowed; this, the oldest, was closed.
     SessionReplaced,
+    /// 4008: the app's backend disconnected the user through the server API.
+    Disconnected,
 }
 
 impl CloseCode {
@@ -145,6 +153,7 @@ impl CloseCode {
             Self::SlowConsumer => 4005,
             Self::RateLimitExceeded => 4006,
             Self::SessionReplaced => 4007,
+            Self::Disconnected => 4008,
         }
     }
 
@@ -164,6 +173,7 @@ impl CloseCode {
             Self::SlowConsumer => "slow consumer: reconnect and resume",
             Self::RateLimitExceeded => "rate limit exceeded",
             Self::SessionReplaced => "too many connections for this user",
+            Self::Disconnected => "disconnected by the server",
         }
     }
 
@@ -171,7 +181,7 @@ impl CloseCode {
     pub fn reconnect(self) -> bool {
         !matches!(
             self,
-            Self::Normal | Self::AuthFailed | Self::SessionReplaced
+            Self::Normal | Self::AuthFailed | Self::SessionReplaced | Self::Disconnected
         )
     }
 

@@ -521,6 +521,8 @@ pub enum RoomKind {
     Password,
     /// A two-member room holding a direct-message conversation; created by `dm:send`.
     Direct,
+    /// Anyone may join and read; only the app's backend publishes (server API).
+    Feed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

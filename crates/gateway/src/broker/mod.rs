@@ -69,11 +69,18 @@ pub enum Event {
         room: RoomId,
         since_seq: u64,
         skip_conn: Option<ConnId>,
+        /// The room is a feed: its connections may read but not publish.
+        #[serde(default)]
+        feed: bool,
     },
     /// The user stopped being a member of `room`.
     MemberLeft { user: UserId, room: RoomId },
     /// Close one connection, wherever it is (per-user connection limit).
     Kick { conn: ConnId, code: u16 },
+    /// Close every connection of the envelope's users (server API).
+    KickUser { user: UserId, code: u16 },
+    /// The room became a feed, or stopped being one (server API `PUT /rooms/{roomId}`).
+    RoomKind { room: RoomId, feed: bool },
 }
 
 impl Envelope {

@@ -37,6 +37,7 @@ impl Inbox for HubInbox {
                 room,
                 since_seq,
                 skip_conn,
+                feed,
             } => {
                 // The user's other sessions here follow the room from the joining session's
                 // position, read after it attached: attach, then go live, as every session does.
@@ -57,6 +58,7 @@ impl Inbox for HubInbox {
                         new |= registry.attach(conn, room);
                         registry.go_live(conn, room, *since_seq);
                     }
+                    registry.set_feed(room, *feed);
                     new
                 };
                 if new {
@@ -80,6 +82,19 @@ impl Inbox for HubInbox {
                     entry.handle.tx.kick(code);
                 }
             }
+            Event::KickUser { user, code } => {
+                let registry = hub.lock();
+                if let (Some(conns), Some(code)) =
+                    (registry.users.get(user), CloseCode::from_code(*code))
+                {
+                    for conn in conns {
+                        if let Some(entry) = registry.conns.get(conn) {
+                            entry.handle.tx.kick(code);
+                        }
+                    }
+                }
+            }
+            Event::RoomKind { room, feed } => hub.lock().set_feed(room, *feed),
         }
     }
 

@@ -60,6 +60,15 @@ impl SessionHandle {
     }
 }
 
+/// How a session follows a room (see [`Hub::attachment`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attachment {
+    /// A member who may publish.
+    Member,
+    /// A feed's reader: only the app's backend publishes there.
+    Reader,
+}
+
 /// Where live delivery of a room to a session stands, and how many frames the session's queue
 /// held at that moment (none of them a room message newer than `seq`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,12 +222,23 @@ impl Hub {
         }
     }
 
-    /// Whether the session follows the room (it does for every room its user is a member of).
-    pub fn is_attached(&self, conn: &ConnId, room: &RoomId) -> bool {
-        self.lock()
-            .conns
-            .get(conn)
-            .is_some_and(|c| c.rooms.contains(room))
+    /// How the session follows the room: not at all (`None`: its user is not a member), or as
+    /// a reader only (a feed) or a member who may publish.
+    pub fn attachment(&self, conn: &ConnId, room: &RoomId) -> Option<Attachment> {
+        let registry = self.lock();
+        if !registry.conns.get(conn)?.rooms.contains(room) {
+            return None;
+        }
+        Some(match registry.rooms.get(room) {
+            Some(entry) if entry.feed => Attachment::Reader,
+            _ => Attachment::Member,
+        })
+    }
+
+    /// Marks a room this node follows as a feed (its sessions may read, not publish), or not.
+    /// Whoever makes a session follow a room knows its kind and calls this right after.
+    pub fn set_feed(&self, room: &RoomId, feed: bool) {
+        self.lock().set_feed(room, feed);
     }
 
     /// This node's sessions of `user`.

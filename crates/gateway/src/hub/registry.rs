@@ -41,6 +41,8 @@ pub(super) struct RoomEntry {
     pub(super) subs: HashMap<ConnId, u64>,
     /// The room's delivery order on this node.
     pub(super) seq: Sequencer,
+    /// A feed: its sessions may read, not publish. Set by whoever makes the entry follow it.
+    pub(super) feed: bool,
 }
 
 impl Registry {
@@ -84,6 +86,13 @@ impl Registry {
         *entry.subs.get_mut(conn)? = effective;
         self.drain_room(room);
         Some(effective)
+    }
+
+    /// Marks `room` as a feed or not, if any session here follows it.
+    pub(super) fn set_feed(&mut self, room: &RoomId, feed: bool) {
+        if let Some(entry) = self.rooms.get_mut(room) {
+            entry.feed = feed;
+        }
     }
 
     /// Where live delivery of `room` to `conn` stands: every seq up to it is either queued for

@@ -218,6 +218,7 @@ async fn a_member_added_while_early_messages_are_held_gets_them_at_once() {
             room: room.clone(),
             since_seq: 3,
             skip_conn: None,
+            feed: false,
         },
     });
     assert_eq!(
@@ -253,6 +254,7 @@ async fn a_live_session_keeps_its_floor_when_its_user_joins_elsewhere() {
             room: room.clone(),
             since_seq: 2,
             skip_conn: None,
+            feed: false,
         },
     });
     assert_eq!(hub.live_position(&conn, &room).map(|p| p.seq), Some(7));

@@ -1,11 +1,12 @@
 //! `room:emit`: application-defined events relayed to a room's members as `room:event`, at most
 //! once and never stored.
 
-use switchboard_protocol::{AckResult, ErrorCode, RoomId, ServerFrame, is_event_name};
+use switchboard_protocol::{AckResult, ErrorCode, RoomId, ServerFrame};
 use tokio::time::Instant;
 
 use super::limiter::RateLimiter;
 use super::{Connection, Session};
+use crate::actions;
 use crate::error::SessionError;
 
 impl<C: Connection> Session<C> {
@@ -17,24 +18,8 @@ impl<C: Connection> Session<C> {
         event: String,
         data: serde_json::Value,
     ) -> Result<Option<AckResult>, SessionError> {
-        if !is_event_name(&event) {
-            return Err(SessionError::refused(
-                ErrorCode::InvalidField,
-                format!(
-                    "event must match {}",
-                    switchboard_protocol::EVENT_NAME_PATTERN
-                ),
-            ));
-        }
-        let max = self.app.config.max_event_bytes;
-        let size = serde_json::to_vec(&data).map_or(usize::MAX, |bytes| bytes.len());
-        if size > max {
-            return Err(SessionError::refused(
-                ErrorCode::ContentTooLong,
-                format!("data is {size} bytes as JSON; at most {max}"),
-            ));
-        }
-        self.require_member(&room_id)?;
+        actions::check_event(&self.app.config, &event, &data)?;
+        self.require_publisher(&room_id)?;
         if !self.event_limiter().admit(Instant::now()) {
             return Err(SessionError::refused(
                 ErrorCode::RateLimited,

@@ -8,13 +8,11 @@ use switchboard_protocol::{
 };
 
 use super::{Connection, Session, Step};
+use crate::actions;
 use crate::broker::{Envelope, Event, Topic};
 use crate::error::SessionError;
 use crate::metrics;
 use crate::store::{Appended, NewMessage};
-
-/// Longest `clientMsgId`, in bytes.
-const MAX_CLIENT_MSG_ID: usize = 64;
 
 type Outcome = Result<Option<AckResult>, SessionError>;
 
@@ -40,8 +38,8 @@ impl<C: Connection> Session<C> {
         kind: MessageKind,
         client_msg_id: String,
     ) -> Result<Send, SessionError> {
-        self.require_member(&room)?;
-        let content = self.check_content(content, &client_msg_id)?;
+        self.require_publisher(&room)?;
+        let content = actions::check_message(&self.app.config, content, &client_msg_id)?;
         Ok(Send {
             id,
             message: NewMessage {
@@ -124,7 +122,7 @@ impl<C: Connection> Session<C> {
                 "cannot send a direct message to yourself",
             ));
         }
-        let content = self.check_content(content, &client_msg_id)?;
+        let content = actions::check_message(&self.app.config, content, &client_msg_id)?;
         let app = Arc::clone(&self.app);
         let room = app.store.direct_room(&self.user, &recipient).await?;
         let room_id = room.info.room_id.clone();
@@ -140,6 +138,7 @@ impl<C: Connection> Session<C> {
                         room: room_id.clone(),
                         since_seq: floor,
                         skip_conn: Some(self.conn.clone()),
+                        feed: false,
                     },
                 })
                 .await;
@@ -179,52 +178,8 @@ impl<C: Connection> Session<C> {
         // published (its commit outlived the timeout: OUTCOME_UNKNOWN), and this makes the
         // members get it now rather than with the room's next message. Where it was delivered,
         // the room's sequencer drops the repeat.
-        self.app
-            .publish(Envelope {
-                topics: vec![Topic::Room(room)],
-                event: Event::Frame {
-                    frame: ServerFrame::MessageNew { message },
-                    skip_conn: Some(self.conn.clone()),
-                    skip_user: None,
-                },
-            })
-            .await;
+        actions::publish_message(&self.app, message, Some(self.conn.clone())).await;
         ack
-    }
-
-    fn check_content(&self, content: String, client_msg_id: &str) -> Result<String, SessionError> {
-        if client_msg_id.is_empty()
-            || client_msg_id.len() > MAX_CLIENT_MSG_ID
-            || !client_msg_id.bytes().all(|b| b.is_ascii_graphic())
-        {
-            return Err(SessionError::refused(
-                ErrorCode::InvalidField,
-                format!(
-                    "clientMsgId must be 1-{MAX_CLIENT_MSG_ID} printable ASCII characters without spaces"
-                ),
-            ));
-        }
-        if content.contains('\0') {
-            // PostgreSQL text cannot hold NUL; refusing it here keeps stores interchangeable.
-            return Err(SessionError::refused(
-                ErrorCode::InvalidField,
-                "content contains a NUL character",
-            ));
-        }
-        if content.trim().is_empty() {
-            return Err(SessionError::refused(
-                ErrorCode::ContentEmpty,
-                "content is empty",
-            ));
-        }
-        let max = self.app.config.max_message_chars;
-        if content.chars().count() > max {
-            return Err(SessionError::refused(
-                ErrorCode::ContentTooLong,
-                format!("content is longer than {max} characters"),
-            ));
-        }
-        Ok(content)
     }
 
     pub(super) async fn mark_read(&mut self, room_id: RoomId, seq: u64) -> Outcome {

@@ -27,14 +27,16 @@ mod websocket;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use switchboard_protocol::{ClientFrame, CloseCode, ErrorCode, RoomId, ServerFrame, UserRef};
+use switchboard_protocol::{
+    ClientFrame, CloseCode, ErrorCode, RoomId, RoomKind, ServerFrame, UserRef,
+};
 use tokio::time::Instant;
 
 use crate::app::App;
 use crate::auth::Identity;
 use crate::broker::{ConnId, Envelope, Event, Topic};
 use crate::error::{SessionError, Verdict};
-use crate::hub::SessionHandle;
+use crate::hub::{Attachment, SessionHandle};
 use crate::metrics;
 use crate::outbound::{Next, Outbound, QueueRx, queue};
 pub(crate) use connection::{Connection, End, Inbound};
@@ -220,6 +222,10 @@ impl<C: Connection> Session<C> {
                 summary.last_seq = floor;
                 summary.unread = floor.saturating_sub(summary.last_read_seq);
             }
+        }
+        for summary in &summaries {
+            app.hub
+                .set_feed(&summary.room_id, summary.kind == RoomKind::Feed);
         }
         self.wire
             .send(&ServerFrame::SessionReady {
@@ -500,14 +506,17 @@ impl<C: Connection> Session<C> {
     }
 
     /// Fails unless this session follows the room (it does for every room the user is a member of).
-    fn require_member(&self, room: &RoomId) -> Result<(), SessionError> {
-        if self.app.hub.is_attached(&self.conn, room) {
-            Ok(())
-        } else {
-            Err(SessionError::refused(
-                ErrorCode::NotAMember,
-                format!("join room {room} first"),
-            ))
+    fn require_member(&self, room: &RoomId) -> Result<Attachment, SessionError> {
+        self.app.hub.attachment(&self.conn, room).ok_or_else(|| {
+            SessionError::refused(ErrorCode::NotAMember, format!("join room {room} first"))
+        })
+    }
+
+    /// A member who may publish in the room: not a feed's reader.
+    fn require_publisher(&self, room: &RoomId) -> Result<(), SessionError> {
+        match self.require_member(room)? {
+            Attachment::Member => Ok(()),
+            Attachment::Reader => Err(crate::actions::feed_refusal(room)),
         }
     }
 }

@@ -4,17 +4,13 @@ use std::sync::Arc;
 
 use switchboard_protocol::{
     AckResult, ErrorCode, JOIN_HISTORY, MAX_HISTORY_PAGE, Member, Message, RoomId, RoomInfo,
-    RoomKind, ServerFrame,
+    RoomKind,
 };
 
 use super::{Connection, Session};
-use crate::broker::{Envelope, Event, Topic};
 use crate::error::SessionError;
-use crate::passwords;
 use crate::store::{NewRoom, RoomRecord};
-
-/// Longest room display name, in characters.
-const MAX_ROOM_NAME_CHARS: usize = 100;
+use crate::{actions, passwords};
 
 type Outcome = Result<Option<AckResult>, SessionError>;
 
@@ -32,27 +28,18 @@ impl<C: Connection> Session<C> {
                 "room ids starting with \"dm:\" are reserved for direct messages",
             ));
         }
-        let name = match name.as_deref().map(str::trim) {
-            None | Some("") => room_id.to_string(),
-            Some(name) if name.chars().any(char::is_control) => {
-                return Err(SessionError::refused(
-                    ErrorCode::InvalidField,
-                    "name contains control characters",
-                ));
-            }
-            Some(name) if name.chars().count() > MAX_ROOM_NAME_CHARS => {
-                return Err(SessionError::refused(
-                    ErrorCode::InvalidField,
-                    format!("name is longer than {MAX_ROOM_NAME_CHARS} characters"),
-                ));
-            }
-            Some(name) => name.to_owned(),
-        };
+        let name = actions::room_name(&room_id, name.as_deref())?;
         let password_hash = match (kind, password) {
             (RoomKind::Direct, _) => {
                 return Err(SessionError::refused(
                     ErrorCode::InvalidField,
                     "kind \"direct\" rooms are created by dm:send",
+                ));
+            }
+            (RoomKind::Feed, _) => {
+                return Err(SessionError::refused(
+                    ErrorCode::InvalidField,
+                    "kind \"feed\" rooms are created by the app's backend (server API)",
                 ));
             }
             (RoomKind::Password, Some(password)) if !password.is_empty() => {
@@ -103,7 +90,7 @@ impl<C: Connection> Session<C> {
         let mut joined = false;
         if !app.store.is_member(&room_id, &self.user.id).await? {
             match (record.info.kind, &record.password_hash) {
-                (RoomKind::Public, _) => {}
+                (RoomKind::Public | RoomKind::Feed, _) => {}
                 (RoomKind::Password, Some(hash)) => {
                     let given = password.unwrap_or_default();
                     if given.is_empty() || !passwords::verify(given, hash.clone()).await? {
@@ -147,6 +134,8 @@ impl<C: Connection> Session<C> {
             }
             None => self.follow_room(&room_id, record.info.last_seq).await?,
         };
+        app.hub
+            .set_feed(&room_id, record.info.kind == RoomKind::Feed);
         let (messages, recovered) = self.history_until(&room_id, live_from, since_seq).await?;
         let members = app.store.members(&room_id).await?;
         let online = app
@@ -157,29 +146,15 @@ impl<C: Connection> Session<C> {
             .map(|(user, status)| Member { user, status })
             .collect();
         if joined {
-            let frame = ServerFrame::UserJoinedRoom {
-                room_id: room_id.clone(),
-                user: self.user.clone(),
-            };
-            app.publish(Envelope {
-                topics: vec![Topic::Room(room_id.clone())],
-                event: Event::Frame {
-                    frame,
-                    skip_conn: Some(self.conn.clone()),
-                    skip_user: None,
-                },
-            })
-            .await;
             // The user's other sessions follow the room too.
-            app.publish(Envelope {
-                topics: vec![Topic::User(self.user.id.clone())],
-                event: Event::MemberJoined {
-                    user: self.user.id.clone(),
-                    room: room_id.clone(),
-                    since_seq: live_from,
-                    skip_conn: Some(self.conn.clone()),
-                },
-            })
+            actions::member_joined(
+                &app,
+                &room_id,
+                record.info.kind,
+                &self.user,
+                live_from,
+                Some(self.conn.clone()),
+            )
             .await;
         }
         let info = RoomInfo {
@@ -275,20 +250,7 @@ impl<C: Connection> Session<C> {
         }
         self.stop_typing(&room_id).await;
         app.hub.detach(&self.conn, &room_id).await;
-        let frame = ServerFrame::UserLeftRoom {
-            room_id: room_id.clone(),
-            user_id: self.user.id.clone(),
-        };
-        app.publish(Envelope::frame(vec![Topic::Room(room_id.clone())], frame))
-            .await;
-        app.publish(Envelope {
-            topics: vec![Topic::User(self.user.id.clone())],
-            event: Event::MemberLeft {
-                user: self.user.id.clone(),
-                room: room_id,
-            },
-        })
-        .await;
+        actions::member_left(&app, &room_id, &self.user.id, Some(self.conn.clone())).await;
         Ok(Some(AckResult::Ok))
     }
 

@@ -61,7 +61,7 @@ impl<C: Connection> Session<C> {
         &mut self,
         room_id: RoomId,
     ) -> Result<Option<AckResult>, SessionError> {
-        self.require_member(&room_id)?;
+        self.require_publisher(&room_id)?;
         let until = Instant::now() + self.app.config.typing_timeout();
         if self.typing.start(&room_id, until) {
             let frame = ServerFrame::TypingStart {
@@ -86,16 +86,7 @@ impl<C: Connection> Session<C> {
     /// Publishes `frame` to every connection in the room but this one: the user's other
     /// connections get it too.
     pub(super) async fn relay_to_room(&mut self, room_id: RoomId, frame: ServerFrame) {
-        self.app
-            .publish(Envelope {
-                topics: vec![Topic::Room(room_id)],
-                event: Event::Frame {
-                    frame,
-                    skip_conn: Some(self.conn.clone()),
-                    skip_user: None,
-                },
-            })
-            .await;
+        crate::actions::relay_to_room(&self.app, room_id, frame, Some(self.conn.clone())).await;
     }
 
     async fn relay_to_others(&mut self, room_id: RoomId, frame: ServerFrame) {

@@ -7,6 +7,7 @@ use switchboard_protocol::{
 };
 
 use super::{Connection, Session};
+use crate::actions;
 use crate::broker::{Envelope, Topic};
 use crate::error::SessionError;
 use crate::store::NewNotification;
@@ -168,19 +169,14 @@ impl<C: Connection> Session<C> {
         kind: &str,
         title: String,
     ) -> Result<(), SessionError> {
-        let notification = self
-            .app
-            .store
-            .add_notification(NewNotification {
-                user: user.clone(),
-                kind: kind.to_owned(),
-                title,
-                body: String::new(),
-                data: serde_json::json!({ "userId": self.user.id }),
-            })
-            .await?;
-        self.tell_user(user, ServerFrame::NotificationNew { notification })
-            .await;
+        let notification = NewNotification {
+            user: user.clone(),
+            kind: kind.to_owned(),
+            title,
+            body: String::new(),
+            data: serde_json::json!({ "userId": self.user.id }),
+        };
+        actions::notify(&self.app, notification).await?;
         Ok(())
     }
 

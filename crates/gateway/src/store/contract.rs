@@ -7,7 +7,7 @@ use switchboard_protocol::{MessageKind, RoomId, RoomKind, UserId, UserRef};
 
 use switchboard_protocol::FriendStatus;
 
-use super::{NewMessage, NewNotification, NewRoom, Store, StoreError};
+use super::{NewMessage, NewNotification, NewRoom, RoomSettings, Store, StoreError};
 
 fn user(id: &str) -> UserRef {
     UserRef {
@@ -39,6 +39,7 @@ fn message(room: &RoomId, from: &str, client_msg_id: &str) -> NewMessage {
 /// Runs every case; `prefix` keeps ids apart from other runs on the same store.
 pub async fn run_all(store: &dyn Store, prefix: &str) {
     rooms_have_members_and_refuse_duplicates(store, prefix).await;
+    rooms_put_by_the_backend_are_created_then_changed(store, prefix).await;
     seq_is_gap_free_and_appends_are_idempotent(store, prefix).await;
     history_pages_in_ascending_order(store, prefix).await;
     read_watermarks_only_move_forward(store, prefix).await;
@@ -93,6 +94,52 @@ pub async fn rooms_have_members_and_refuse_duplicates(store: &dyn Store, prefix:
         store.append(message(&missing, "x", "1")).await,
         Err(StoreError::RoomNotFound(_))
     ));
+}
+
+pub async fn rooms_put_by_the_backend_are_created_then_changed(store: &dyn Store, prefix: &str) {
+    let id = RoomId::parse(format!("{prefix}-put")).expect("room id");
+    let settings = |name: &str, kind| RoomSettings {
+        id: id.clone(),
+        name: name.to_owned(),
+        kind,
+        created_by: UserId::parse("system").expect("user id"),
+    };
+    let (created, new) = store
+        .put_room(settings("News", RoomKind::Feed))
+        .await
+        .expect("put");
+    assert!(new);
+    assert_eq!(
+        (
+            created.info.name.as_str(),
+            created.info.kind,
+            created.info.member_count
+        ),
+        ("News", RoomKind::Feed, 0),
+        "created with no member"
+    );
+    let alice = UserId::parse(format!("{prefix}-alice")).expect("user id");
+    assert!(store.add_member(&id, &alice).await.expect("add"));
+    store
+        .append(message(&id, &format!("{prefix}-alice"), "put-1"))
+        .await
+        .expect("append");
+    let (changed, new) = store
+        .put_room(settings("Old news", RoomKind::Private))
+        .await
+        .expect("put again");
+    assert!(!new);
+    assert_eq!(
+        (
+            changed.info.name.as_str(),
+            changed.info.kind,
+            changed.info.member_count,
+            changed.info.last_seq
+        ),
+        ("Old news", RoomKind::Private, 1, 1),
+        "members and messages stay"
+    );
+    assert_eq!(store.room(&id).await.expect("read"), Some(changed));
 }
 
 pub async fn seq_is_gap_free_and_appends_are_idempotent(store: &dyn Store, prefix: &str) {

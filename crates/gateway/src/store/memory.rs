@@ -13,7 +13,9 @@ use switchboard_protocol::{
     UserRef,
 };
 
-use super::{Appended, NewMessage, NewNotification, NewRoom, RoomRecord, Store, StoreError};
+use super::{
+    Appended, NewMessage, NewNotification, NewRoom, RoomRecord, RoomSettings, Store, StoreError,
+};
 
 /// Notifications kept per user; the oldest go first.
 const MAX_NOTIFICATIONS: usize = 1_000;
@@ -135,6 +137,29 @@ impl Store for MemoryStore {
             password_hash: room.password_hash,
         };
         Ok(inner.insert_room(record, &[&room.creator.id]))
+    }
+
+    async fn put_room(&self, room: RoomSettings) -> Result<(RoomRecord, bool), StoreError> {
+        let mut inner = self.lock();
+        if let Some(state) = inner.rooms.get_mut(&room.id) {
+            let record = &mut state.record;
+            record.info.name = room.name;
+            record.info.kind = room.kind;
+            record.password_hash = None;
+            return Ok((record.clone(), false));
+        }
+        let record = RoomRecord {
+            info: RoomInfo {
+                room_id: room.id,
+                name: room.name,
+                kind: room.kind,
+                created_by: room.created_by,
+                last_seq: 0,
+                member_count: 0,
+            },
+            password_hash: None,
+        };
+        Ok((inner.insert_room(record, &[]), true))
     }
 
     async fn room(&self, id: &RoomId) -> Result<Option<RoomRecord>, StoreError> {

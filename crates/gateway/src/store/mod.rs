@@ -35,6 +35,17 @@ pub struct NewRoom {
     pub creator: UserRef,
 }
 
+/// A room as the app's backend sets it (server API `PUT /rooms/{roomId}`), already validated.
+#[derive(Debug, Clone)]
+pub struct RoomSettings {
+    pub id: RoomId,
+    pub name: String,
+    /// Public, private or feed: password and direct rooms are made by clients.
+    pub kind: RoomKind,
+    /// Who is recorded as its creator when it is new; not made a member.
+    pub created_by: UserId,
+}
+
 /// A message to append, already validated.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
@@ -104,6 +115,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Creates a room with its creator as the first member.
     async fn create_room(&self, room: NewRoom) -> Result<RoomRecord, StoreError>;
+
+    /// Creates a room with no member, or gives an existing one this name and kind (dropping a
+    /// password); true when it was created. The caller keeps direct rooms out.
+    async fn put_room(&self, room: RoomSettings) -> Result<(RoomRecord, bool), StoreError>;
 
     async fn room(&self, id: &RoomId) -> Result<Option<RoomRecord>, StoreError>;
 

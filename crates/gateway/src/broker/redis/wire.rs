@@ -134,6 +134,21 @@ mod tests {
                     room: room.clone(),
                     since_seq: 4,
                     skip_conn: None,
+                    feed: true,
+                },
+            },
+            Envelope {
+                topics: vec![Topic::User(alice().id)],
+                event: Event::KickUser {
+                    user: alice().id,
+                    code: 4008,
+                },
+            },
+            Envelope {
+                topics: vec![Topic::Room(room.clone())],
+                event: Event::RoomKind {
+                    room: room.clone(),
+                    feed: true,
                 },
             },
             Envelope {

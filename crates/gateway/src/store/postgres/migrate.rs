@@ -20,11 +20,18 @@ struct Migration {
 }
 
 /// Every migration, in version order. A new one is a new file and a new line here.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../../migrations/0001_init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../../migrations/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "feed_rooms",
+        sql: include_str!("../../../migrations/0002_feed_rooms.sql"),
+    },
+];
 
 /// The advisory lock key serializing migrations (any constant; "switchboard" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7377_6974_6368_626f;

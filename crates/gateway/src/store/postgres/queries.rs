@@ -10,7 +10,9 @@ use tokio_postgres::types::ToSql;
 use super::PgStore;
 use super::error::unavailable;
 use super::rows::{self, get, message_columns, notification_columns, room_columns, to_i64, to_u64};
-use crate::store::{Appended, NewMessage, NewNotification, NewRoom, RoomRecord, Store, StoreError};
+use crate::store::{
+    Appended, NewMessage, NewNotification, NewRoom, RoomRecord, RoomSettings, Store, StoreError,
+};
 
 /// Reads one room (and its member count) by id.
 const ROOM_BY_ID: &str = concat!("SELECT ", room_columns!(), " FROM rooms r WHERE r.id = $1");
@@ -134,6 +136,35 @@ impl Store for PgStore {
             },
             password_hash: room.password_hash,
         })
+    }
+
+    async fn put_room(&self, room: RoomSettings) -> Result<(RoomRecord, bool), StoreError> {
+        // `xmax = 0` only on a row this statement inserted.
+        let rows = self
+            .query(
+                "INSERT INTO rooms (id, name, kind, created_by) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (id) DO UPDATE
+                     SET name = EXCLUDED.name, kind = EXCLUDED.kind, password_hash = NULL
+                 RETURNING xmax = 0",
+                &[
+                    &room.id.as_str(),
+                    &room.name,
+                    &rows::room_kind_text(room.kind),
+                    &room.created_by.as_str(),
+                ],
+            )
+            .await?;
+        let created: bool = rows
+            .first()
+            .map(|row| row.try_get(0))
+            .transpose()
+            .map_err(unavailable)?
+            .unwrap_or(false);
+        let record = self
+            .room(&room.id)
+            .await?
+            .ok_or_else(|| StoreError::RoomNotFound(room.id.clone()))?;
+        Ok((record, created))
     }
 
     async fn room(&self, id: &RoomId) -> Result<Option<RoomRecord>, StoreError> {

@@ -77,6 +77,7 @@ pub(super) fn room_kind_text(kind: RoomKind) -> &'static str {
         RoomKind::Private => "private",
         RoomKind::Password => "password",
         RoomKind::Direct => "direct",
+        RoomKind::Feed => "feed",
     }
 }
 
@@ -86,6 +87,7 @@ pub(super) fn room_kind(text: &str) -> Result<RoomKind, StoreError> {
         "private" => RoomKind::Private,
         "password" => RoomKind::Password,
         "direct" => RoomKind::Direct,
+        "feed" => RoomKind::Feed,
         other => return Err(corrupt("room kind", other)),
     })
 }
@@ -179,6 +181,7 @@ mod tests {
             RoomKind::Private,
             RoomKind::Password,
             RoomKind::Direct,
+            RoomKind::Feed,
         ] {
             assert_eq!(room_kind(room_kind_text(kind)).unwrap(), kind);
         }
