@@ -4,8 +4,8 @@
 //! added or removed everywhere, how a notification is kept and delivered.
 
 use switchboard_protocol::{
-    EVENT_NAME_PATTERN, ErrorCode, Message, Notification, RoomId, RoomKind, ServerFrame, UserId,
-    UserRef, is_event_name,
+    EVENT_NAME_PATTERN, ErrorCode, JOIN_HISTORY, MAX_HISTORY_PAGE, Message, Notification, RoomId,
+    RoomKind, ServerFrame, UserId, UserRef, is_event_name,
 };
 
 use crate::app::App;
@@ -13,6 +13,17 @@ use crate::broker::{ConnId, Envelope, Event, Topic};
 use crate::config::Config;
 use crate::error::SessionError;
 use crate::store::NewNotification;
+
+/// Who the app's backend publishes as when it names no user: no token may carry this id.
+pub const SYSTEM_USER_ID: &str = "system";
+
+/// The sender of what the app's backend publishes without naming a user.
+pub fn system_user() -> UserRef {
+    UserRef {
+        id: UserId::parse(SYSTEM_USER_ID).expect("a valid user id"),
+        name: "System".to_owned(),
+    }
+}
 
 /// Longest `clientMsgId` (and server API idempotency key), in bytes.
 pub const MAX_CLIENT_MSG_ID: usize = 64;
@@ -106,6 +117,56 @@ pub fn feed_refusal(room: &RoomId) -> SessionError {
         ErrorCode::Forbidden,
         format!("room {room} is a feed: only the app's backend publishes there"),
     )
+}
+
+/// A page of a room's history: the latest `limit` messages before `before_seq` (or the latest
+/// of all), or the first `limit` after `after_seq`; ascending, with whether there are more.
+pub async fn history_page(
+    app: &App,
+    room: &RoomId,
+    before_seq: Option<u64>,
+    after_seq: Option<u64>,
+    limit: Option<u32>,
+) -> Result<(Vec<Message>, bool), SessionError> {
+    let limit = match limit.unwrap_or(JOIN_HISTORY as u32) {
+        0 => {
+            return Err(SessionError::refused(
+                ErrorCode::InvalidField,
+                "limit must be at least 1",
+            ));
+        }
+        n if n > MAX_HISTORY_PAGE => {
+            return Err(SessionError::refused(
+                ErrorCode::InvalidField,
+                format!("limit must be at most {MAX_HISTORY_PAGE}"),
+            ));
+        }
+        n => n as usize,
+    };
+    let store = &app.store;
+    let mut messages = match (before_seq, after_seq) {
+        (Some(_), Some(_)) => {
+            return Err(SessionError::refused(
+                ErrorCode::InvalidField,
+                "give beforeSeq or afterSeq, not both",
+            ));
+        }
+        (None, Some(after)) => store.messages_after(room, after, limit + 1).await?,
+        (before, None) => {
+            store
+                .messages_before(room, before.unwrap_or(u64::MAX), limit + 1)
+                .await?
+        }
+    };
+    let has_more = messages.len() > limit;
+    if has_more {
+        if after_seq.is_some() {
+            messages.truncate(limit);
+        } else {
+            messages.remove(0);
+        }
+    }
+    Ok((messages, has_more))
 }
 
 /// Fans a stored message out to the room, on every node. A message is published only once it

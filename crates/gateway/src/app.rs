@@ -9,6 +9,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::ApiKeys;
 use crate::auth::{Authenticator, TokenSigner};
 use switchboard_protocol::{FriendStatus, ServerFrame, UserId};
 
@@ -30,6 +31,8 @@ pub struct App {
     pub auth: Arc<dyn Authenticator>,
     /// Dev mode only: signs tokens for the chat page.
     pub dev_signer: Option<TokenSigner>,
+    /// The server API's keys; `None` when the API is off.
+    pub api_keys: Option<ApiKeys>,
     pub metrics: Option<PrometheusHandle>,
     /// Cancelled when the node starts draining: sessions say goodbye and close with 1001.
     pub shutdown: CancellationToken,
@@ -65,6 +68,8 @@ pub struct Parts {
     pub hub: Arc<Hub>,
     pub auth: Arc<dyn Authenticator>,
     pub dev_signer: Option<TokenSigner>,
+    /// Server API keys: the configured ones, or dev mode's random one.
+    pub api_keys: Vec<String>,
     pub metrics: Option<PrometheusHandle>,
 }
 
@@ -92,6 +97,11 @@ impl std::fmt::Debug for dyn Authenticator {
 impl App {
     pub fn new(config: Config, node_id: String, parts: Parts) -> Self {
         let starts = Semaphore::new(config.starting_sessions().min(Semaphore::MAX_PERMITS));
+        let api_keys = ApiKeys::new(
+            &parts.api_keys,
+            config.api_rate_per_sec,
+            config.api_rate_burst,
+        );
         Self {
             config,
             node_id,
@@ -101,6 +111,7 @@ impl App {
             hub: parts.hub,
             auth: parts.auth,
             dev_signer: parts.dev_signer,
+            api_keys,
             metrics: parts.metrics,
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),

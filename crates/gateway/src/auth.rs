@@ -159,23 +159,31 @@ impl Authenticator for JwtAuthenticator {
         )?;
         let claims = data.claims;
         let id = UserId::parse(claims.sub)?;
-        // Control characters (NUL among them) have no place in a display name.
-        let name: String = claims
-            .name
-            .as_deref()
-            .unwrap_or_default()
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(MAX_NAME_CHARS)
-            .collect();
-        let name = match name.trim() {
-            "" => id.to_string(),
-            trimmed => trimmed.to_owned(),
-        };
+        if id.as_str() == crate::actions::SYSTEM_USER_ID {
+            return Err(AuthError::Invalid(
+                "the user id \"system\" is reserved for the app's backend".into(),
+            ));
+        }
+        let name = display_name(claims.name.as_deref(), &id);
         Ok(Identity {
             user: UserRef { id, name },
             expires_at: UNIX_EPOCH + Duration::from_secs(claims.exp),
         })
+    }
+}
+
+/// A display name as given (in a token, or by the server API): control characters (NUL among
+/// them) removed, trimmed, cut to 64 characters; the user id when nothing is left.
+pub fn display_name(given: Option<&str>, id: &UserId) -> String {
+    let name: String = given
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_NAME_CHARS)
+        .collect();
+    match name.trim() {
+        "" => id.to_string(),
+        trimmed => trimmed.to_owned(),
     }
 }
 

@@ -167,6 +167,11 @@ pub enum LogFormat {
     Json,
 }
 
+/// Shortest server API key: long enough not to be guessed.
+pub const MIN_API_KEY_BYTES: usize = 16;
+/// Longest server API key.
+pub const MAX_API_KEY_BYTES: usize = 256;
+
 /// Every setting of a gateway node.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -283,6 +288,29 @@ pub struct Config {
     /// Burst size of the `room:emit` token bucket.
     #[arg(long, env = "SWITCHBOARD_EVENT_RATE_BURST", default_value_t = 60)]
     pub event_rate_burst: u32,
+    /// Server API keys (`Authorization: Bearer <key>` on `/api/v1/`), comma-separated: several
+    /// at once for rotation. The API is off when none is set; in dev mode a random key is made
+    /// and logged.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+    /// Server API requests one key may make per second.
+    #[arg(long, env = "SWITCHBOARD_API_RATE_PER_SEC", default_value_t = 1_000)]
+    pub api_rate_per_sec: u32,
+    /// Burst size of each API key's token bucket.
+    #[arg(long, env = "SWITCHBOARD_API_RATE_BURST", default_value_t = 2_000)]
+    pub api_rate_burst: u32,
+    /// Largest server API request body, in bytes.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_API_MAX_BODY_BYTES",
+        default_value_t = 1_048_576
+    )]
+    pub api_max_body_bytes: usize,
     /// A typing indicator stops by itself this long after the last `typing:start`.
     #[arg(long, env = "SWITCHBOARD_TYPING_TIMEOUT_MS", default_value_t = 3_000)]
     pub typing_timeout_ms: u64,
@@ -448,6 +476,21 @@ impl Config {
         require(
             self.event_rate_per_sec > 0 && self.event_rate_burst > 0,
             "SWITCHBOARD_EVENT_RATE_PER_SEC and SWITCHBOARD_EVENT_RATE_BURST must be > 0",
+        );
+        require(
+            self.api_keys.iter().all(|key| {
+                (MIN_API_KEY_BYTES..=MAX_API_KEY_BYTES).contains(&key.len())
+                    && key.bytes().all(|b| b.is_ascii_graphic())
+            }),
+            "SWITCHBOARD_API_KEYS: every key must be 16-256 printable ASCII characters without spaces",
+        );
+        require(
+            self.api_rate_per_sec > 0 && self.api_rate_burst > 0,
+            "SWITCHBOARD_API_RATE_PER_SEC and SWITCHBOARD_API_RATE_BURST must be > 0",
+        );
+        require(
+            self.api_max_body_bytes >= 1_024,
+            "SWITCHBOARD_API_MAX_BODY_BYTES must be >= 1024",
         );
         require(
             self.max_starting_sessions != Some(0),
@@ -623,6 +666,25 @@ mod tests {
         ]);
         let err = config.validate().unwrap_err();
         assert_eq!(err.0.len(), 4, "{err}");
+    }
+
+    #[test]
+    fn api_keys_are_a_list_of_long_printable_keys() {
+        let config = parse_with(
+            &[],
+            &[(
+                "SWITCHBOARD_API_KEYS",
+                "current-key-0123456789,previous-key-0123456789",
+            )],
+        );
+        config.validate().expect("valid keys");
+        assert_eq!(config.api_keys.len(), 2);
+        for bad in ["short", "has a space in it, too", &"k".repeat(257)] {
+            let config = parse_with(&[], &[("SWITCHBOARD_API_KEYS", bad)]);
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("SWITCHBOARD_API_KEYS"), "{bad}: {err}");
+            assert!(!err.contains(bad), "a key is never repeated in an error");
+        }
     }
 
     #[test]

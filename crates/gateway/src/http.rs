@@ -34,7 +34,7 @@ pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     )
 }
 
-fn respond(
+pub fn respond(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Bytes>,
@@ -110,7 +110,7 @@ pub fn dev_route(app: &Arc<App>, path: &str, query: Option<&str>) -> Option<Resp
 }
 
 /// Decodes `a=1&b=x%20y` (with `+` as space). Malformed escapes are kept literally.
-fn parse_query(query: &str) -> Vec<(String, String)> {
+pub(crate) fn parse_query(query: &str) -> Vec<(String, String)> {
     query
         .split('&')
         .filter(|pair| !pair.is_empty())
@@ -121,7 +121,7 @@ fn parse_query(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

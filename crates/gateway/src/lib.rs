@@ -3,6 +3,7 @@
 //! [`presence::Presence`] seams. See ARCHITECTURE.md for the map and the invariants.
 
 pub mod actions;
+pub mod api;
 pub mod app;
 pub mod auth;
 pub mod broker;
@@ -10,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod hub;
+pub mod limiter;
 pub mod metrics;
 pub mod outbound;
 pub mod passwords;
@@ -78,6 +80,20 @@ pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
     let dev_secret: Option<[u8; 32]> = config.dev_mode().then(rand::random);
     let auth = JwtAuthenticator::from_config(&config, dev_secret.as_ref().map(|s| &s[..]))?;
     let dev_signer = dev_secret.as_ref().map(|secret| TokenSigner::hs256(secret));
+    let api_keys = if config.api_keys.is_empty() && config.dev_mode() {
+        let key: String = rand::random::<[u8; 16]>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        // Dev mode only: a real deployment sets its keys, which are never logged.
+        tracing::warn!(
+            "dev mode: the server API (/api/v1/) takes the random key dev-{key} \
+             (set SWITCHBOARD_API_KEYS for keys of your own)"
+        );
+        vec![format!("dev-{key}")]
+    } else {
+        config.api_keys.clone()
+    };
     let store = with_patience("PostgreSQL", || open_store(&config)).await?;
     let (broker, presence, hub): (Arc<dyn Broker>, Arc<dyn Presence>, Arc<Hub>) =
         match &config.redis_url {
@@ -115,6 +131,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
         hub,
         auth: Arc::new(auth),
         dev_signer,
+        api_keys,
         metrics: Some(metrics),
     };
     Ok(Arc::new(App::new(config, node_id, parts)))

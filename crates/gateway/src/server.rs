@@ -23,9 +23,9 @@ use crate::{metrics, session};
 /// Which routes a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// WebSockets, dev pages, and health/metrics unless an admin listener exists.
+    /// WebSockets, dev pages, and health/metrics/server API unless an admin listener exists.
     Main { with_admin: bool },
-    /// Only health and metrics.
+    /// Only health, metrics and the server API.
     Admin,
 }
 
@@ -53,9 +53,16 @@ pub async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let app = Arc::clone(&app);
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
+            let service = service_fn(move |req: Request<Incoming>| {
                 let app = Arc::clone(&app);
-                async move { Ok::<_, Infallible>(route(&app, req, role)) }
+                async move {
+                    let response = if role.serves_admin() && req.uri().path().starts_with("/api/") {
+                        crate::api::handle(app, req).await
+                    } else {
+                        route(&app, req, role)
+                    };
+                    Ok::<_, Infallible>(response)
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -67,13 +74,22 @@ pub async fn accept_loop(
     }
 }
 
+impl Role {
+    /// Whether this listener serves health, metrics and the server API: the admin listener,
+    /// or the main one when there is no admin listener.
+    fn serves_admin(self) -> bool {
+        match self {
+            Role::Admin => true,
+            Role::Main { with_admin } => with_admin,
+        }
+    }
+}
+
 fn route(app: &Arc<App>, req: Request<Incoming>, role: Role) -> Response<Body> {
     let path = req.uri().path().to_owned();
-    let with_admin = match role {
-        Role::Admin => true,
-        Role::Main { with_admin } => with_admin,
-    };
-    if with_admin && let Some(response) = routes::admin_route(app, &path) {
+    if role.serves_admin()
+        && let Some(response) = routes::admin_route(app, &path)
+    {
         return response;
     }
     if role == Role::Admin {

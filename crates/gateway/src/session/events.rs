@@ -4,10 +4,10 @@
 use switchboard_protocol::{AckResult, ErrorCode, RoomId, ServerFrame};
 use tokio::time::Instant;
 
-use super::limiter::RateLimiter;
 use super::{Connection, Session};
 use crate::actions;
 use crate::error::SessionError;
+use crate::limiter::RateLimiter;
 
 impl<C: Connection> Session<C> {
     /// Checks the event (name, size, membership, its own rate) and publishes it to the room's

@@ -17,7 +17,7 @@ mod connection;
 mod dispatch;
 mod events;
 mod handshake;
-mod limiter;
+
 mod messages;
 mod rooms;
 mod signals;
@@ -37,10 +37,10 @@ use crate::auth::Identity;
 use crate::broker::{ConnId, Envelope, Event, Topic};
 use crate::error::{SessionError, Verdict};
 use crate::hub::{Attachment, SessionHandle};
+use crate::limiter::RateLimiter;
 use crate::metrics;
 use crate::outbound::{Next, Outbound, QueueRx, queue};
 pub(crate) use connection::{Connection, End, Inbound};
-use limiter::RateLimiter;
 use signals::Typing;
 pub(crate) use websocket::WebSocket;
 

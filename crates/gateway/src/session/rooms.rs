@@ -3,8 +3,7 @@
 use std::sync::Arc;
 
 use switchboard_protocol::{
-    AckResult, ErrorCode, JOIN_HISTORY, MAX_HISTORY_PAGE, Member, Message, RoomId, RoomInfo,
-    RoomKind,
+    AckResult, ErrorCode, JOIN_HISTORY, Member, Message, RoomId, RoomInfo, RoomKind,
 };
 
 use super::{Connection, Session};
@@ -262,44 +261,8 @@ impl<C: Connection> Session<C> {
         limit: Option<u32>,
     ) -> Outcome {
         self.require_member(&room_id)?;
-        let limit = match limit.unwrap_or(JOIN_HISTORY as u32) {
-            0 => {
-                return Err(SessionError::refused(
-                    ErrorCode::InvalidField,
-                    "limit must be at least 1",
-                ));
-            }
-            n if n > MAX_HISTORY_PAGE => {
-                return Err(SessionError::refused(
-                    ErrorCode::InvalidField,
-                    format!("limit must be at most {MAX_HISTORY_PAGE}"),
-                ));
-            }
-            n => n as usize,
-        };
-        let store = &self.app.store;
-        let mut messages = match (before_seq, after_seq) {
-            (Some(_), Some(_)) => {
-                return Err(SessionError::refused(
-                    ErrorCode::InvalidField,
-                    "give beforeSeq or afterSeq, not both",
-                ));
-            }
-            (None, Some(after)) => store.messages_after(&room_id, after, limit + 1).await?,
-            (before, None) => {
-                store
-                    .messages_before(&room_id, before.unwrap_or(u64::MAX), limit + 1)
-                    .await?
-            }
-        };
-        let has_more = messages.len() > limit;
-        if has_more {
-            if after_seq.is_some() {
-                messages.truncate(limit);
-            } else {
-                messages.remove(0);
-            }
-        }
+        let (messages, has_more) =
+            actions::history_page(&self.app, &room_id, before_seq, after_seq, limit).await?;
         Ok(Some(AckResult::History {
             room_id,
             messages,

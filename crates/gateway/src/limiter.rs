@@ -1,5 +1,6 @@
-//! Per-connection rate limit: a token bucket, plus strikes that end a connection which keeps
-//! sending after being told to slow down.
+//! Rate limits: a token bucket, plus strikes that end a connection which keeps sending after
+//! being told to slow down. Each connection has one (and one for its room events), and so has
+//! each server API key.
 
 use std::time::Duration;
 

@@ -1,0 +1,473 @@
+//! One function per server API route. Each acts through [`crate::actions`], the rules a session
+//! follows too, and answers JSON.
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use switchboard_protocol::{
+    ErrorCode, Member, MessageKind, RoomId, RoomKind, ServerFrame, UserId, UserRef, is_event_name,
+};
+
+use super::routes::Route;
+use super::{ApiError, OPENAPI};
+use crate::actions;
+use crate::app::App;
+use crate::auth::display_name;
+use crate::broker::{Envelope, Event, Topic};
+use crate::http::{self as responses, Body};
+use crate::metrics;
+use crate::store::{NewMessage, NewNotification, RoomSettings};
+
+/// Longest notification title, in characters.
+const MAX_TITLE_CHARS: usize = 200;
+
+/// A request, checked up to its body.
+pub struct Request {
+    pub route: Route,
+    pub query: String,
+    pub idempotency_key: Option<String>,
+    pub body: Bytes,
+}
+
+type Answer = Result<Response<Body>, ApiError>;
+
+pub async fn answer(app: &App, req: Request) -> Answer {
+    match req.route {
+        Route::OpenApi => Ok(responses::respond(
+            StatusCode::OK,
+            "application/json",
+            OPENAPI,
+        )),
+        Route::PutRoom(room) => put_room(app, room, json_body(&req.body)?).await,
+        Route::PostMessage(room) => {
+            post_message(app, room, json_body(&req.body)?, req.idempotency_key).await
+        }
+        Route::GetMessages(room) => get_messages(app, room, &req.query).await,
+        Route::PostEvent(room) => post_event(app, room, json_body(&req.body)?).await,
+        Route::RoomPresence(room) => room_presence(app, room).await,
+        Route::PutMember(room, user) => {
+            put_member(app, room, user, optional_body(&req.body)?).await
+        }
+        Route::DeleteMember(room, user) => delete_member(app, room, user).await,
+        Route::PostNotification(user) => post_notification(app, user, json_body(&req.body)?).await,
+        Route::UserPresence(user) => user_presence(app, user).await,
+        Route::DeleteConnections(user) => disconnect(app, user).await,
+    }
+}
+
+/// Someone named by the app's backend: a user id and, optionally, a display name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Sender {
+    id: UserId,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+impl Sender {
+    /// The user, or the system when none is named. No token carries the system's id.
+    fn or_system(sender: Option<Self>) -> Result<UserRef, ApiError> {
+        match sender {
+            None => Ok(actions::system_user()),
+            Some(Sender { id, .. }) if id.as_str() == actions::SYSTEM_USER_ID => {
+                Ok(actions::system_user())
+            }
+            Some(Sender { id, name }) => Ok(UserRef {
+                name: display_name(name.as_deref(), &id),
+                id,
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PutRoom {
+    #[serde(default)]
+    name: Option<String>,
+    kind: RoomKind,
+}
+
+async fn put_room(app: &App, room: RoomId, body: PutRoom) -> Answer {
+    if room.is_direct() {
+        return Err(ApiError::refused(
+            ErrorCode::InvalidIdentifier,
+            "room ids starting with \"dm:\" are direct-message rooms, made by dm:send",
+        ));
+    }
+    if !matches!(
+        body.kind,
+        RoomKind::Public | RoomKind::Private | RoomKind::Feed
+    ) {
+        return Err(ApiError::refused(
+            ErrorCode::InvalidField,
+            "kind must be \"public\", \"private\" or \"feed\"",
+        ));
+    }
+    let name = actions::room_name(&room, body.name.as_deref())?;
+    let (record, created) = app
+        .store
+        .put_room(RoomSettings {
+            id: room.clone(),
+            name,
+            kind: body.kind,
+            created_by: actions::system_user().id,
+        })
+        .await?;
+    if !created {
+        // Sessions following the room hear whether they may still publish there.
+        app.publish(Envelope {
+            topics: vec![Topic::Room(room.clone())],
+            event: Event::RoomKind {
+                room,
+                feed: body.kind == RoomKind::Feed,
+            },
+        })
+        .await;
+    }
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(responses::json(
+        status,
+        &json!({ "room": record.info, "created": created }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PostMessage {
+    content: String,
+    #[serde(default)]
+    kind: MessageKind,
+    #[serde(default)]
+    from: Option<Sender>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+async fn post_message(
+    app: &App,
+    room: RoomId,
+    body: PostMessage,
+    header_key: Option<String>,
+) -> Answer {
+    let key = match (body.idempotency_key, header_key) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(ApiError::refused(
+                ErrorCode::InvalidField,
+                "idempotencyKey and the Idempotency-Key header differ",
+            ));
+        }
+        (Some(key), _) | (None, Some(key)) => key,
+        // Without a key a retry cannot be recognised: it is stored again.
+        (None, None) => format!("api-{}", uuid::Uuid::now_v7()),
+    };
+    let content = actions::check_message(&app.config, body.content, &key)
+        .map_err(|e| rename_client_msg_id(e.into()))?;
+    let appended = app
+        .store
+        .append(NewMessage {
+            room,
+            sender: Sender::or_system(body.from)?,
+            kind: body.kind,
+            content,
+            client_msg_id: key,
+        })
+        .await?;
+    let message = appended.message;
+    if !appended.duplicate {
+        metrics::message_stored();
+    }
+    let status = if appended.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let answer = json!({
+        "id": message.message_id,
+        "roomId": message.room_id,
+        "seq": message.seq,
+        "createdAt": message.created_at,
+        "duplicate": appended.duplicate,
+    });
+    // Published again when a duplicate, as for a client's retry: the first attempt may have
+    // been stored without being published.
+    actions::publish_message(app, message, None).await;
+    Ok(responses::json(status, &answer))
+}
+
+/// The message checks speak of `clientMsgId`; through the API it is the idempotency key.
+fn rename_client_msg_id(mut error: ApiError) -> ApiError {
+    error.message = error.message.replace("clientMsgId", "the idempotency key");
+    error
+}
+
+async fn get_messages(app: &App, room: RoomId, query: &str) -> Answer {
+    let (mut before, mut after, mut limit) = (None, None, None);
+    for (name, value) in responses::parse_query(query) {
+        let number = || {
+            value.parse::<u64>().map_err(|_| {
+                ApiError::refused(
+                    ErrorCode::InvalidField,
+                    format!("{name} must be a non-negative integer"),
+                )
+            })
+        };
+        match name.as_str() {
+            "before" => before = Some(number()?),
+            "after" => after = Some(number()?),
+            "limit" => limit = Some(u32::try_from(number()?).unwrap_or(u32::MAX)),
+            _ => {
+                return Err(ApiError::refused(
+                    ErrorCode::InvalidField,
+                    format!("unknown query parameter {name}: use before, after or limit"),
+                ));
+            }
+        }
+    }
+    if app.store.room(&room).await?.is_none() {
+        return Err(room_not_found(&room));
+    }
+    let (messages, has_more) = actions::history_page(app, &room, before, after, limit)
+        .await
+        .map_err(|e| {
+            let mut e = ApiError::from(e);
+            e.message = e
+                .message
+                .replace("beforeSeq", "before")
+                .replace("afterSeq", "after");
+            e
+        })?;
+    Ok(responses::json(
+        StatusCode::OK,
+        &json!({ "roomId": room, "messages": messages, "hasMore": has_more }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostEvent {
+    event: String,
+    #[serde(default)]
+    data: serde_json::Value,
+    #[serde(default)]
+    from: Option<Sender>,
+}
+
+async fn post_event(app: &App, room: RoomId, body: PostEvent) -> Answer {
+    actions::check_event(&app.config, &body.event, &body.data)?;
+    if app.store.room(&room).await?.is_none() {
+        return Err(room_not_found(&room));
+    }
+    let frame = ServerFrame::RoomEvent {
+        room_id: room.clone(),
+        event: body.event,
+        data: body.data,
+        from: Sender::or_system(body.from)?,
+    };
+    actions::relay_to_room(app, room, frame, None).await;
+    Ok(responses::json(StatusCode::ACCEPTED, &json!({})))
+}
+
+async fn room_presence(app: &App, room: RoomId) -> Answer {
+    if app.store.room(&room).await?.is_none() {
+        return Err(room_not_found(&room));
+    }
+    let members = app.store.members(&room).await?;
+    let online: Vec<Member> = app
+        .presence
+        .online(&members)
+        .await?
+        .into_iter()
+        .map(|(user, status)| Member { user, status })
+        .collect();
+    Ok(responses::json(
+        StatusCode::OK,
+        &json!({ "roomId": room, "members": members.len(), "online": online }),
+    ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutMember {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+async fn put_member(app: &App, room: RoomId, user: UserId, body: PutMember) -> Answer {
+    let record = existing_room(app, &room).await?;
+    if record.info.kind == RoomKind::Direct {
+        return Err(direct_members_are_fixed());
+    }
+    let added = app.store.add_member(&room, &user).await?;
+    if added {
+        // Read after the add: the user's connections follow the room from its position now.
+        let since = existing_room(app, &room).await?.info.last_seq;
+        let member = UserRef {
+            name: display_name(body.name.as_deref(), &user),
+            id: user.clone(),
+        };
+        actions::member_joined(app, &room, record.info.kind, &member, since, None).await;
+    }
+    let status = if added {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(responses::json(
+        status,
+        &json!({ "roomId": room, "userId": user, "added": added }),
+    ))
+}
+
+async fn delete_member(app: &App, room: RoomId, user: UserId) -> Answer {
+    if existing_room(app, &room).await?.info.kind == RoomKind::Direct {
+        return Err(direct_members_are_fixed());
+    }
+    if !app.store.remove_member(&room, &user).await? {
+        return Err(ApiError::refused(
+            ErrorCode::NotAMember,
+            format!("{user} is not a member of room {room}"),
+        ));
+    }
+    actions::member_left(app, &room, &user, None).await;
+    Ok(responses::json(
+        StatusCode::OK,
+        &json!({ "roomId": room, "userId": user, "removed": true }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostNotification {
+    kind: String,
+    title: String,
+    #[serde(default)]
+    body: String,
+    #[serde(default)]
+    data: serde_json::Value,
+}
+
+async fn post_notification(app: &App, user: UserId, body: PostNotification) -> Answer {
+    if !is_event_name(&body.kind) {
+        return Err(ApiError::refused(
+            ErrorCode::InvalidField,
+            format!(
+                "kind must match {}",
+                switchboard_protocol::EVENT_NAME_PATTERN
+            ),
+        ));
+    }
+    let title = body.title.trim();
+    if title.is_empty() || title.chars().any(char::is_control) {
+        return Err(ApiError::refused(
+            ErrorCode::InvalidField,
+            "title must be non-empty, without control characters",
+        ));
+    }
+    if title.chars().count() > MAX_TITLE_CHARS {
+        return Err(ApiError::refused(
+            ErrorCode::ContentTooLong,
+            format!("title is longer than {MAX_TITLE_CHARS} characters"),
+        ));
+    }
+    let max = app.config.max_message_chars;
+    if body.body.contains('\0') || body.body.chars().count() > max {
+        return Err(ApiError::refused(
+            ErrorCode::ContentTooLong,
+            format!("body must be at most {max} characters, without NUL"),
+        ));
+    }
+    actions::check_event(&app.config, &body.kind, &body.data)?;
+    let notification = actions::notify(
+        app,
+        NewNotification {
+            user,
+            kind: body.kind,
+            title: title.to_owned(),
+            body: body.body,
+            data: body.data,
+        },
+    )
+    .await?;
+    Ok(responses::json(
+        StatusCode::CREATED,
+        &json!({ "notification": notification }),
+    ))
+}
+
+async fn user_presence(app: &App, user: UserId) -> Answer {
+    let online = app.presence.online(std::slice::from_ref(&user)).await?;
+    let answer = match online.into_iter().next() {
+        Some((user, status)) => json!({ "userId": user.id, "online": true, "status": status }),
+        None => json!({ "userId": user, "online": false }),
+    };
+    Ok(responses::json(StatusCode::OK, &answer))
+}
+
+async fn disconnect(app: &App, user: UserId) -> Answer {
+    let code = switchboard_protocol::CloseCode::Disconnected.code();
+    app.publish(Envelope {
+        topics: vec![Topic::User(user.clone())],
+        event: Event::KickUser {
+            user: user.clone(),
+            code,
+        },
+    })
+    .await;
+    tracing::info!(%user, "server API: disconnecting every connection of the user");
+    Ok(responses::json(
+        StatusCode::ACCEPTED,
+        &json!({ "userId": user, "closeCode": code }),
+    ))
+}
+
+async fn existing_room(app: &App, room: &RoomId) -> Result<crate::store::RoomRecord, ApiError> {
+    app.store
+        .room(room)
+        .await?
+        .ok_or_else(|| room_not_found(room))
+}
+
+fn room_not_found(room: &RoomId) -> ApiError {
+    ApiError::refused(
+        ErrorCode::RoomNotFound,
+        format!("room {room} does not exist"),
+    )
+}
+
+fn direct_members_are_fixed() -> ApiError {
+    ApiError::refused(
+        ErrorCode::Forbidden,
+        "a direct-message room's two members are fixed",
+    )
+}
+
+/// The body as `T`: `MALFORMED_FRAME` when it is not JSON, `INVALID_FIELD` (naming the field)
+/// when it is JSON of the wrong shape.
+fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|error| {
+        if error.is_data() {
+            ApiError::refused(ErrorCode::InvalidField, error.to_string())
+        } else {
+            ApiError::refused(
+                ErrorCode::MalformedFrame,
+                format!("the body is not JSON: {error}"),
+            )
+        }
+    })
+}
+
+/// Like [`json_body`], with an empty body meaning every field's default.
+fn optional_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        json_body(body)
+    }
+}
