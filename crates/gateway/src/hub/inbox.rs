@@ -62,7 +62,15 @@ impl Inbox for HubInbox {
                     new
                 };
                 if new {
-                    hub.spawn_subscribe(vec![Topic::Room(room.clone())]);
+                    let hub = Arc::clone(hub);
+                    let room = room.clone();
+                    tokio::spawn(async move {
+                        hub.subscribe(vec![Topic::Room(room.clone())]).await;
+                        // What was published to the room before this node's subscription took
+                        // effect never reached it (the joining session's node publishes the
+                        // room's next message right away): read it from the store.
+                        hub.spawn_repair(room, Duration::ZERO);
+                    });
                 }
             }
             Event::MemberLeft { user, room } => {

@@ -261,13 +261,6 @@ impl Hub {
             tracing::warn!(%error, count = topics.len(), "unsubscribe failed");
         }
     }
-
-    fn spawn_subscribe(self: &Arc<Self>, topics: Vec<Topic>) {
-        if !topics.is_empty() {
-            let hub = Arc::clone(self);
-            tokio::spawn(async move { hub.subscribe(topics).await });
-        }
-    }
 }
 
 #[cfg(test)]
