@@ -332,6 +332,31 @@ mod tests {
     }
 
     #[test]
+    fn the_system_user_id_is_reserved_for_the_backend() {
+        let system = UserRef {
+            id: UserId::parse(crate::actions::SYSTEM_USER_ID).unwrap(),
+            name: "Impostor".into(),
+        };
+        let token = TokenSigner::hs256(SECRET)
+            .sign(&system, Duration::from_secs(60))
+            .unwrap();
+        let refused = JwtAuthenticator::hs256(SECRET, None, None).verify(&token);
+        assert!(matches!(refused, Err(AuthError::Invalid(why)) if why.contains("reserved")));
+    }
+
+    #[test]
+    fn names_are_cleaned_and_default_to_the_id() {
+        let id = UserId::parse("alice").unwrap();
+        assert_eq!(display_name(Some("  Al\u{0}ice\n "), &id), "Alice");
+        assert_eq!(display_name(Some(" \t "), &id), "alice");
+        assert_eq!(display_name(None, &id), "alice");
+        assert_eq!(
+            display_name(Some(&"x".repeat(100)), &id).len(),
+            MAX_NAME_CHARS
+        );
+    }
+
+    #[test]
     fn wrong_secret_and_alg_none_are_refused() {
         let token = TokenSigner::hs256(b"another-secret-another-secret-xx")
             .sign(&alice(), Duration::from_secs(60))

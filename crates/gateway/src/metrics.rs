@@ -23,6 +23,7 @@ pub const MESSAGES_STORED: &str = "switchboard_messages_stored_total";
 pub const SLOW_CONSUMERS: &str = "switchboard_slow_consumers_total";
 pub const SEQUENCE_GAPS: &str = "switchboard_sequence_gaps_total";
 pub const BROKER_PUBLISH_FAILURES: &str = "switchboard_broker_publish_failures_total";
+pub const API_REQUESTS: &str = "switchboard_api_requests_total";
 
 static FRAMES_OUT_COUNTER: LazyLock<Counter> = LazyLock::new(|| counter!(FRAMES_OUT));
 static CONNECTIONS_GAUGE: LazyLock<Gauge> = LazyLock::new(|| gauge!(CONNECTIONS));
@@ -73,6 +74,10 @@ fn describe() {
         BROKER_PUBLISH_FAILURES,
         "Events the broker failed to publish"
     );
+    describe_counter!(
+        API_REQUESTS,
+        "Server API requests answered, by operation and HTTP status"
+    );
 }
 
 pub fn connection_opened() {
@@ -118,6 +123,12 @@ pub fn slow_consumer() {
 
 pub fn sequence_gap() {
     counter!(SEQUENCE_GAPS).increment(1);
+}
+
+/// A server API request was answered; `operation` is its OpenAPI `operationId`, or `none`
+/// when it was refused before a route was found.
+pub fn api_request(operation: &'static str, status: u16) {
+    counter!(API_REQUESTS, "operation" => operation, "status" => status.to_string()).increment(1);
 }
 
 pub fn broker_publish_failed() {

@@ -127,6 +127,23 @@ async fn a_missing_wrong_or_revoked_key_is_refused_and_no_key_is_logged() {
     };
     old.expect(200, "PUT", path, Some(body.clone())).await;
 
+    for (series, count) in [
+        (
+            r#"switchboard_api_requests_total{operation="none",status="401"}"#,
+            4.0,
+        ),
+        (
+            r#"switchboard_api_requests_total{operation="putRoom",status="201"}"#,
+            1.0,
+        ),
+        (
+            r#"switchboard_api_requests_total{operation="putRoom",status="200"}"#,
+            1.0,
+        ),
+    ] {
+        assert_eq!(gw.metric(series).await.unwrap(), Some(count), "{series}");
+    }
+
     // Rotated: the old key is gone from the configuration.
     drop(gw);
     let gw = builder()
@@ -716,4 +733,96 @@ async fn events_notifications_presence_and_disconnects_reach_every_node() {
             (4008, "disconnected by the server")
         );
     }
+}
+
+#[tokio::test]
+async fn a_ban_closes_the_users_connections_on_every_node_and_refuses_new_ones_until_it_ends() {
+    let pg = Postgres::start().await.unwrap();
+    let redis = Redis::start().await.unwrap();
+    let a = node(&pg, &redis, "node-a").await;
+    let b = node(&pg, &redis, "node-b").await;
+    let api = Backend { gw: &a, key: KEY };
+    let mut mallory_a = connect(&a, "mallory").await;
+    let mut mallory_b = connect(&b, "mallory").await;
+    let mut bystander = connect(&b, "bob").await;
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let until = now + 3_000;
+    let banned = api
+        .expect(
+            200,
+            "PUT",
+            "/api/v1/bans/mallory",
+            Some(json!({ "until": until, "reason": "spam" })),
+        )
+        .await;
+    assert_eq!(
+        (banned["until"].as_u64(), banned["reason"].as_str()),
+        (Some(until), Some("spam"))
+    );
+    for client in [&mut mallory_a, &mut mallory_b] {
+        assert_eq!(
+            client.expect_close().await.unwrap(),
+            (4009, "banned".to_owned())
+        );
+    }
+    // New connections, on either node, close with 4009 right after the upgrade.
+    for gw in [&a, &b] {
+        let mut refused = WsClient::connect(&gw.ws_url(), ConnectOptions::bearer(token("mallory")))
+            .await
+            .unwrap();
+        assert_eq!(refused.expect_close().await.unwrap().0, 4009);
+    }
+    bystander
+        .expect_no_frame(Duration::from_millis(200))
+        .await
+        .unwrap();
+    api.refused(
+        400,
+        "INVALID_FIELD",
+        "PUT",
+        "/api/v1/bans/mallory",
+        Some(json!({ "seconds": 5, "until": until })),
+    )
+    .await;
+    api.refused(
+        400,
+        "INVALID_FIELD",
+        "PUT",
+        "/api/v1/bans/mallory",
+        Some(json!({ "until": now - 1 })),
+    )
+    .await;
+
+    // The ban ends by itself at its time...
+    let ends = std::time::UNIX_EPOCH + Duration::from_millis(until);
+    if let Ok(left) = ends.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(left).await;
+    }
+    let mut back = connect(&b, "mallory").await;
+    back.close().await.unwrap();
+    // ...or when lifted.
+    api.expect(
+        200,
+        "PUT",
+        "/api/v1/bans/mallory",
+        Some(json!({ "seconds": 3600 })),
+    )
+    .await;
+    let mut refused = WsClient::connect(&a.ws_url(), ConnectOptions::bearer(token("mallory")))
+        .await
+        .unwrap();
+    assert_eq!(refused.expect_close().await.unwrap().0, 4009);
+    let lifted = api
+        .expect(200, "DELETE", "/api/v1/bans/mallory", None)
+        .await;
+    assert_eq!(lifted["lifted"], true);
+    let again = api
+        .expect(200, "DELETE", "/api/v1/bans/mallory", None)
+        .await;
+    assert_eq!(again["lifted"], false);
+    connect(&a, "mallory").await;
 }

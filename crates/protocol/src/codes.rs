@@ -134,6 +134,8 @@ pub enum CloseCode {
     SessionReplaced,
     /// 4008: the app's backend disconnected the user through the server API.
     Disconnected,
+    /// 4009: the user is banned (server API); connections are refused until the ban ends.
+    Banned,
 }
 
 impl CloseCode {
@@ -154,6 +156,7 @@ impl CloseCode {
             Self::RateLimitExceeded => 4006,
             Self::SessionReplaced => 4007,
             Self::Disconnected => 4008,
+            Self::Banned => 4009,
         }
     }
 
@@ -174,6 +177,7 @@ impl CloseCode {
             Self::RateLimitExceeded => "rate limit exceeded",
             Self::SessionReplaced => "too many connections for this user",
             Self::Disconnected => "disconnected by the server",
+            Self::Banned => "banned",
         }
     }
 
@@ -181,7 +185,11 @@ impl CloseCode {
     pub fn reconnect(self) -> bool {
         !matches!(
             self,
-            Self::Normal | Self::AuthFailed | Self::SessionReplaced | Self::Disconnected
+            Self::Normal
+                | Self::AuthFailed
+                | Self::SessionReplaced
+                | Self::Disconnected
+                | Self::Banned
         )
     }
 

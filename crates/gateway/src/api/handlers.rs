@@ -7,7 +7,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use switchboard_protocol::{
-    ErrorCode, Member, MessageKind, RoomId, RoomKind, ServerFrame, UserId, UserRef, is_event_name,
+    CloseCode, ErrorCode, Member, MessageKind, RoomId, RoomKind, ServerFrame, UserId, UserRef,
+    is_event_name,
 };
 
 use super::routes::Route;
@@ -18,7 +19,7 @@ use crate::auth::display_name;
 use crate::broker::{Envelope, Event, Topic};
 use crate::http::{self as responses, Body};
 use crate::metrics;
-use crate::store::{NewMessage, NewNotification, RoomSettings};
+use crate::store::{Ban, NewMessage, NewNotification, RoomSettings};
 
 /// Longest notification title, in characters.
 const MAX_TITLE_CHARS: usize = 200;
@@ -53,7 +54,9 @@ pub async fn answer(app: &App, req: Request) -> Answer {
         Route::DeleteMember(room, user) => delete_member(app, room, user).await,
         Route::PostNotification(user) => post_notification(app, user, json_body(&req.body)?).await,
         Route::UserPresence(user) => user_presence(app, user).await,
-        Route::DeleteConnections(user) => disconnect(app, user).await,
+        Route::DeleteConnections(user) => disconnect(app, user, CloseCode::Disconnected).await,
+        Route::PutBan(user) => put_ban(app, user, json_body(&req.body)?).await,
+        Route::DeleteBan(user) => delete_ban(app, user).await,
     }
 }
 
@@ -410,21 +413,92 @@ async fn user_presence(app: &App, user: UserId) -> Answer {
     Ok(responses::json(StatusCode::OK, &answer))
 }
 
-async fn disconnect(app: &App, user: UserId) -> Answer {
-    let code = switchboard_protocol::CloseCode::Disconnected.code();
+async fn disconnect(app: &App, user: UserId, code: CloseCode) -> Answer {
+    kick_everywhere(app, &user, code).await;
+    tracing::info!(%user, "server API: disconnecting every connection of the user");
+    Ok(responses::json(
+        StatusCode::ACCEPTED,
+        &json!({ "userId": user, "closeCode": code.code() }),
+    ))
+}
+
+/// Closes every connection of `user`, on every node, with `code`.
+async fn kick_everywhere(app: &App, user: &UserId, code: CloseCode) {
     app.publish(Envelope {
         topics: vec![Topic::User(user.clone())],
         event: Event::KickUser {
             user: user.clone(),
-            code,
+            code: code.code(),
         },
     })
     .await;
-    tracing::info!(%user, "server API: disconnecting every connection of the user");
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PutBan {
+    /// Milliseconds since the epoch.
+    #[serde(default)]
+    until: Option<u64>,
+    #[serde(default)]
+    seconds: Option<u64>,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn put_ban(app: &App, user: UserId, body: PutBan) -> Answer {
+    let now = now_millis();
+    let until = match (body.until, body.seconds) {
+        (Some(until), None) => until,
+        (None, Some(seconds)) => now.saturating_add(seconds.saturating_mul(1_000)),
+        _ => {
+            return Err(ApiError::refused(
+                ErrorCode::InvalidField,
+                "give until (milliseconds since the epoch) or seconds, not both",
+            ));
+        }
+    };
+    if until <= now {
+        return Err(ApiError::refused(
+            ErrorCode::InvalidField,
+            "until is not in the future",
+        ));
+    }
+    if body.reason.chars().count() > MAX_TITLE_CHARS || body.reason.contains('\0') {
+        return Err(ApiError::refused(
+            ErrorCode::ContentTooLong,
+            format!("reason must be at most {MAX_TITLE_CHARS} characters, without NUL"),
+        ));
+    }
+    let ban = Ban {
+        until,
+        reason: body.reason,
+    };
+    app.store.ban(&user, &ban).await?;
+    // Stored first: a connection that starts now reads it, one already open gets the kick.
+    kick_everywhere(app, &user, CloseCode::Banned).await;
+    tracing::info!(%user, until, "server API: user banned");
     Ok(responses::json(
-        StatusCode::ACCEPTED,
-        &json!({ "userId": user, "closeCode": code }),
+        StatusCode::OK,
+        &json!({ "userId": user, "until": until, "reason": ban.reason }),
     ))
+}
+
+async fn delete_ban(app: &App, user: UserId) -> Answer {
+    let lifted = app.store.unban(&user).await?;
+    if lifted {
+        tracing::info!(%user, "server API: ban lifted");
+    }
+    Ok(responses::json(
+        StatusCode::OK,
+        &json!({ "userId": user, "lifted": lifted }),
+    ))
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 async fn existing_room(app: &App, room: &RoomId) -> Result<crate::store::RoomRecord, ApiError> {

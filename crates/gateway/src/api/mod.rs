@@ -33,13 +33,21 @@ pub const OPENAPI: &str = include_str!("../../assets/openapi.json");
 
 /// Answers one server API request.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
-    match serve(&app, req).await {
+    let mut operation = "none";
+    let response = match serve(&app, req, &mut operation).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
-    }
+    };
+    crate::metrics::api_request(operation, response.status().as_u16());
+    response
 }
 
-async fn serve(app: &App, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+/// Answers, naming the `operation` once the route is known.
+async fn serve(
+    app: &App,
+    req: Request<Incoming>,
+    operation: &mut &'static str,
+) -> Result<Response<Body>, ApiError> {
     let Some(keys) = &app.api_keys else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -63,6 +71,7 @@ async fn serve(app: &App, req: Request<Incoming>) -> Result<Response<Body>, ApiE
         ));
     }
     let route = routes::route(req.method(), req.uri().path())?;
+    *operation = route.operation();
     let query = req.uri().query().unwrap_or_default().to_owned();
     let idempotency_key = req
         .headers()

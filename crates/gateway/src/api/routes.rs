@@ -20,6 +20,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/users/{userId}/notifications"),
     ("GET", "/api/v1/users/{userId}/presence"),
     ("DELETE", "/api/v1/users/{userId}/connections"),
+    ("PUT", "/api/v1/bans/{userId}"),
+    ("DELETE", "/api/v1/bans/{userId}"),
 ];
 
 /// A request the API understands.
@@ -36,6 +38,29 @@ pub enum Route {
     PostNotification(UserId),
     UserPresence(UserId),
     DeleteConnections(UserId),
+    PutBan(UserId),
+    DeleteBan(UserId),
+}
+
+impl Route {
+    /// The route's `operationId` in the OpenAPI document; it labels the request metric.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            Route::OpenApi => "openapi",
+            Route::PutRoom(_) => "putRoom",
+            Route::PostMessage(_) => "postMessage",
+            Route::GetMessages(_) => "getMessages",
+            Route::PostEvent(_) => "postEvent",
+            Route::RoomPresence(_) => "roomPresence",
+            Route::PutMember(..) => "putMember",
+            Route::DeleteMember(..) => "deleteMember",
+            Route::PostNotification(_) => "postNotification",
+            Route::UserPresence(_) => "userPresence",
+            Route::DeleteConnections(_) => "disconnectUser",
+            Route::PutBan(_) => "putBan",
+            Route::DeleteBan(_) => "deleteBan",
+        }
+    }
 }
 
 /// The route for `method` and `path` (which starts with `/api/v1/`): 404 for a path the API
@@ -75,6 +100,11 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
         ["users", user, "connections"] => {
             delete.then(|| user_id(user).map(Route::DeleteConnections))
         }
+        ["bans", user] => match () {
+            () if put => Some(user_id(user).map(Route::PutBan)),
+            () if delete => Some(user_id(user).map(Route::DeleteBan)),
+            () => None,
+        },
         _ => return Err(not_found()),
     };
     found.unwrap_or_else(|| {
@@ -127,6 +157,19 @@ mod tests {
                     assert_eq!(refused.status, http::StatusCode::METHOD_NOT_ALLOWED);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn each_route_is_named_by_its_operation_id() {
+        let doc: serde_json::Value = serde_json::from_str(super::super::OPENAPI).unwrap();
+        for (method, template) in ROUTES {
+            let route = route(&method.parse().unwrap(), &example(template)).unwrap();
+            assert_eq!(
+                doc["paths"][template][method.to_lowercase()]["operationId"],
+                route.operation(),
+                "{method} {template}"
+            );
         }
     }
 

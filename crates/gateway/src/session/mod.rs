@@ -175,8 +175,13 @@ impl<C: Connection> Session<C> {
     /// Registers the session everywhere and sends `session:ready`.
     async fn open(&mut self, handle: SessionHandle) -> Result<(), SessionError> {
         let app = Arc::clone(&self.app);
-        app.store.upsert_user(&self.user).await?;
+        // Registered before the ban is read: a ban that commits after the read reaches this
+        // session as a kick (4009), one that committed before is in what is read.
         app.hub.register(&self.conn, handle).await;
+        if let Some(ban) = app.store.upsert_user(&self.user).await? {
+            tracing::info!(user = %self.user.id, until = ban.until, "refused: the user is banned");
+            return Err(SessionError::Close(CloseCode::Banned));
+        }
         let connected = app.presence.connect(&self.user, &self.conn).await?;
         let excess = connected
             .connections

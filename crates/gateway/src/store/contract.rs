@@ -46,6 +46,7 @@ pub async fn run_all(store: &dyn Store, prefix: &str) {
     direct_rooms_are_one_per_pair(store, prefix).await;
     notifications_page_newest_first_and_are_read_once(store, prefix).await;
     friendships_need_both_sides(store, prefix).await;
+    bans_hold_until_they_end_or_are_lifted(store, prefix).await;
     store.health().await.expect("a running store is healthy");
     assert!(!store.epoch().is_empty());
 }
@@ -400,4 +401,45 @@ pub async fn friendships_need_both_sides(store: &dyn Store, prefix: &str) {
         store.request_friend(&ann.id, &ann.id).await,
         Err(StoreError::SelfDirect)
     ));
+}
+
+pub async fn bans_hold_until_they_end_or_are_lifted(store: &dyn Store, prefix: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_millis() as u64;
+    let mallory = user(&format!("{prefix}-mallory"));
+    assert_eq!(store.upsert_user(&mallory).await.expect("upsert"), None);
+    let ban = super::Ban {
+        until: now + 60_000,
+        reason: "spam".into(),
+    };
+    store.ban(&mallory.id, &ban).await.expect("ban");
+    assert_eq!(
+        store.upsert_user(&mallory).await.expect("upsert"),
+        Some(ban)
+    );
+    assert!(store.unban(&mallory.id).await.expect("unban"));
+    assert!(!store.unban(&mallory.id).await.expect("unban again"));
+    assert_eq!(store.upsert_user(&mallory).await.expect("upsert"), None);
+    // A ban for a user never seen, and one that has ended.
+    let newcomer = UserId::parse(format!("{prefix}-newcomer")).expect("user id");
+    let ended = super::Ban {
+        until: now.saturating_sub(1_000),
+        reason: String::new(),
+    };
+    store.ban(&newcomer, &ended).await.expect("ban");
+    assert_eq!(
+        store
+            .upsert_user(&user(newcomer.as_str()))
+            .await
+            .expect("upsert"),
+        None
+    );
+    assert!(
+        !store
+            .unban(&newcomer)
+            .await
+            .expect("an ended ban is not lifted")
+    );
 }

@@ -14,7 +14,8 @@ use switchboard_protocol::{
 };
 
 use super::{
-    Appended, NewMessage, NewNotification, NewRoom, RoomRecord, RoomSettings, Store, StoreError,
+    Appended, Ban, NewMessage, NewNotification, NewRoom, RoomRecord, RoomSettings, Store,
+    StoreError,
 };
 
 /// Notifications kept per user; the oldest go first.
@@ -31,6 +32,7 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct Inner {
     users: HashMap<UserId, UserRef>,
+    bans: HashMap<UserId, Ban>,
     rooms: HashMap<RoomId, RoomState>,
     /// user → rooms they are a member of.
     memberships: HashMap<UserId, BTreeSet<RoomId>>,
@@ -115,9 +117,21 @@ impl Inner {
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn upsert_user(&self, user: &UserRef) -> Result<(), StoreError> {
-        self.lock().users.insert(user.id.clone(), user.clone());
+    async fn upsert_user(&self, user: &UserRef) -> Result<Option<Ban>, StoreError> {
+        let mut inner = self.lock();
+        inner.users.insert(user.id.clone(), user.clone());
+        let now = now_millis();
+        Ok(inner.bans.get(&user.id).filter(|b| b.until > now).cloned())
+    }
+
+    async fn ban(&self, user: &UserId, ban: &Ban) -> Result<(), StoreError> {
+        self.lock().bans.insert(user.clone(), ban.clone());
         Ok(())
+    }
+
+    async fn unban(&self, user: &UserId) -> Result<bool, StoreError> {
+        let now = now_millis();
+        Ok(self.lock().bans.remove(user).is_some_and(|b| b.until > now))
     }
 
     async fn create_room(&self, room: NewRoom) -> Result<RoomRecord, StoreError> {

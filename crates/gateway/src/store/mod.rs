@@ -66,6 +66,13 @@ pub struct NewNotification {
     pub data: serde_json::Value,
 }
 
+/// A user's ban: their connections are refused until `until` (milliseconds since the epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ban {
+    pub until: u64,
+    pub reason: String,
+}
+
 /// The result of an append.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
@@ -110,8 +117,15 @@ impl StoreError {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Records the user as known (name from the token). Called on every connect.
-    async fn upsert_user(&self, user: &UserRef) -> Result<(), StoreError>;
+    /// Records the user as known (name from the token) and returns their ban, if one is in
+    /// effect. Called on every connect.
+    async fn upsert_user(&self, user: &UserRef) -> Result<Option<Ban>, StoreError>;
+
+    /// Bans the user until `ban.until` (a user never seen is recorded with their id as name).
+    async fn ban(&self, user: &UserId, ban: &Ban) -> Result<(), StoreError>;
+
+    /// Lifts the user's ban; true when one was in effect.
+    async fn unban(&self, user: &UserId) -> Result<bool, StoreError>;
 
     /// Creates a room with its creator as the first member.
     async fn create_room(&self, room: NewRoom) -> Result<RoomRecord, StoreError>;

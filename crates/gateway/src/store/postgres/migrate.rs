@@ -31,6 +31,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "feed_rooms",
         sql: include_str!("../../../migrations/0002_feed_rooms.sql"),
     },
+    Migration {
+        version: 3,
+        name: "bans",
+        sql: include_str!("../../../migrations/0003_bans.sql"),
+    },
 ];
 
 /// The advisory lock key serializing migrations (any constant; "switchboard" in ASCII).

@@ -1,6 +1,8 @@
 //! Every [`Store`] method but `append` (see `batch.rs`): one cached statement each, or one short
 //! transaction where two tables change together.
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use async_trait::async_trait;
 use switchboard_protocol::{
     Friend, FriendStatus, Message, Notification, RoomId, RoomKind, RoomSummary, UserId, UserRef,
@@ -11,7 +13,8 @@ use super::PgStore;
 use super::error::unavailable;
 use super::rows::{self, get, message_columns, notification_columns, room_columns, to_i64, to_u64};
 use crate::store::{
-    Appended, NewMessage, NewNotification, NewRoom, RoomRecord, RoomSettings, Store, StoreError,
+    Appended, Ban, NewMessage, NewNotification, NewRoom, RoomRecord, RoomSettings, Store,
+    StoreError,
 };
 
 /// Reads one room (and its member count) by id.
@@ -90,15 +93,52 @@ impl PgStore {
 
 #[async_trait]
 impl Store for PgStore {
-    async fn upsert_user(&self, user: &UserRef) -> Result<(), StoreError> {
+    async fn upsert_user(&self, user: &UserRef) -> Result<Option<Ban>, StoreError> {
+        let rows = self
+            .query(
+                "INSERT INTO users (id, name, last_seen, status) VALUES ($1, $2, now(), 'online') \
+                 ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, last_seen = now(), \
+                 status = 'online' \
+                 RETURNING CASE WHEN banned_until > now() THEN banned_until END, ban_reason",
+                &[&user.id.as_str(), &user.name],
+            )
+            .await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let until: Option<SystemTime> = get(row, 0)?;
+        Ok(until.map(|until| Ban {
+            until: rows::millis(until),
+            reason: row
+                .try_get::<_, Option<String>>(1)
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn ban(&self, user: &UserId, ban: &Ban) -> Result<(), StoreError> {
+        let until = UNIX_EPOCH + Duration::from_millis(ban.until);
         self.execute(
-            "INSERT INTO users (id, name, last_seen, status) VALUES ($1, $2, now(), 'online') \
-             ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, last_seen = now(), \
-             status = 'online'",
-            &[&user.id.as_str(), &user.name],
+            "INSERT INTO users (id, name, banned_until, ban_reason) VALUES ($1, $1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET banned_until = $2, ban_reason = $3",
+            &[&user.as_str(), &until, &ban.reason],
         )
         .await
         .map(drop)
+    }
+
+    async fn unban(&self, user: &UserId) -> Result<bool, StoreError> {
+        // An expired ban is cleared as well, without counting as lifted.
+        let rows = self
+            .query(
+                "UPDATE users u SET banned_until = NULL, ban_reason = NULL \
+                 FROM users old WHERE u.id = $1 AND old.id = u.id AND u.banned_until IS NOT NULL \
+                 RETURNING old.banned_until > now()",
+                &[&user.as_str()],
+            )
+            .await?;
+        rows.first().map_or(Ok(false), |row| get(row, 0))
     }
 
     async fn create_room(&self, room: NewRoom) -> Result<RoomRecord, StoreError> {
