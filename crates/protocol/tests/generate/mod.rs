@@ -380,7 +380,12 @@ fn message_kind() -> impl Strategy<Value = MessageKind> {
 fn room_kind() -> impl Strategy<Value = RoomKind> {
     // Password rooms hash with Argon2 (seconds in a debug build): rarer.
     prop_oneof![
-        8 => prop::sample::select(vec![RoomKind::Public, RoomKind::Private, RoomKind::Direct]),
+        8 => prop::sample::select(vec![
+            RoomKind::Public,
+            RoomKind::Private,
+            RoomKind::Direct,
+            RoomKind::Feed,
+        ]),
         1 => Just(RoomKind::Password),
     ]
 }
@@ -677,7 +682,7 @@ pub fn wild_value() -> BoxedStrategy<Doc> {
             .prop_map(|(levels, inner)| Doc::nested(levels, inner)),
         1 => (0..1_000usize).prop_map(|levels| Doc::nested(levels, Doc::Null)),
         1 => prop::sample::select(vec![
-            "public", "private", "password", "direct", "text", "image", "file", "online",
+            "public", "private", "password", "direct", "feed", "text", "image", "file", "online",
             "away", "busy", "offline",
         ])
         .prop_map(|variant| Doc::Map(vec![(Doc::str(variant), Doc::Null)])),
@@ -883,7 +888,7 @@ enum Need {
     Defaulted,
 }
 
-const ROOM_KINDS: &[&str] = &["public", "private", "password", "direct"];
+const ROOM_KINDS: &[&str] = &["public", "private", "password", "direct", "feed"];
 const MESSAGE_KINDS: &[&str] = &["text", "image", "file"];
 const STATUSES: &[&str] = &["online", "away", "busy", "offline"];
 
