@@ -4,8 +4,8 @@
 //! added or removed everywhere, how a notification is kept and delivered.
 
 use switchboard_protocol::{
-    EVENT_NAME_PATTERN, ErrorCode, JOIN_HISTORY, MAX_HISTORY_PAGE, Message, Notification, RoomId,
-    RoomKind, ServerFrame, UserId, UserRef, is_event_name,
+    EVENT_NAME_PATTERN, ErrorCode, JOIN_HISTORY, MAX_HISTORY_PAGE, Member, Message, Notification,
+    RoomId, RoomKind, ServerFrame, UserId, UserRef, is_event_name,
 };
 
 use crate::app::App;
@@ -167,6 +167,17 @@ pub async fn history_page(
         }
     }
     Ok((messages, has_more))
+}
+
+/// Those of `members` online (and visible) on any node, with their status.
+pub async fn online_members(app: &App, members: &[UserId]) -> Result<Vec<Member>, SessionError> {
+    Ok(app
+        .presence
+        .online(members)
+        .await?
+        .into_iter()
+        .map(|(user, status)| Member { user, status })
+        .collect())
 }
 
 /// Fans a stored message out to the room, on every node. A message is published only once it

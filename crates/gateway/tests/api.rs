@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
-use switchboard_protocol::{AckResult, ClientFrame, Codec, ServerFrame};
+use switchboard_protocol::{AckResult, ClientFrame, ServerFrame};
 use switchboard_testkit::{
     ConnectOptions, Gateway, GatewayBuilder, HttpResponse, Postgres, Redis, WsClient, http_request,
 };
@@ -81,6 +81,27 @@ async fn node(pg: &Postgres, redis: &Redis, name: &str) -> Gateway {
         .start()
         .await
         .unwrap()
+}
+
+/// Two nodes sharing PostgreSQL and Redis.
+struct Cluster {
+    pg: Postgres,
+    _redis: Redis,
+    a: Gateway,
+    b: Gateway,
+}
+
+async fn cluster() -> Cluster {
+    let pg = Postgres::start().await.unwrap();
+    let redis = Redis::start().await.unwrap();
+    let a = node(&pg, &redis, "node-a").await;
+    let b = node(&pg, &redis, "node-b").await;
+    Cluster {
+        pg,
+        _redis: redis,
+        a,
+        b,
+    }
 }
 
 fn message_of(frame: &ServerFrame) -> Option<(u64, String, String)> {
@@ -280,10 +301,7 @@ async fn each_key_is_rate_limited_on_its_own_and_bad_requests_get_precise_codes(
 
 #[tokio::test]
 async fn an_api_publish_on_one_node_reaches_clients_on_another_in_order_exactly_once() {
-    let pg = Postgres::start().await.unwrap();
-    let redis = Redis::start().await.unwrap();
-    let a = node(&pg, &redis, "node-a").await;
-    let b = node(&pg, &redis, "node-b").await;
+    let Cluster { pg, _redis, a, b } = cluster().await;
     let api = Backend { gw: &a, key: KEY };
     api.expect(
         201,
@@ -296,12 +314,7 @@ async fn an_api_publish_on_one_node_reaches_clients_on_another_in_order_exactly_
     bob.join_room("orders").await.unwrap();
     let mut json_client = connect(&b, "carol").await;
     json_client.join_room("orders").await.unwrap();
-    let (mut packed, _) = WsClient::connect_session(
-        &b.ws_url(),
-        ConnectOptions::bearer(token("dave")).with_codec(Codec::MsgPack),
-    )
-    .await
-    .unwrap();
+    let mut packed = connect_msgpack(&b, "dave").await;
     packed.join_room("orders").await.unwrap();
 
     let path = "/api/v1/rooms/orders/messages";
@@ -441,10 +454,12 @@ async fn an_api_publish_on_one_node_reaches_clients_on_another_in_order_exactly_
 
 #[tokio::test]
 async fn members_set_by_the_backend_follow_private_and_feed_rooms_on_every_node() {
-    let pg = Postgres::start().await.unwrap();
-    let redis = Redis::start().await.unwrap();
-    let a = node(&pg, &redis, "node-a").await;
-    let b = node(&pg, &redis, "node-b").await;
+    let Cluster {
+        pg: _pg,
+        _redis,
+        a,
+        b,
+    } = cluster().await;
     let api = Backend { gw: &a, key: KEY };
     // Carol is connected on node B before she is made a member.
     let mut carol = connect(&b, "carol").await;
@@ -597,10 +612,12 @@ async fn members_set_by_the_backend_follow_private_and_feed_rooms_on_every_node(
 
 #[tokio::test]
 async fn events_notifications_presence_and_disconnects_reach_every_node() {
-    let pg = Postgres::start().await.unwrap();
-    let redis = Redis::start().await.unwrap();
-    let a = node(&pg, &redis, "node-a").await;
-    let b = node(&pg, &redis, "node-b").await;
+    let Cluster {
+        pg: _pg,
+        _redis,
+        a,
+        b,
+    } = cluster().await;
     let api = Backend { gw: &a, key: KEY };
     api.expect(
         201,
@@ -611,37 +628,22 @@ async fn events_notifications_presence_and_disconnects_reach_every_node() {
     .await;
     let mut bob = connect(&b, "bob").await;
     bob.join_room("game").await.unwrap();
-    let (mut packed, _) = WsClient::connect_session(
-        &a.ws_url(),
-        ConnectOptions::bearer(token("dave")).with_codec(Codec::MsgPack),
-    )
-    .await
-    .unwrap();
+    let mut packed = connect_msgpack(&a, "dave").await;
     packed.join_room("game").await.unwrap();
     let mut outsider = connect(&b, "eve").await;
 
     api.expect(202, "POST", "/api/v1/rooms/game/events", Some(json!({ "event": "move", "data": { "from": "e2", "to": "e4" }, "from": { "id": "referee" } })))
         .await;
     for client in [&mut bob, &mut packed] {
-        match client
-            .recv_until(|f| matches!(f, ServerFrame::RoomEvent { .. }))
-            .await
-            .unwrap()
-        {
-            ServerFrame::RoomEvent {
-                room_id,
-                event,
-                data,
-                from,
-            } => {
-                assert_eq!(
-                    (room_id.as_str(), event.as_str(), from.id.as_str()),
-                    ("game", "move", "referee")
-                );
-                assert_eq!(data, json!({ "from": "e2", "to": "e4" }));
-            }
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(
+            next_event(client).await,
+            (
+                "game".to_owned(),
+                "move".to_owned(),
+                json!({ "from": "e2", "to": "e4" }),
+                "referee".to_owned()
+            )
+        );
     }
     outsider
         .expect_no_frame(Duration::from_millis(300))
@@ -737,10 +739,12 @@ async fn events_notifications_presence_and_disconnects_reach_every_node() {
 
 #[tokio::test]
 async fn a_ban_closes_the_users_connections_on_every_node_and_refuses_new_ones_until_it_ends() {
-    let pg = Postgres::start().await.unwrap();
-    let redis = Redis::start().await.unwrap();
-    let a = node(&pg, &redis, "node-a").await;
-    let b = node(&pg, &redis, "node-b").await;
+    let Cluster {
+        pg: _pg,
+        _redis,
+        a,
+        b,
+    } = cluster().await;
     let api = Backend { gw: &a, key: KEY };
     let mut mallory_a = connect(&a, "mallory").await;
     let mut mallory_b = connect(&b, "mallory").await;

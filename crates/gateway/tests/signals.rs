@@ -6,8 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use switchboard_protocol::{AckResult, ClientFrame, Codec, PresenceStatus, ServerFrame};
-use switchboard_testkit::{ConnectOptions, WsClient};
+use switchboard_protocol::{AckResult, ClientFrame, PresenceStatus, ServerFrame};
+use switchboard_testkit::WsClient;
 
 /// alice and bob, both members of `general`, with the join notice consumed.
 async fn pair(gw: &switchboard_testkit::Gateway) -> (WsClient, WsClient) {
@@ -92,34 +92,12 @@ fn emit(id: u64, room_id: &str, event: &str, data: serde_json::Value) -> ClientF
     }
 }
 
-/// The next `room:event`, as (room, event, data, from), skipping other frames.
-async fn next_event(client: &mut WsClient) -> (String, String, serde_json::Value, String) {
-    match client
-        .recv_until(|f| matches!(f, ServerFrame::RoomEvent { .. }))
-        .await
-        .unwrap()
-    {
-        ServerFrame::RoomEvent {
-            room_id,
-            event,
-            data,
-            from,
-        } => (room_id.to_string(), event, data, from.id.to_string()),
-        _ => unreachable!(),
-    }
-}
-
 #[tokio::test]
 async fn room_events_reach_every_member_connection_but_the_emitter_in_both_codecs() {
     let gw = gateway().await;
     let mut alice = connect(&gw, "alice").await;
     alice.create_room("general").await.unwrap();
-    let (mut bob, _) = WsClient::connect_session(
-        &gw.ws_url(),
-        ConnectOptions::bearer(token("bob")).with_codec(Codec::MsgPack),
-    )
-    .await
-    .unwrap();
+    let mut bob = connect_msgpack(&gw, "bob").await;
     bob.join_room("general").await.unwrap();
     let mut alice_laptop = connect(&gw, "alice").await;
     let mut carol = connect(&gw, "carol").await;

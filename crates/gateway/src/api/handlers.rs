@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use switchboard_protocol::{
-    CloseCode, ErrorCode, Member, MessageKind, RoomId, RoomKind, ServerFrame, UserId, UserRef,
+    CloseCode, ErrorCode, MessageKind, RoomId, RoomKind, ServerFrame, UserId, UserRef,
     is_event_name,
 };
 
@@ -282,13 +282,7 @@ async fn room_presence(app: &App, room: RoomId) -> Answer {
         return Err(room_not_found(&room));
     }
     let members = app.store.members(&room).await?;
-    let online: Vec<Member> = app
-        .presence
-        .online(&members)
-        .await?
-        .into_iter()
-        .map(|(user, status)| Member { user, status })
-        .collect();
+    let online = actions::online_members(app, &members).await?;
     Ok(responses::json(
         StatusCode::OK,
         &json!({ "roomId": room, "members": members.len(), "online": online }),

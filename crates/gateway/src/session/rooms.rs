@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use switchboard_protocol::{
-    AckResult, ErrorCode, JOIN_HISTORY, Member, Message, RoomId, RoomInfo, RoomKind,
+    AckResult, ErrorCode, JOIN_HISTORY, Message, RoomId, RoomInfo, RoomKind,
 };
 
 use super::{Connection, Session};
@@ -137,13 +137,7 @@ impl<C: Connection> Session<C> {
             .set_feed(&room_id, record.info.kind == RoomKind::Feed);
         let (messages, recovered) = self.history_until(&room_id, live_from, since_seq).await?;
         let members = app.store.members(&room_id).await?;
-        let online = app
-            .presence
-            .online(&members)
-            .await?
-            .into_iter()
-            .map(|(user, status)| Member { user, status })
-            .collect();
+        let online = actions::online_members(&app, &members).await?;
         if joined {
             // The user's other sessions follow the room too.
             actions::member_joined(

@@ -46,6 +46,17 @@ pub async fn connect(gw: &Gateway, user: &str) -> WsClient {
     connect_ready(gw, user).await.0
 }
 
+/// Connects `user` speaking MessagePack and consumes `session:ready`.
+pub async fn connect_msgpack(gw: &Gateway, user: &str) -> WsClient {
+    WsClient::connect_session(
+        &gw.ws_url(),
+        ConnectOptions::bearer(token(user)).with_codec(switchboard_protocol::Codec::MsgPack),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{user} connects: {e:#}"))
+    .0
+}
+
 pub async fn connect_ready(gw: &Gateway, user: &str) -> (WsClient, ServerFrame) {
     WsClient::connect_session(&gw.ws_url(), ConnectOptions::bearer(token(user)))
         .await
@@ -125,4 +136,21 @@ pub async fn assert_quiet(client: &mut WsClient) {
         .expect_no_frame(Duration::from_millis(300))
         .await
         .expect("no further frame");
+}
+
+/// The next `room:event`, as (room, event, data, from), skipping other frames.
+pub async fn next_event(client: &mut WsClient) -> (String, String, serde_json::Value, String) {
+    match client
+        .recv_until(|f| matches!(f, ServerFrame::RoomEvent { .. }))
+        .await
+        .unwrap()
+    {
+        ServerFrame::RoomEvent {
+            room_id,
+            event,
+            data,
+            from,
+        } => (room_id.to_string(), event, data, from.id.to_string()),
+        _ => unreachable!(),
+    }
 }
