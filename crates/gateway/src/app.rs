@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::ApiKeys;
+use crate::api::Api;
 use crate::auth::{Authenticator, TokenSigner};
 use switchboard_protocol::{FriendStatus, ServerFrame, UserId};
 
@@ -31,8 +31,8 @@ pub struct App {
     pub auth: Arc<dyn Authenticator>,
     /// Dev mode only: signs tokens for the chat page.
     pub dev_signer: Option<TokenSigner>,
-    /// The server API's keys; `None` when the API is off.
-    pub api_keys: Option<ApiKeys>,
+    /// The server API; `None` when it is off (no key).
+    pub api: Option<Api>,
     pub metrics: Option<PrometheusHandle>,
     /// Cancelled when the node starts draining: sessions say goodbye and close with 1001.
     pub shutdown: CancellationToken,
@@ -97,7 +97,7 @@ impl std::fmt::Debug for dyn Authenticator {
 impl App {
     pub fn new(config: Config, node_id: String, parts: Parts) -> Self {
         let starts = Semaphore::new(config.starting_sessions().min(Semaphore::MAX_PERMITS));
-        let api_keys = ApiKeys::new(
+        let api = Api::new(
             &parts.api_keys,
             config.api_rate_per_sec,
             config.api_rate_burst,
@@ -111,7 +111,7 @@ impl App {
             hub: parts.hub,
             auth: parts.auth,
             dev_signer: parts.dev_signer,
-            api_keys,
+            api,
             metrics: parts.metrics,
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
@@ -200,6 +200,9 @@ impl App {
     pub async fn maintain_presence(&self) {
         let interval = self.config.presence_refresh();
         loop {
+            if let Err(error) = self.presence.report(self.hub.stats()).await {
+                tracing::debug!(%error, "cannot report this node's counts");
+            }
             match self.presence.maintain().await {
                 Ok(departed) => {
                     for gone in departed {

@@ -72,7 +72,11 @@ fn with_keys(builder: GatewayBuilder) -> GatewayBuilder {
 }
 
 async fn node(pg: &Postgres, redis: &Redis, name: &str) -> Gateway {
-    with_keys(builder())
+    node_with(pg, redis, name, builder()).await
+}
+
+async fn node_with(pg: &Postgres, redis: &Redis, name: &str, builder: GatewayBuilder) -> Gateway {
+    with_keys(builder)
         .name(name)
         .env("SWITCHBOARD_NODE_ID", name)
         .env("DATABASE_URL", pg.url())
@@ -829,4 +833,215 @@ async fn a_ban_closes_the_users_connections_on_every_node_and_refuses_new_ones_u
         .await;
     assert_eq!(again["lifted"], false);
     connect(&a, "mallory").await;
+}
+
+#[tokio::test]
+async fn a_broadcast_stores_one_message_per_room_and_sends_one_event_per_connection() {
+    let Cluster { pg, _redis, a, b } = cluster().await;
+    let api = Backend { gw: &a, key: KEY };
+    for room in ["east", "west"] {
+        api.expect(
+            201,
+            "PUT",
+            &format!("/api/v1/rooms/{room}"),
+            Some(json!({ "kind": "public" })),
+        )
+        .await;
+    }
+    let mut bob = connect(&b, "bob").await;
+    bob.join_room("east").await.unwrap();
+    bob.join_room("west").await.unwrap();
+    let mut carol = connect_msgpack(&a, "carol").await;
+    carol.join_room("west").await.unwrap();
+
+    let body = json!({
+        "rooms": ["east", "west", "nowhere", "east"],
+        "message": { "content": "maintenance at noon", "idempotencyKey": "notice-1" },
+    });
+    let answer = api
+        .expect(200, "POST", "/api/v1/broadcast", Some(body.clone()))
+        .await;
+    let results = answer["messages"].as_array().unwrap();
+    assert_eq!(results.len(), 3, "each room once: {answer}");
+    let by_room = |room: &str| {
+        results
+            .iter()
+            .find(|r| r["roomId"] == room)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        (
+            by_room("east")["seq"].as_u64(),
+            by_room("west")["seq"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert_eq!(by_room("nowhere")["error"]["code"], "ROOM_NOT_FOUND");
+    // A retry stores nothing new.
+    let again = api
+        .expect(200, "POST", "/api/v1/broadcast", Some(body))
+        .await;
+    assert!(
+        again["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["roomId"] != "nowhere")
+            .all(|r| r["duplicate"] == true)
+    );
+    let mut rooms_seen: Vec<String> = Vec::new();
+    while rooms_seen.len() < 2 {
+        let message = next_message(&mut bob).await;
+        assert_eq!(
+            (message.seq, message.content.as_str()),
+            (1, "maintenance at noon")
+        );
+        rooms_seen.push(message.room_id.to_string());
+    }
+    rooms_seen.sort();
+    assert_eq!(rooms_seen, ["east", "west"]);
+    assert_eq!(next_message(&mut carol).await.room_id.as_str(), "west");
+    assert_quiet(&mut bob).await;
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM messages")
+            .await
+            .unwrap()
+            .trim(),
+        "2"
+    );
+
+    // An event: each room's connections get room:event, each named user's connections one
+    // user:event, whichever other rooms or users they are in.
+    let mut bob_again = connect(&a, "bob").await;
+    api.expect(
+        202,
+        "POST",
+        "/api/v1/broadcast",
+        Some(json!({
+            "rooms": ["east", "west"],
+            "users": ["bob", "dave"],
+            "event": { "event": "deploy:done", "data": { "version": 42 } },
+        })),
+    )
+    .await;
+    let mut frames = Vec::new();
+    while frames.len() < 3 {
+        match bob.recv().await.unwrap() {
+            ServerFrame::RoomEvent { room_id, event, .. } => {
+                frames.push(format!("room:{room_id}:{event}"))
+            }
+            ServerFrame::UserEvent { event, data, from } => {
+                assert_eq!(
+                    (data, from.id.as_str()),
+                    (json!({ "version": 42 }), "system")
+                );
+                frames.push(format!("user:{event}"));
+            }
+            _ => {}
+        }
+    }
+    frames.sort();
+    assert_eq!(
+        frames,
+        [
+            "room:east:deploy:done",
+            "room:west:deploy:done",
+            "user:deploy:done"
+        ]
+    );
+    assert_quiet(&mut bob).await;
+    match bob_again
+        .recv_until(|f| matches!(f, ServerFrame::UserEvent { .. }))
+        .await
+        .unwrap()
+    {
+        ServerFrame::UserEvent { event, .. } => assert_eq!(event, "deploy:done"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(next_event(&mut carol).await.1, "deploy:done");
+    assert_quiet(&mut carol).await;
+
+    api.refused(
+        400,
+        "INVALID_FIELD",
+        "POST",
+        "/api/v1/broadcast",
+        Some(json!({ "users": ["bob"], "message": { "content": "x" } })),
+    )
+    .await;
+    api.refused(
+        400,
+        "INVALID_FIELD",
+        "POST",
+        "/api/v1/broadcast",
+        Some(json!({ "rooms": [], "event": { "event": "x" } })),
+    )
+    .await;
+    let too_many: Vec<String> = (0..1_001).map(|i| format!("u{i}")).collect();
+    api.refused(
+        400,
+        "INVALID_FIELD",
+        "POST",
+        "/api/v1/broadcast",
+        Some(json!({ "users": too_many, "event": { "event": "x" } })),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn stats_count_this_node_now_and_the_cluster_as_its_nodes_report() {
+    let pg = Postgres::start().await.unwrap();
+    let redis = Redis::start().await.unwrap();
+    let quick = || builder().env("SWITCHBOARD_PRESENCE_REFRESH_MS", "200");
+    let a = node_with(&pg, &redis, "node-a", quick()).await;
+    let b = node_with(&pg, &redis, "node-b", quick()).await;
+    let api = Backend { gw: &a, key: KEY };
+    let mut alice = connect(&a, "alice").await;
+    alice.create_room("shared").await.unwrap();
+    let mut bob_a = connect(&a, "bob").await;
+    bob_a.join_room("shared").await.unwrap();
+    let _bob_b = connect(&b, "bob").await;
+    let mut carol = connect(&b, "carol").await;
+    carol.create_room("b-only").await.unwrap();
+
+    // Node B reports every 200 ms: wait for a report that shows its two connections.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let stats = loop {
+        let stats = api.expect(200, "GET", "/api/v1/stats", None).await;
+        let nodes = stats["cluster"]["nodes"].as_array().unwrap();
+        if nodes
+            .iter()
+            .any(|n| n["id"] == "node-b" && n["connections"] == 2)
+        {
+            break stats;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node-b never reported: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        stats["node"],
+        json!({ "id": "node-a", "connections": 2, "users": 2, "rooms": 1 })
+    );
+    let cluster = &stats["cluster"];
+    assert_eq!(
+        cluster["nodes"][0]["id"], "node-a",
+        "this node first: {stats}"
+    );
+    assert_eq!(
+        cluster["nodes"][1],
+        json!({ "id": "node-b", "connections": 2, "users": 2, "rooms": 2 })
+    );
+    // Bob is on both nodes but one user; "shared" is followed on both but one room.
+    assert_eq!(
+        (
+            cluster["connections"].as_u64(),
+            cluster["users"].as_u64(),
+            cluster["rooms"].as_u64()
+        ),
+        (Some(4), Some(3), Some(2))
+    );
 }

@@ -332,6 +332,14 @@ pub enum ServerFrame {
         from: UserRef,
     },
 
+    /// An application-defined event for this user from the app's backend (server API).
+    #[serde(rename = "user:event")]
+    UserEvent {
+        event: String,
+        data: serde_json::Value,
+        from: UserRef,
+    },
+
     /// The user's first connection opened.
     #[serde(rename = "user:online")]
     UserOnline { user: UserRef },
@@ -416,6 +424,7 @@ impl ServerFrameKind {
             Self::TypingStart => "typing:start",
             Self::TypingStop => "typing:stop",
             Self::RoomEvent => "room:event",
+            Self::UserEvent => "user:event",
             Self::UserOnline => "user:online",
             Self::UserOffline => "user:offline",
             Self::PresenceUpdate => "presence:update",

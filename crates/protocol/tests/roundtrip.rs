@@ -217,6 +217,11 @@ fn server_samples() -> Vec<ServerFrame> {
             data: serde_json::json!({"from": "e2", "to": "e4", "n": -3}),
             from: user("bob"),
         },
+        ServerFrame::UserEvent {
+            event: "order:shipped".into(),
+            data: serde_json::json!({"order": 7}),
+            from: user("system"),
+        },
         ServerFrame::UserOnline { user: user("dave") },
         ServerFrame::UserOffline {
             user_id: UserId::parse("dave").unwrap(),

@@ -19,7 +19,8 @@ use crate::auth::display_name;
 use crate::broker::{Envelope, Event, Topic};
 use crate::http::{self as responses, Body};
 use crate::metrics;
-use crate::store::{Ban, NewMessage, NewNotification, RoomSettings};
+use crate::presence::{ClusterStats, NodeStats};
+use crate::store::{Appended, Ban, NewMessage, NewNotification, RoomSettings};
 
 /// Longest notification title, in characters.
 const MAX_TITLE_CHARS: usize = 200;
@@ -47,6 +48,8 @@ pub async fn answer(app: &App, req: Request) -> Answer {
         }
         Route::GetMessages(room) => get_messages(app, room, &req.query).await,
         Route::PostEvent(room) => post_event(app, room, json_body(&req.body)?).await,
+        Route::Broadcast => broadcast(app, json_body(&req.body)?, req.idempotency_key).await,
+        Route::Stats => stats(app).await,
         Route::RoomPresence(room) => room_presence(app, room).await,
         Route::PutMember(room, user) => {
             put_member(app, room, user, optional_body(&req.body)?).await
@@ -159,17 +162,7 @@ async fn post_message(
     body: PostMessage,
     header_key: Option<String>,
 ) -> Answer {
-    let key = match (body.idempotency_key, header_key) {
-        (Some(a), Some(b)) if a != b => {
-            return Err(ApiError::refused(
-                ErrorCode::InvalidField,
-                "idempotencyKey and the Idempotency-Key header differ",
-            ));
-        }
-        (Some(key), _) | (None, Some(key)) => key,
-        // Without a key a retry cannot be recognised: it is stored again.
-        (None, None) => format!("api-{}", uuid::Uuid::now_v7()),
-    };
+    let key = idempotency_key(body.idempotency_key, header_key)?;
     let content = actions::check_message(&app.config, body.content, &key)
         .map_err(|e| rename_client_msg_id(e.into()))?;
     let appended = app
@@ -182,15 +175,33 @@ async fn post_message(
             client_msg_id: key,
         })
         .await?;
-    let message = appended.message;
-    if !appended.duplicate {
-        metrics::message_stored();
-    }
     let status = if appended.duplicate {
         StatusCode::OK
     } else {
         StatusCode::CREATED
     };
+    Ok(responses::json(status, &announce(app, appended).await))
+}
+
+/// The key a message is stored under: the body's or the header's (they must agree), or a new
+/// one, so that a retry without a key is stored again.
+fn idempotency_key(body: Option<String>, header: Option<String>) -> Result<String, ApiError> {
+    match (body, header) {
+        (Some(a), Some(b)) if a != b => Err(ApiError::refused(
+            ErrorCode::InvalidField,
+            "idempotencyKey and the Idempotency-Key header differ",
+        )),
+        (Some(key), _) | (None, Some(key)) => Ok(key),
+        (None, None) => Ok(format!("api-{}", uuid::Uuid::now_v7())),
+    }
+}
+
+/// Publishes a stored message and describes it for the answer.
+async fn announce(app: &App, appended: Appended) -> serde_json::Value {
+    let message = appended.message;
+    if !appended.duplicate {
+        metrics::message_stored();
+    }
     let answer = json!({
         "id": message.message_id,
         "roomId": message.room_id,
@@ -201,7 +212,126 @@ async fn post_message(
     // Published again when a duplicate, as for a client's retry: the first attempt may have
     // been stored without being published.
     actions::publish_message(app, message, None).await;
-    Ok(responses::json(status, &answer))
+    answer
+}
+
+/// Most rooms and users one broadcast may name.
+pub const MAX_BROADCAST_TARGETS: usize = 1_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Broadcast {
+    #[serde(default)]
+    rooms: Vec<RoomId>,
+    #[serde(default)]
+    users: Vec<UserId>,
+    #[serde(default)]
+    message: Option<PostMessage>,
+    #[serde(default)]
+    event: Option<PostEvent>,
+}
+
+async fn broadcast(app: &App, mut body: Broadcast, header_key: Option<String>) -> Answer {
+    body.rooms.sort_unstable();
+    body.rooms.dedup();
+    body.users.sort_unstable();
+    body.users.dedup();
+    let targets = body.rooms.len() + body.users.len();
+    if targets == 0 || targets > MAX_BROADCAST_TARGETS {
+        return Err(ApiError::refused(
+            ErrorCode::InvalidField,
+            format!("name 1-{MAX_BROADCAST_TARGETS} rooms and users in all"),
+        ));
+    }
+    match (body.message, body.event) {
+        (Some(message), None) if body.users.is_empty() => {
+            broadcast_message(app, body.rooms, message, header_key).await
+        }
+        (Some(_), None) => Err(ApiError::refused(
+            ErrorCode::InvalidField,
+            "a message goes to rooms; send users an event or a notification",
+        )),
+        (None, Some(event)) => broadcast_event(app, body.rooms, body.users, event).await,
+        _ => Err(ApiError::refused(
+            ErrorCode::InvalidField,
+            "give a message or an event, not both",
+        )),
+    }
+}
+
+/// One message into each room, stored together (one commit on PostgreSQL); answered per room.
+async fn broadcast_message(
+    app: &App,
+    rooms: Vec<RoomId>,
+    body: PostMessage,
+    header_key: Option<String>,
+) -> Answer {
+    let key = idempotency_key(body.idempotency_key, header_key)?;
+    let content = actions::check_message(&app.config, body.content, &key)
+        .map_err(|e| rename_client_msg_id(e.into()))?;
+    let sender = Sender::or_system(body.from)?;
+    let messages = rooms
+        .iter()
+        .map(|room| NewMessage {
+            room: room.clone(),
+            sender: sender.clone(),
+            kind: body.kind,
+            content: content.clone(),
+            client_msg_id: key.clone(),
+        })
+        .collect();
+    let mut results = Vec::with_capacity(rooms.len());
+    for (room, answer) in rooms.iter().zip(app.store.append_many(messages).await) {
+        results.push(match answer {
+            Ok(appended) => announce(app, appended).await,
+            Err(error) => {
+                let error = ApiError::from(error);
+                json!({
+                    "roomId": room,
+                    "error": { "code": error.code.as_str(), "message": error.message },
+                })
+            }
+        });
+    }
+    Ok(responses::json(
+        StatusCode::OK,
+        &json!({ "messages": results }),
+    ))
+}
+
+/// One event to each room's connections and each user's, at most once.
+async fn broadcast_event(
+    app: &App,
+    rooms: Vec<RoomId>,
+    users: Vec<UserId>,
+    body: PostEvent,
+) -> Answer {
+    actions::check_event(&app.config, &body.event, &body.data)?;
+    let from = Sender::or_system(body.from)?;
+    let counts = json!({ "rooms": rooms.len(), "users": users.len() });
+    for room in rooms {
+        let frame = ServerFrame::RoomEvent {
+            room_id: room.clone(),
+            event: body.event.clone(),
+            data: body.data.clone(),
+            from: from.clone(),
+        };
+        actions::relay_to_room(app, room, frame, None).await;
+    }
+    if !users.is_empty() {
+        // One envelope: a connection is reached once, whichever of the users it belongs to.
+        let frame = ServerFrame::UserEvent {
+            event: body.event,
+            data: body.data,
+            from,
+        };
+        app.publish(Envelope::frame(
+            users.into_iter().map(Topic::User).collect(),
+            frame,
+        ))
+        .await;
+    }
+    Ok(responses::json(StatusCode::ACCEPTED, &counts))
 }
 
 /// The message checks speak of `clientMsgId`; through the API it is the idempotency key.
@@ -493,6 +623,39 @@ fn now_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// This node's counts, fresh, and the cluster's: the other nodes as they last reported (every
+/// `SWITCHBOARD_PRESENCE_REFRESH_MS`), users and rooms each counted once.
+async fn stats(app: &App) -> Answer {
+    let node = app.hub.stats();
+    let (cluster, followed_rooms) = match &app.api {
+        Some(api) => api.cluster_stats(app).await?,
+        None => (ClusterStats::default(), None),
+    };
+    let this = (app.node_id.clone(), node);
+    let nodes: Vec<(String, NodeStats)> = std::iter::once(this)
+        .chain(
+            cluster
+                .nodes
+                .into_iter()
+                .filter(|(id, _)| *id != app.node_id),
+        )
+        .collect();
+    let connections: u64 = nodes.iter().map(|(_, s)| s.connections).sum();
+    let described = |(id, s): &(String, NodeStats)| json!({ "id": id, "connections": s.connections, "users": s.users, "rooms": s.rooms });
+    Ok(responses::json(
+        StatusCode::OK,
+        &json!({
+            "node": described(&nodes[0]),
+            "cluster": {
+                "connections": connections,
+                "users": cluster.users.max(node.users),
+                "rooms": followed_rooms.unwrap_or(node.rooms),
+                "nodes": nodes.iter().map(described).collect::<Vec<_>>(),
+            },
+        }),
+    ))
 }
 
 async fn existing_room(app: &App, room: &RoomId) -> Result<crate::store::RoomRecord, ApiError> {

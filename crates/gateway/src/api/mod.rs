@@ -26,6 +26,52 @@ use crate::app::App;
 use crate::error::{SessionError, Verdict};
 use crate::http::{self as responses, Body};
 pub use keys::ApiKeys;
+
+use crate::presence::ClusterStats;
+
+/// How long a node reuses the cluster's counts before asking Redis again: counting the users
+/// online cluster-wide is a pass over every node's set.
+const CLUSTER_STATS_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The server API's state on this node.
+#[derive(Debug)]
+pub struct Api {
+    keys: ApiKeys,
+    /// The cluster's counts (and the rooms followed anywhere, when there is a broker to ask),
+    /// and when they were read.
+    cluster: tokio::sync::Mutex<Option<(tokio::time::Instant, ClusterStats, Option<u64>)>>,
+}
+
+impl Api {
+    /// The API with these keys; `None` without a key (the API is off).
+    pub fn new(keys: &[String], per_sec: u32, burst: u32) -> Option<Self> {
+        Some(Self {
+            keys: ApiKeys::new(keys, per_sec, burst)?,
+            cluster: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// The cluster's counts, read at most once per [`CLUSTER_STATS_TTL`]; callers meanwhile
+    /// wait for the one read in progress.
+    pub(crate) async fn cluster_stats(
+        &self,
+        app: &App,
+    ) -> Result<(ClusterStats, Option<u64>), ApiError> {
+        let mut cached = self.cluster.lock().await;
+        if let Some((at, stats, rooms)) = cached.as_ref()
+            && at.elapsed() < CLUSTER_STATS_TTL
+        {
+            return Ok((stats.clone(), *rooms));
+        }
+        let stats = app.presence.cluster_stats().await?;
+        let rooms = app.broker.followed_rooms().await.map_err(|error| {
+            tracing::warn!(%error, "cannot count the rooms followed in the cluster");
+            ApiError::refused(ErrorCode::StoreUnavailable, "the broker did not answer")
+        })?;
+        *cached = Some((tokio::time::Instant::now(), stats.clone(), rooms));
+        Ok((stats, rooms))
+    }
+}
 pub use routes::ROUTES;
 
 /// The OpenAPI 3.1 document of this API (`docs/openapi.json` links to it).
@@ -48,7 +94,7 @@ async fn serve(
     req: Request<Incoming>,
     operation: &mut &'static str,
 ) -> Result<Response<Body>, ApiError> {
-    let Some(keys) = &app.api_keys else {
+    let Some(Api { keys, .. }) = &app.api else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             ErrorCode::NotFound,

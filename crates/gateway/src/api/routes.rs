@@ -20,6 +20,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/users/{userId}/notifications"),
     ("GET", "/api/v1/users/{userId}/presence"),
     ("DELETE", "/api/v1/users/{userId}/connections"),
+    ("POST", "/api/v1/broadcast"),
+    ("GET", "/api/v1/stats"),
     ("PUT", "/api/v1/bans/{userId}"),
     ("DELETE", "/api/v1/bans/{userId}"),
 ];
@@ -38,6 +40,8 @@ pub enum Route {
     PostNotification(UserId),
     UserPresence(UserId),
     DeleteConnections(UserId),
+    Broadcast,
+    Stats,
     PutBan(UserId),
     DeleteBan(UserId),
 }
@@ -57,6 +61,8 @@ impl Route {
             Route::PostNotification(_) => "postNotification",
             Route::UserPresence(_) => "userPresence",
             Route::DeleteConnections(_) => "disconnectUser",
+            Route::Broadcast => "broadcast",
+            Route::Stats => "stats",
             Route::PutBan(_) => "putBan",
             Route::DeleteBan(_) => "deleteBan",
         }
@@ -78,6 +84,8 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
     );
     let found = match segments.as_slice() {
         ["openapi.json"] => get.then_some(Ok(Route::OpenApi)),
+        ["broadcast"] => post.then_some(Ok(Route::Broadcast)),
+        ["stats"] => get.then_some(Ok(Route::Stats)),
         ["rooms", room] => put.then(|| Ok(Route::PutRoom(room_id(room)?))),
         ["rooms", room, "messages"] => match () {
             () if post => Some(room_id(room).map(Route::PostMessage)),

@@ -55,4 +55,8 @@ impl Broker for MemoryBroker {
     async fn health(&self) -> Result<(), BrokerError> {
         Ok(())
     }
+
+    async fn followed_rooms(&self) -> Result<Option<u64>, BrokerError> {
+        Ok(None)
+    }
 }

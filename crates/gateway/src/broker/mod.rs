@@ -120,4 +120,8 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Whether the broker can publish now; `/readyz` reports it.
     async fn health(&self) -> Result<(), BrokerError>;
+
+    /// How many rooms some node of the cluster follows, each counted once; `None` when this
+    /// node is the whole cluster (its hub knows).
+    async fn followed_rooms(&self) -> Result<Option<u64>, BrokerError>;
 }

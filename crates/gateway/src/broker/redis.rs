@@ -334,6 +334,16 @@ impl Broker for RedisBroker {
             Err(_) => Err(unavailable("redis ping timed out")),
         }
     }
+
+    async fn followed_rooms(&self) -> Result<Option<u64>, BrokerError> {
+        // A node subscribes to a room's channel exactly while it follows the room.
+        let publisher = self.publisher.with_options(&self.publish_options);
+        let channels: Vec<String> = publisher
+            .pubsub_channels(interest::ROOM_CHANNELS)
+            .await
+            .map_err(unavailable)?;
+        Ok(Some(channels.len() as u64))
+    }
 }
 
 impl Shared {

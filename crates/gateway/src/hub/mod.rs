@@ -28,6 +28,7 @@ use switchboard_protocol::{CloseCode, Codec, RoomId, UserId};
 use crate::broker::{Broker, ConnId, Topic};
 use crate::metrics;
 use crate::outbound::{Outbound, PushError, QueueTx};
+use crate::presence::NodeStats;
 use crate::store::Store;
 pub use inbox::HubInbox;
 use registry::{ConnEntry, Registry};
@@ -239,6 +240,16 @@ impl Hub {
     /// Whoever makes a session follow a room knows its kind and calls this right after.
     pub fn set_feed(&self, room: &RoomId, feed: bool) {
         self.lock().set_feed(room, feed);
+    }
+
+    /// This node's connections, their distinct users, and the rooms it follows.
+    pub fn stats(&self) -> NodeStats {
+        let registry = self.lock();
+        NodeStats {
+            connections: registry.conns.len() as u64,
+            users: registry.users.len() as u64,
+            rooms: registry.rooms.len() as u64,
+        }
     }
 
     /// This node's sessions of `user`.

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use switchboard_protocol::{PresenceStatus, UserId, UserRef};
 
-use super::{Connected, Departed, Presence, PresenceError};
+use super::{ClusterStats, Connected, Departed, NodeStats, Presence, PresenceError};
 use crate::broker::{ConnId, ConnIds};
 
 #[derive(Debug, Default)]
@@ -69,6 +69,18 @@ impl Presence for MemoryPresence {
             return Ok(Some(now));
         }
         Ok(None)
+    }
+
+    async fn report(&self, _stats: NodeStats) -> Result<(), PresenceError> {
+        // One node: the caller knows its own counts; there is no other node to tell.
+        Ok(())
+    }
+
+    async fn cluster_stats(&self) -> Result<ClusterStats, PresenceError> {
+        Ok(ClusterStats {
+            nodes: Vec::new(),
+            users: self.lock().len() as u64,
+        })
     }
 
     async fn maintain(&self) -> Result<Vec<Departed>, PresenceError> {

@@ -31,6 +31,23 @@ pub struct Departed {
     pub last_seen: u64,
 }
 
+/// One node's load: its connections, the distinct users they belong to, the rooms it follows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct NodeStats {
+    pub connections: u64,
+    pub users: u64,
+    pub rooms: u64,
+}
+
+/// The cluster as its nodes last reported it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterStats {
+    /// Every live node that reported, by id.
+    pub nodes: Vec<(String, NodeStats)>,
+    /// Users online on any node, each counted once.
+    pub users: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PresenceError {
     /// The backend did not answer; the cause is kept for the log.
@@ -46,6 +63,12 @@ pub trait Presence: Send + Sync + 'static {
     async fn disconnect(&self, user: &UserId, conn: &ConnId) -> Result<Option<u64>, PresenceError>;
 
     async fn set_status(&self, user: &UserId, status: PresenceStatus) -> Result<(), PresenceError>;
+
+    /// Keeps this node's counts where every node reads them; called with each refresh.
+    async fn report(&self, stats: NodeStats) -> Result<(), PresenceError>;
+
+    /// Every live node's last report, and the users online cluster-wide.
+    async fn cluster_stats(&self) -> Result<ClusterStats, PresenceError>;
 
     /// Keeps this node's lease alive and clears the entries of nodes whose lease expired,
     /// returning the users who went offline with them. Called every few seconds.

@@ -10,6 +10,7 @@
 //!   while the user is online.
 //! - `sb:presence-order` — a counter that orders connections made in the same millisecond.
 //! - `sb:reaper:<node>` — short lock: one node clears a dead node's connections.
+//! - `sb:node-stats` — hash node → its last counts (`GET /api/v1/stats`), dropped with the node.
 //!
 //! Every change is one Lua script, atomic across nodes; times come from Redis (`TIME`), so
 //! node clocks do not matter.
@@ -28,12 +29,14 @@ use std::sync::{LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fred::prelude::{Client, ClientLike, Expiration, KeysInterface, SetOptions, Value};
+use fred::prelude::{
+    Client, ClientLike, Expiration, HashesInterface, KeysInterface, SetOptions, Value,
+};
 use fred::types::scripts::Script;
 use metrics::counter;
 use switchboard_protocol::{PresenceStatus, UserId, UserRef};
 
-use super::{Connected, Departed, Presence, PresenceError};
+use super::{ClusterStats, Connected, Departed, NodeStats, Presence, PresenceError};
 use crate::broker::ConnId;
 
 /// Nodes found dead and cleared by this node.
@@ -128,6 +131,36 @@ return 1",
 });
 
 /// KEYS: lease, nodes. ARGV: node, ttl ms. Returns 1 when the lease was still there.
+/// KEYS: node-stats. Returns (node, report) for every live node that reported, then the number
+/// of users online on any live node. Reports of dead nodes are dropped.
+static STATS: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        "local out = {}
+local sets = {}
+for _, node in ipairs(redis.call('HKEYS', 'sb:nodes')) do
+  if is_alive(node) then
+    table.insert(sets, 'sb:node-users:' .. node)
+    local report = redis.call('HGET', KEYS[1], node)
+    if report then
+      table.insert(out, node)
+      table.insert(out, report)
+    end
+  else
+    redis.call('HDEL', KEYS[1], node)
+  end
+end
+local users = 0
+if #sets > 0 then
+  -- Counted in Redis, not copied into Lua: one pass over the sets.
+  local union = KEYS[1] .. ':union'
+  users = redis.call('SUNIONSTORE', union, unpack(sets))
+  redis.call('DEL', union)
+end
+table.insert(out, tostring(users))
+return out",
+    )
+});
+
 static LEASE: LazyLock<Script> = LazyLock::new(|| {
     script(
         "local had = redis.call('EXISTS', KEYS[1])
@@ -255,6 +288,8 @@ fn node_users_key(node: &str) -> String {
     format!("sb:node-users:{node}")
 }
 const NODES_KEY: &str = "sb:nodes";
+/// Hash node → `<connections>|<users>|<rooms>`, each node's last report.
+const NODE_STATS_KEY: &str = "sb:node-stats";
 const ORDER_KEY: &str = "sb:presence-order";
 
 fn status_name(status: PresenceStatus) -> &'static str {
@@ -600,6 +635,40 @@ impl Presence for RedisPresence {
         )
         .await
         .map(|_| ())
+    }
+
+    async fn report(&self, stats: NodeStats) -> Result<(), PresenceError> {
+        self.connected()?;
+        let report = format!("{}|{}|{}", stats.connections, stats.users, stats.rooms);
+        self.client
+            .hset::<(), _, _>(NODE_STATS_KEY, (self.node_id.as_str(), report))
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn cluster_stats(&self) -> Result<ClusterStats, PresenceError> {
+        let out: Vec<String> = self
+            .eval(&STATS, vec![NODE_STATS_KEY.to_owned()], Vec::new())
+            .await?;
+        let (users, reports) = out.split_last().ok_or_else(|| {
+            PresenceError::Unavailable("the stats script returned nothing".into())
+        })?;
+        let nodes = reports
+            .chunks_exact(2)
+            .filter_map(|pair| {
+                let mut numbers = pair[1].split('|').map(str::parse::<u64>);
+                let stats = NodeStats {
+                    connections: numbers.next()?.ok()?,
+                    users: numbers.next()?.ok()?,
+                    rooms: numbers.next()?.ok()?,
+                };
+                Some((pair[0].clone(), stats))
+            })
+            .collect();
+        Ok(ClusterStats {
+            nodes,
+            users: users.parse().unwrap_or(0),
+        })
     }
 
     async fn maintain(&self) -> Result<Vec<Departed>, PresenceError> {

@@ -13,6 +13,9 @@ use switchboard_protocol::{RoomId, UserId};
 use crate::broker::Topic;
 
 /// The Redis channel of a topic. Ids are validated (`[A-Za-z0-9_.@-]`), so they are safe here.
+/// The pattern of every room's channel.
+pub(crate) const ROOM_CHANNELS: &str = "sb:room:*";
+
 pub(crate) fn channel(topic: &Topic) -> String {
     match topic {
         Topic::Room(room) => format!("sb:room:{room}"),
