@@ -11,7 +11,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
-all=(connect chat fanout reconnect soak)
+all=(connect chat fanout reconnect soak publish)
 # A new script must get smoke defaults in scripts/loadtest.sh and a place in this list.
 for f in loadtest/*.js; do
   n="$(basename "$f" .js)"
@@ -42,6 +42,7 @@ for s in "${scenarios[@]}"; do
 done
 if [[ "${LOADTEST_SMOKE_CLUSTER:-1}" == 1 ]]; then
   run "reconnect (cluster)" env LOADTEST_CLUSTER=1 scripts/loadtest.sh reconnect
+  run "publish (cluster)" env LOADTEST_CLUSTER=1 scripts/loadtest.sh publish
 fi
 
 if [[ ${#failed[@]} -gt 0 ]]; then

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs one k6 scenario of loadtest/ against gateways it starts on 127.0.0.1, then stops them.
 #
-#   scripts/loadtest.sh SCENARIO [k6 run args...]     # SCENARIO: connect chat fanout reconnect soak
+#   scripts/loadtest.sh SCENARIO [k6 run args...]     # SCENARIO: connect chat fanout reconnect soak publish
 #   scripts/loadtest.sh chat -e USERS=200 -e DURATION_SECS=60
 #   LOADTEST_CLUSTER=1 scripts/loadtest.sh reconnect  # redis + PostgreSQL + 3 gateways + nginx
 #   LOADTEST_SMOKE=1 scripts/loadtest.sh fanout       # a few VUs for a few seconds
@@ -24,7 +24,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
 usage() {
-  echo "usage: scripts/loadtest.sh {connect|chat|fanout|reconnect|soak|path/to/script.js} [k6 args...]" >&2
+  echo "usage: scripts/loadtest.sh {connect|chat|fanout|reconnect|soak|publish|path/to/script.js} [k6 args...]" >&2
   exit 2
 }
 [[ $# -ge 1 ]] || usage
@@ -144,6 +144,8 @@ fi
 # The gateway.
 
 SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+# The server API's key, for scenarios that publish as the app's backend (publish.js).
+API_KEY="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 if [[ -n "${GATEWAY_BIN:-}" ]]; then
   GATEWAY="$GATEWAY_BIN"
 else
@@ -164,6 +166,7 @@ start_gateway() {
   env SWITCHBOARD_LISTEN="127.0.0.1:$port" \
     SWITCHBOARD_NODE_ID="node-$n" \
     SWITCHBOARD_JWT_SECRET="$SECRET" \
+    SWITCHBOARD_API_KEYS="$API_KEY" \
     SWITCHBOARD_RATE_PER_SEC=1000 \
     SWITCHBOARD_RATE_BURST=2000 \
     SWITCHBOARD_MAX_CONNECTIONS=20000 \
@@ -218,6 +221,7 @@ if [[ "$CLUSTER" == 1 ]]; then
   # The first one migrates the database before the others start.
   conf="$(cat nginx/nginx.conf)"
   metrics=()
+  apis=()
   for n in 1 2 3; do
     main_port="$(free_port)"
     admin_port="$(free_port)"
@@ -227,8 +231,11 @@ if [[ "$CLUSTER" == 1 ]]; then
     conf="${conf//server gateway$n:8080 /server 127.0.0.1:$main_port }"
     conf="${conf//server gateway$n:9090 /server 127.0.0.1:$admin_port }"
     metrics+=("http://127.0.0.1:$admin_port/metrics")
+    # The server API is on the admin listener, which nginx does not expose.
+    apis+=("http://127.0.0.1:$admin_port")
   done
   METRICS_URLS="$(IFS=,; echo "${metrics[*]}")"
+  API_URLS="$(IFS=,; echo "${apis[*]}")"
 
   # nginx/nginx.conf, adapted: local upstreams and listener, files in $WORK/nginx, one worker.
   nginx_port="$(free_port)"
@@ -260,6 +267,7 @@ else
   wait_until 30 "gateway" ready_http "http://127.0.0.1:$port/readyz"
   TARGET_URL="ws://127.0.0.1:$port/ws"
   METRICS_URLS="http://127.0.0.1:$port/metrics"
+  API_URLS="http://127.0.0.1:$port"
   log "gateway up: $TARGET_URL"
 fi
 
@@ -282,11 +290,13 @@ if [[ "$SMOKE" == 1 ]]; then
     fanout) smoke RECEIVERS=20 PUBLISHERS=2 PUBLISH_RATE=5 DURATION_SECS=5 ;;
     reconnect) smoke CLIENTS=8 ROOMS=2 MSG_RATE=3 DURATION_SECS=8 DROP_EVERY_SECS=2 AWAY_MS=800 ;;
     soak) smoke USERS=8 ROOMS=3 MSG_RATE=2 DURATION_SECS=8 SAMPLE_SECS=2 ;;
+    publish) smoke RECEIVERS=20 API_PUBLISHERS=2 PUBLISH_RATE=10 DURATION_SECS=5 ;;
   esac
 fi
 
-export TARGET_URL METRICS_URLS
+export TARGET_URL METRICS_URLS API_URLS
 export SWITCHBOARD_JWT_SECRET="$SECRET"
+export SWITCHBOARD_API_KEY="$API_KEY"
 limit="${LOADTEST_TIMEOUT:-$([[ "$SMOKE" == 1 ]] && echo 120 || echo 900)}"
 log "k6 run $script (at most ${limit}s)"
 k6_args=(run --no-color)
