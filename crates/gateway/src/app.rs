@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics;
 use crate::presence::Presence;
+use crate::store::postgres::Outbox;
 use crate::store::{Store, StoreError};
 
 pub struct App {
@@ -33,6 +34,8 @@ pub struct App {
     pub dev_signer: Option<TokenSigner>,
     /// The server API; `None` when it is off (no key).
     pub api: Option<Api>,
+    /// The PostgreSQL outbox this node relays, if any.
+    pub outbox: Option<Outbox>,
     pub metrics: Option<PrometheusHandle>,
     /// Cancelled when the node starts draining: sessions say goodbye and close with 1001.
     pub shutdown: CancellationToken,
@@ -70,6 +73,8 @@ pub struct Parts {
     pub dev_signer: Option<TokenSigner>,
     /// Server API keys: the configured ones, or dev mode's random one.
     pub api_keys: Vec<String>,
+    /// With PostgreSQL (and `SWITCHBOARD_OUTBOX_RELAY`), the outbox this node relays.
+    pub outbox: Option<Outbox>,
     pub metrics: Option<PrometheusHandle>,
 }
 
@@ -112,6 +117,7 @@ impl App {
             auth: parts.auth,
             dev_signer: parts.dev_signer,
             api,
+            outbox: parts.outbox,
             metrics: parts.metrics,
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),

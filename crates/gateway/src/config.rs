@@ -338,6 +338,15 @@ pub struct Config {
     /// every checkout's timeout runs.
     #[arg(long, env = "SWITCHBOARD_MAX_STARTING_SESSIONS")]
     pub max_starting_sessions: Option<usize>,
+    /// Whether this node relays the PostgreSQL outbox (`switchboard_outbox`) into rooms; one
+    /// relay drains at a time, so any number of nodes may.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_OUTBOX_RELAY",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub outbox_relay: bool,
     /// Group commit: most messages written in one transaction (1 = a transaction per message).
     #[arg(long, env = "SWITCHBOARD_BATCH_MAX_MESSAGES", default_value_t = 256)]
     pub batch_max_messages: usize,

@@ -40,7 +40,7 @@ use crate::presence::redis::RedisPresence;
 use crate::server::Role;
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
-use crate::store::postgres::{PgConfig, PgStore};
+use crate::store::postgres::{Outbox, PgConfig, PgStore};
 
 /// How often `/readyz` re-checks the store and the broker.
 const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -94,7 +94,8 @@ pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
     } else {
         config.api_keys.clone()
     };
-    let store = with_patience("PostgreSQL", || open_store(&config)).await?;
+    let (store, outbox) = with_patience("PostgreSQL", || open_store(&config)).await?;
+    let outbox = outbox.filter(|_| config.outbox_relay);
     let (broker, presence, hub): (Arc<dyn Broker>, Arc<dyn Presence>, Arc<Hub>) =
         match &config.redis_url {
             None => {
@@ -132,6 +133,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
         auth: Arc::new(auth),
         dev_signer,
         api_keys,
+        outbox,
         metrics: Some(metrics),
     };
     Ok(Arc::new(App::new(config, node_id, parts)))
@@ -162,13 +164,14 @@ where
     }
 }
 
-async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+/// The store, and with PostgreSQL its outbox relay.
+async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, Option<Outbox>), StartError> {
     let Some(pg) = PgConfig::from_config(config) else {
         tracing::info!(
             history = config.memory_history,
             "store: in memory (set DATABASE_URL for PostgreSQL)"
         );
-        return Ok(Arc::new(MemoryStore::new(config.memory_history)));
+        return Ok((Arc::new(MemoryStore::new(config.memory_history)), None));
     };
     let store = PgStore::connect(&pg).await.map_err(StartError::Store)?;
     tracing::info!(
@@ -176,7 +179,8 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
         batch = pg.batch_max_messages,
         "store: PostgreSQL"
     );
-    Ok(Arc::new(store))
+    let outbox = store.outbox();
+    Ok((Arc::new(store), Some(outbox)))
 }
 
 /// A listener with the configured accept queue (`TcpListener::bind` would ask for 1,024).
@@ -238,6 +242,9 @@ pub async fn serve(app: Arc<App>) -> Result<(), StartError> {
     tokio::spawn(async move { health.watch_health(HEALTH_INTERVAL).await });
     let presence = Arc::clone(&app);
     tokio::spawn(async move { presence.maintain_presence().await });
+    if let Some(outbox) = app.outbox.clone() {
+        tokio::spawn(outbox.run(Arc::clone(&app)));
+    }
 
     wait_for_signal().await;
     tracing::info!(

@@ -24,6 +24,8 @@ pub const SLOW_CONSUMERS: &str = "switchboard_slow_consumers_total";
 pub const SEQUENCE_GAPS: &str = "switchboard_sequence_gaps_total";
 pub const BROKER_PUBLISH_FAILURES: &str = "switchboard_broker_publish_failures_total";
 pub const API_REQUESTS: &str = "switchboard_api_requests_total";
+pub const OUTBOX_RELAYED: &str = "switchboard_outbox_relayed_total";
+pub const OUTBOX_FAILED: &str = "switchboard_outbox_failed_total";
 
 static FRAMES_OUT_COUNTER: LazyLock<Counter> = LazyLock::new(|| counter!(FRAMES_OUT));
 static CONNECTIONS_GAUGE: LazyLock<Gauge> = LazyLock::new(|| gauge!(CONNECTIONS));
@@ -78,6 +80,14 @@ fn describe() {
         API_REQUESTS,
         "Server API requests answered, by operation and HTTP status"
     );
+    describe_counter!(
+        OUTBOX_RELAYED,
+        "Outbox rows appended to their room and deleted by this node"
+    );
+    describe_counter!(
+        OUTBOX_FAILED,
+        "Outbox rows this node kept as failed (no such room, bad content)"
+    );
 }
 
 pub fn connection_opened() {
@@ -129,6 +139,14 @@ pub fn sequence_gap() {
 /// when it was refused before a route was found.
 pub fn api_request(operation: &'static str, status: u16) {
     counter!(API_REQUESTS, "operation" => operation, "status" => status.to_string()).increment(1);
+}
+
+pub fn outbox_relayed(n: u64) {
+    counter!(OUTBOX_RELAYED).increment(n);
+}
+
+pub fn outbox_failed(n: u64) {
+    counter!(OUTBOX_FAILED).increment(n);
 }
 
 pub fn broker_publish_failed() {

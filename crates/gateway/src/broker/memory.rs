@@ -56,6 +56,11 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
+    async fn flush(&self) -> Result<(), BrokerError> {
+        // Delivered during the publish.
+        Ok(())
+    }
+
     async fn followed_rooms(&self) -> Result<Option<u64>, BrokerError> {
         Ok(None)
     }

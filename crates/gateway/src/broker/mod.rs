@@ -121,6 +121,11 @@ pub trait Broker: Send + Sync + 'static {
     /// Whether the broker can publish now; `/readyz` reports it.
     async fn health(&self) -> Result<(), BrokerError>;
 
+    /// Waits until everything this node published so far has reached the other nodes' broker
+    /// (Redis answered): a publisher about to forget what it published (the outbox relay
+    /// deleting its rows) calls it first.
+    async fn flush(&self) -> Result<(), BrokerError>;
+
     /// How many rooms some node of the cluster follows, each counted once; `None` when this
     /// node is the whole cluster (its hub knows).
     async fn followed_rooms(&self) -> Result<Option<u64>, BrokerError>;

@@ -335,6 +335,10 @@ impl Broker for RedisBroker {
         }
     }
 
+    async fn flush(&self) -> Result<(), BrokerError> {
+        self.outgoing.flush().await
+    }
+
     async fn followed_rooms(&self) -> Result<Option<u64>, BrokerError> {
         // A node subscribes to a room's channel exactly while it follows the room.
         let publisher = self.publisher.with_options(&self.publish_options);

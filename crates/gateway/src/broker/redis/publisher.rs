@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fred::prelude::{Client, ClientLike, Options, PubsubInterface, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::broker::BrokerError;
 use crate::metrics;
@@ -31,11 +31,14 @@ const MAX_QUEUED: usize = 65_536;
 /// Envelopes sent in one pipeline.
 const MAX_PIPELINE: usize = 512;
 
-/// One encoded envelope and the channels it goes to.
+/// One encoded envelope and the channels it goes to, or (no channel) a mark that tells its
+/// waiter when everything queued before it has been sent.
 #[derive(Debug)]
 struct Outgoing {
     channels: Vec<String>,
     payload: Bytes,
+    /// Answered once the pipeline carrying this item is done: whether it went through.
+    sent: Option<oneshot::Sender<bool>>,
 }
 
 impl Outgoing {
@@ -76,7 +79,11 @@ impl PublishQueue {
 
     /// Queues `payload` for `channels`, or fails at once when the queue is full.
     pub(super) fn push(&self, channels: Vec<String>, payload: Bytes) -> Result<(), BrokerError> {
-        let outgoing = Outgoing { channels, payload };
+        let outgoing = Outgoing {
+            channels,
+            payload,
+            sent: None,
+        };
         let bytes = outgoing.bytes();
         let queued_bytes = &self.counts.queued_bytes;
         if queued_bytes.fetch_add(bytes, Ordering::AcqRel) + bytes > MAX_QUEUED_BYTES {
@@ -94,6 +101,32 @@ impl PublishQueue {
                 mpsc::error::TrySendError::Closed(_) => "the publisher has stopped".to_owned(),
             })
         })
+    }
+}
+
+impl PublishQueue {
+    /// Waits until everything queued before this call has been sent, and Redis answered.
+    pub(super) async fn flush(&self) -> Result<(), BrokerError> {
+        let (done, sent) = oneshot::channel();
+        let mark = Outgoing {
+            channels: Vec::new(),
+            payload: Bytes::new(),
+            sent: Some(done),
+        };
+        // A mark waits for room in the queue (it holds no payload): the caller asked to wait.
+        self.tx
+            .send(mark)
+            .await
+            .map_err(|_| BrokerError::Unavailable("the publisher has stopped".to_owned()))?;
+        match sent.await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(BrokerError::Unavailable(
+                "publishing to Redis failed".to_owned(),
+            )),
+            Err(_) => Err(BrokerError::Unavailable(
+                "the publisher has stopped".to_owned(),
+            )),
+        }
     }
 }
 
@@ -119,23 +152,33 @@ async fn send(
             }
             pipeline.all::<Value>().await
         };
-        let failed = match tokio::time::timeout(timeout, sent).await {
-            Ok(Ok(_)) => None,
-            Ok(Err(error)) => Some(error.to_string()),
-            Err(_) => Some("publish timed out".to_owned()),
+        let envelopes = batch.iter().filter(|o| o.sent.is_none()).count();
+        let failed = if batch.iter().all(|o| o.channels.is_empty()) {
+            // Marks only (or envelopes for no channel): nothing to send.
+            drop(sent);
+            None
+        } else {
+            match tokio::time::timeout(timeout, sent).await {
+                Ok(Ok(_)) => None,
+                Ok(Err(error)) => Some(error.to_string()),
+                Err(_) => Some("publish timed out".to_owned()),
+            }
         };
-        if let Some(error) = failed {
+        if let Some(error) = &failed {
             // Some of the batch may have gone through; counted as failed all the same, since
             // nothing tells which.
-            for _ in &batch {
+            for _ in 0..envelopes {
                 metrics::broker_publish_failed();
             }
-            counts
-                .failed
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            tracing::warn!(%error, envelopes = batch.len(), "publish failed");
+            counts.failed.fetch_add(envelopes as u64, Ordering::Relaxed);
+            tracing::warn!(%error, envelopes, "publish failed");
         }
         counts.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
-        batch.clear();
+        let went_through = failed.is_none();
+        for outgoing in batch.drain(..) {
+            if let Some(sent) = outgoing.sent {
+                let _ = sent.send(went_through);
+            }
+        }
     }
 }

@@ -36,6 +36,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "bans",
         sql: include_str!("../../../migrations/0003_bans.sql"),
     },
+    Migration {
+        version: 4,
+        name: "outbox",
+        sql: include_str!("../../../migrations/0004_outbox.sql"),
+    },
 ];
 
 /// The advisory lock key serializing migrations (any constant; "switchboard" in ASCII).

@@ -15,6 +15,7 @@
 mod batch;
 mod error;
 mod migrate;
+mod outbox;
 mod queries;
 mod rows;
 
@@ -31,6 +32,7 @@ use tokio_postgres::types::ToSql;
 
 use self::batch::{Committer, Pending, Stats};
 use self::error::{TimedOut, timed_out, unavailable};
+pub use self::outbox::Outbox;
 use super::{Appended, NewMessage, StoreError};
 use crate::config::Config;
 
@@ -91,6 +93,8 @@ impl PgConfig {
 #[derive(Debug)]
 pub struct PgStore {
     pool: Pool,
+    /// How to open a connection of its own (the outbox relay listens on one).
+    pg: tokio_postgres::Config,
     /// One queue per committer lane; dropping the store ends the committers.
     lanes: Vec<mpsc::Sender<Pending>>,
     /// Picks a room's lane; fixed keys, so a room keeps its lane.
@@ -111,7 +115,7 @@ impl PgStore {
             .await
             .unwrap_or_else(|_| Err(timed_out(migrate::MIGRATION_TIMEOUT)))?;
         let manager = Manager::from_config(
-            pg,
+            pg.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -153,6 +157,7 @@ impl PgStore {
         );
         Ok(Self {
             pool,
+            pg,
             lanes,
             lane_hasher: BuildHasherDefault::default(),
             timeout: config.timeout,
@@ -160,6 +165,14 @@ impl PgStore {
             epoch,
             stats,
         })
+    }
+
+    /// The outbox relay of this store (see `outbox.rs`).
+    pub fn outbox(&self) -> Outbox {
+        Outbox {
+            pool: self.pool.clone(),
+            pg: self.pg.clone(),
+        }
     }
 
     /// Transactions the group committers have committed. Well below the number of appends
