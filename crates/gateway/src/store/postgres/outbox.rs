@@ -100,6 +100,9 @@ impl Outbox {
             .await
             .map_err(unavailable)?;
         let taken = rows.len();
+        if taken == 0 {
+            return Ok(0);
+        }
         let mut failed: Vec<(i64, String)> = Vec::new();
         let mut ids = Vec::new();
         let mut messages = Vec::new();
