@@ -133,11 +133,7 @@ async fn put_room(app: &App, room: RoomId, body: PutRoom) -> Answer {
         })
         .await;
     }
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = created_or_ok(created);
     Ok(responses::json(
         status,
         &json!({ "room": record.info, "created": created }),
@@ -175,11 +171,7 @@ async fn post_message(
             client_msg_id: key,
         })
         .await?;
-    let status = if appended.duplicate {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
+    let status = created_or_ok(!appended.duplicate);
     Ok(responses::json(status, &announce(app, appended).await))
 }
 
@@ -441,11 +433,7 @@ async fn put_member(app: &App, room: RoomId, user: UserId, body: PutMember) -> A
         };
         actions::member_joined(app, &room, record.info.kind, &member, since, None).await;
     }
-    let status = if added {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = created_or_ok(added);
     Ok(responses::json(
         status,
         &json!({ "roomId": room, "userId": user, "added": added }),
@@ -656,6 +644,15 @@ async fn stats(app: &App) -> Answer {
             },
         }),
     ))
+}
+
+/// 201 for what a call made, 200 for what was there already.
+fn created_or_ok(created: bool) -> StatusCode {
+    if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
 }
 
 async fn existing_room(app: &App, room: &RoomId) -> Result<crate::store::RoomRecord, ApiError> {
