@@ -22,6 +22,9 @@ use crate::metrics;
 use crate::presence::{ClusterStats, NodeStats};
 use crate::store::{Appended, Ban, NewMessage, NewNotification, RoomSettings};
 
+/// Longest ban: a hundred years.
+const MAX_BAN_MS: u64 = 100 * 366 * 24 * 3_600 * 1_000;
+
 /// Longest notification title, in characters.
 const MAX_TITLE_CHARS: usize = 200;
 
@@ -570,10 +573,10 @@ async fn put_ban(app: &App, user: UserId, body: PutBan) -> Answer {
             ));
         }
     };
-    if until <= now {
+    if until <= now || until - now > MAX_BAN_MS {
         return Err(ApiError::refused(
             ErrorCode::InvalidField,
-            "until is not in the future",
+            "a ban must end in the future, within 100 years",
         ));
     }
     if body.reason.chars().count() > MAX_TITLE_CHARS || body.reason.contains('\0') {
