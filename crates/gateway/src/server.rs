@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -19,6 +20,7 @@ use crate::app::App;
 use crate::auth::{AuthError, Identity};
 use crate::http::{self as routes, Body};
 use crate::{metrics, session};
+use http_body_util::BodyExt;
 
 /// Which routes a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +100,9 @@ fn route(app: &Arc<App>, req: Request<Incoming>, role: Role) -> Response<Body> {
     if path == "/ws" {
         return upgrade(app, req);
     }
+    if path == "/sse" {
+        return event_stream(app, &req);
+    }
     let query = req.uri().query().map(str::to_owned);
     routes::dev_route(app, &path, query.as_deref())
         .unwrap_or_else(|| routes::text(StatusCode::NOT_FOUND, "not found\n"))
@@ -109,18 +114,10 @@ fn upgrade(app: &Arc<App>, mut req: Request<Incoming>) -> Response<Body> {
         Ok(checked) => checked,
         Err(refusal) => return refusal.into_response(),
     };
-    // Count the connection before answering, so the limit holds under a burst of upgrades.
-    let open = app.open.fetch_add(1, Ordering::AcqRel) + 1;
-    if open > app.config.max_connections {
-        app.open.fetch_sub(1, Ordering::AcqRel);
-        return Refusal::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "NODE_FULL",
-            "this node is at its connection limit",
-        )
-        .into_response();
-    }
-    let guard = OpenGuard(Arc::clone(app));
+    let guard = match admit(app) {
+        Ok(guard) => guard,
+        Err(refusal) => return refusal.into_response(),
+    };
     let upgrade = hyper::upgrade::on(&mut req);
     let session_app = Arc::clone(app);
     // Boxed and freed once the session is live: an idle connection's task keeps none of it.
@@ -147,7 +144,7 @@ fn upgrade(app: &Arc<App>, mut req: Request<Incoming>) -> Response<Body> {
         }
         .instrument(tracing::debug_span!("ws")),
     );
-    let mut response = Response::new(Body::default());
+    let mut response = Response::new(routes::whole(Bytes::new()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
     headers.insert(
@@ -211,6 +208,48 @@ fn check_upgrade(app: &App, headers: &HeaderMap) -> Result<Checked, Refusal> {
             "expected a WebSocket (version 13) upgrade",
         ));
     };
+    check_origin(app, headers)?;
+    let offers = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let Ok(codec) = Codec::negotiate(offers) else {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "UNSUPPORTED_SUBPROTOCOL",
+            "offer switchboard.v1.json or switchboard.v1.msgpack",
+        ));
+    };
+    let identity = match headers.get(header::AUTHORIZATION) {
+        None => None,
+        Some(value) => Some(verify(app, bearer(value)?)?),
+    };
+    Ok((codec, identity, key.to_owned()))
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(value: &header::HeaderValue) -> Result<&str, Refusal> {
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| Refusal::unauthorized("expected Authorization: Bearer <token>"))
+}
+
+fn verify(app: &App, token: &str) -> Result<Identity, Refusal> {
+    app.auth.verify(token).map_err(|error| match error {
+        AuthError::Expired => Refusal::unauthorized("token expired"),
+        AuthError::NotYetValid => Refusal::unauthorized("token not valid yet"),
+        error => {
+            tracing::debug!(%error, "bearer token refused");
+            Refusal::unauthorized("invalid token")
+        }
+    })
+}
+
+/// Refuses a browser page from an origin the node does not allow (when it restricts them).
+fn check_origin(app: &App, headers: &HeaderMap) -> Result<(), Refusal> {
     if !app.config.allowed_origins.is_empty()
         && let Some(origin) = headers.get(header::ORIGIN)
     {
@@ -225,44 +264,141 @@ fn check_upgrade(app: &App, headers: &HeaderMap) -> Result<Checked, Refusal> {
             ));
         }
     }
-    let offers = headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok());
-    let Ok(codec) = Codec::negotiate(offers) else {
+    Ok(())
+}
+
+/// Takes a connection slot, or refuses when the node is at its limit. The slot is given back
+/// when the guard drops, however the connection ends.
+fn admit(app: &Arc<App>) -> Result<OpenGuard, Refusal> {
+    // Counted before answering, so the limit holds under a burst of connects.
+    let open = app.open.fetch_add(1, Ordering::AcqRel) + 1;
+    let guard = OpenGuard(Arc::clone(app));
+    if open > app.config.max_connections {
         return Err(Refusal::new(
-            StatusCode::BAD_REQUEST,
-            "UNSUPPORTED_SUBPROTOCOL",
-            "offer switchboard.v1.json or switchboard.v1.msgpack",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "NODE_FULL",
+            "this node is at its connection limit",
         ));
-    };
-    let identity = match headers.get(header::AUTHORIZATION) {
-        None => None,
-        Some(value) => {
-            let token = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::trim);
-            let Some(token) = token else {
-                return Err(Refusal::unauthorized(
-                    "expected Authorization: Bearer <token>",
-                ));
-            };
-            match app.auth.verify(token) {
-                Ok(identity) => Some(identity),
-                Err(AuthError::Expired) => return Err(Refusal::unauthorized("token expired")),
-                Err(AuthError::NotYetValid) => {
-                    return Err(Refusal::unauthorized("token not valid yet"));
+    }
+    Ok(guard)
+}
+
+/// `GET /sse?rooms=a,b`: a session whose client only listens, as Server-Sent Events (see
+/// `session/sse.rs`). The same checks as an upgrade, then a streamed 200.
+fn event_stream(app: &Arc<App>, req: &Request<Incoming>) -> Response<Body> {
+    match check_event_stream(app, req) {
+        Ok((identity, rooms, positions, guard)) => {
+            let (tx, rx) = session::Sse::channel();
+            let wire = session::Sse::new(
+                tx,
+                rooms,
+                positions,
+                app.config.write_timeout(),
+                app.config.heartbeat_interval(),
+            );
+            let session_app = Arc::clone(app);
+            let start = Box::pin(session::start(session_app, wire, Some(identity)));
+            app.sessions.spawn(
+                async move {
+                    let _guard = guard;
+                    if let Some(session) = start.await {
+                        session.live().await;
+                    }
                 }
-                Err(error) => {
-                    tracing::debug!(%error, "bearer token refused");
-                    return Err(Refusal::unauthorized("invalid token"));
-                }
+                .instrument(tracing::debug_span!("sse")),
+            );
+            let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+                let chunk = rx.recv().await?;
+                Some((Ok(hyper::body::Frame::data(chunk)), rx))
+            });
+            let mut response =
+                Response::new(BodyExt::boxed(http_body_util::StreamBody::new(chunks)));
+            let headers = response.headers_mut();
+            for (name, value) in [
+                (header::CONTENT_TYPE, "text/event-stream"),
+                (header::CACHE_CONTROL, "no-store"),
+            ] {
+                headers.insert(name, header::HeaderValue::from_static(value));
             }
+            // nginx passes the stream on as it comes.
+            headers.insert("x-accel-buffering", header::HeaderValue::from_static("no"));
+            response
+        }
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+type CheckedStream = (
+    Identity,
+    Vec<switchboard_protocol::RoomId>,
+    std::collections::BTreeMap<switchboard_protocol::RoomId, u64>,
+    OpenGuard,
+);
+
+fn check_event_stream(app: &Arc<App>, req: &Request<Incoming>) -> Result<CheckedStream, Refusal> {
+    if app.is_draining() {
+        return Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "DRAINING",
+            "this node is shutting down",
+        ));
+    }
+    let headers = req.headers();
+    check_origin(app, headers)?;
+    let query = routes::parse_query(req.uri().query().unwrap_or_default());
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    // EventSource cannot send headers: a token in the query is accepted too (it may end up in
+    // access logs; prefer the header where the client can set it).
+    let identity = match (headers.get(header::AUTHORIZATION), param("token")) {
+        (Some(value), _) => verify(app, bearer(value)?)?,
+        (None, Some(token)) => verify(app, token)?,
+        (None, None) => {
+            return Err(Refusal::unauthorized(
+                "send a token as Authorization: Bearer <token> or ?token=",
+            ));
         }
     };
-    Ok((codec, identity, key.to_owned()))
+    let mut rooms = Vec::new();
+    for room in param("rooms").unwrap_or_default().split(',') {
+        let room = switchboard_protocol::RoomId::parse(room).map_err(|_| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "INVALID_IDENTIFIER",
+                "rooms must list room ids, comma-separated",
+            )
+        })?;
+        if !rooms.contains(&room) {
+            rooms.push(room);
+        }
+    }
+    if rooms.len() > session::MAX_SSE_ROOMS {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_FIELD",
+            "a stream lists at most 32 rooms",
+        ));
+    }
+    let positions = match headers.get("last-event-id") {
+        None => Default::default(),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(session::parse_positions)
+            .ok_or_else(|| {
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_FIELD",
+                    "Last-Event-ID is not an id this server sent",
+                )
+            })?,
+    };
+    let guard = admit(app)?;
+    Ok((identity, rooms, positions, guard))
 }
 
 /// An upgrade refused before the WebSocket opens: an HTTP status and a JSON error body.

@@ -17,7 +17,9 @@ use serde::Deserialize as _;
 use serde_yaml_ng::Value;
 use switchboard_gateway::config::{Cli, Config};
 use switchboard_protocol::ServerFrame;
-use switchboard_testkit::{ConnectOptions, GatewayBuilder, Nginx, WsClient, http_get, jwt};
+use switchboard_testkit::{
+    ConnectOptions, GatewayBuilder, Nginx, SseClient, WsClient, http_get, jwt,
+};
 
 const CONFIG_RS: &str = include_str!("../src/config.rs");
 /// Where the gateway image puts the binary (Dockerfile) and what every deployment runs.
@@ -1002,6 +1004,7 @@ async fn nginx_serves_websockets_sticky_by_client_address_fails_over_and_hides_m
         "/%6Detrics",
         "/healthz/../metrics",
         "/readyz",
+        "/api/v1/openapi.json",
         "/",
     ] {
         let response = http_get(nginx.addr(), path, &[]).await.unwrap();
@@ -1016,6 +1019,24 @@ async fn nginx_serves_websockets_sticky_by_client_address_fails_over_and_hides_m
         let direct = gateway.http_get("/metrics").await.unwrap();
         assert_eq!(direct.status, 200, "the upstream itself serves /metrics");
     }
+
+    // Server-Sent Events pass through as they come (nginx buffers nothing on /sse).
+    let (mut writer, _) = connect_through(&nginx, "zed").await;
+    writer.create_room("board").await.unwrap();
+    let auth = format!("Bearer {}", jwt::mint_hs256(SECRET, "yan", "Yan", 600));
+    let (mut stream, response) = SseClient::connect(
+        nginx.addr(),
+        "/sse?rooms=board",
+        &[("Authorization", auth.as_str())],
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(response.header("content-type"), Some("text/event-stream"));
+    stream.next_named("session:ready").await.unwrap();
+    writer.send_text("board", "live", "sse-1").await.unwrap();
+    let event = stream.next_named("message:new").await.unwrap();
+    assert_eq!(event.json().unwrap()["message"]["content"], "live");
 
     // Every connection from this address lands on the same node.
     let (mut first, home) = connect_through(&nginx, "ada").await;

@@ -23,6 +23,7 @@ pub mod nginx;
 pub mod postgres;
 pub mod process;
 pub mod redis;
+pub mod sse;
 pub mod ws;
 
 pub use gateway::{CommandOutput, Gateway, GatewayBuilder, metric_value};
@@ -31,4 +32,5 @@ pub use nginx::Nginx;
 pub use postgres::Postgres;
 pub use process::{LogMark, Process, free_port, signal};
 pub use redis::Redis;
+pub use sse::{SseClient, SseEvent, SseResponse};
 pub use ws::{Closed, ConnectError, ConnectOptions, WsClient};

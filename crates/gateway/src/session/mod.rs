@@ -22,6 +22,7 @@ mod messages;
 mod rooms;
 mod signals;
 mod social;
+mod sse;
 mod websocket;
 
 use std::sync::Arc;
@@ -42,6 +43,7 @@ use crate::metrics;
 use crate::outbound::{Next, Outbound, QueueRx, queue};
 pub(crate) use connection::{Connection, End, Inbound};
 use signals::Typing;
+pub(crate) use sse::{MAX_SSE_ROOMS, Sse, parse_positions};
 pub(crate) use websocket::WebSocket;
 
 /// Authenticates and opens a session on a client's connection: then [`Session::live`] runs it.

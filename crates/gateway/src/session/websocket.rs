@@ -187,7 +187,7 @@ fn written(outcome: Option<Result<(), WsError>>) -> Result<(), SessionError> {
 
 /// Awaits `fut` for at most `limit`, arming the timer only when `fut` does not finish at once:
 /// nearly every write completes without waiting, and a timer per write would cost more than it.
-async fn within<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
+pub(super) async fn within<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
     let mut fut = std::pin::pin!(fut);
     if let Some(output) = fut.as_mut().now_or_never() {
         return Some(output);

@@ -1,0 +1,382 @@
+//! The connection layer for `/sse`: a session whose client only listens, over Server-Sent Events.
+//!
+//! The client sends nothing, so the wire makes up what a WebSocket client would send: one
+//! `room:join` per room it asked for (`?rooms=`), with `sinceSeq` from the `Last-Event-ID` it
+//! came back with. The session answers them as it answers any client (membership, replay, the
+//! meeting point of replay and live stream), and this layer turns the answers into events: a
+//! resumed room's replay as `message:new` events, a refusal as an `error` event. Afterwards it
+//! forwards the listed rooms' `message:new` and `room:event`, the user's `user:event` and
+//! `notification:new`; nothing else. Each `message:new` carries as its id every listed room's
+//! position, which is what `Last-Event-ID` brings back.
+//!
+//! Liveness: a comment line goes out every heartbeat (the session's probe), and the client is
+//! taken for alive as long as the response is open. Writes go through a bounded channel to the
+//! response body with the write timeout: a client that does not keep up is a slow consumer.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use bytes::Bytes;
+use switchboard_protocol::{AckResult, ClientFrame, Codec, RoomId, ServerFrame};
+use tokio::sync::mpsc;
+
+use super::connection::{Connection, End, Inbound};
+use super::websocket::within;
+use crate::error::SessionError;
+use crate::outbound::Outbound;
+use switchboard_protocol::CloseCode;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+/// Most rooms one stream may list.
+pub const MAX_SSE_ROOMS: usize = 32;
+/// Chunks buffered between the session and the response body.
+const CHANNEL_CHUNKS: usize = 16;
+
+/// What comes back in `Last-Event-ID`: each listed room's position, `room:seq,room:seq`.
+pub fn parse_positions(text: &str) -> Option<BTreeMap<RoomId, u64>> {
+    let mut positions = BTreeMap::new();
+    for pair in text.split(',').filter(|p| !p.is_empty()) {
+        let (room, seq) = pair.rsplit_once(':')?;
+        positions.insert(RoomId::parse(room).ok()?, seq.parse().ok()?);
+    }
+    Some(positions)
+}
+
+fn format_positions(positions: &BTreeMap<RoomId, u64>) -> String {
+    let mut id = String::new();
+    for (room, seq) in positions {
+        if !id.is_empty() {
+            id.push(',');
+        }
+        let _ = write!(id, "{room}:{seq}");
+    }
+    id
+}
+
+/// One stream's wire.
+pub(crate) struct Sse {
+    body: mpsc::Sender<Bytes>,
+    /// The made-up `room:join`s not handed to the session yet.
+    joins: VecDeque<Bytes>,
+    /// The listed rooms, by the id of their `room:join` (its index + 1).
+    rooms: Vec<RoomId>,
+    /// Where each listed room stands on this stream (what a resume would ask from): from
+    /// `Last-Event-ID`, else once its join was answered.
+    positions: BTreeMap<RoomId, u64>,
+    /// The rooms whose join resumes and is not answered yet: the reply is replayed as events,
+    /// and until then their live messages wait in it.
+    resuming: BTreeMap<RoomId, u64>,
+    write_timeout: Duration,
+    heartbeat: Duration,
+    /// When the open response next counts as a sign of life. Kept here, not in the future
+    /// `incoming` returns: the session makes that future anew on every turn of its loop.
+    next_tick: tokio::time::Instant,
+}
+
+/// What the stream's wire has for the session next.
+#[derive(Debug)]
+pub(crate) enum SseIncoming {
+    Join(Bytes),
+    Tick,
+    Closed,
+}
+
+impl Sse {
+    /// The wire of a stream of `rooms`, resuming from `positions`, writing into `body`.
+    pub(crate) fn new(
+        body: mpsc::Sender<Bytes>,
+        rooms: Vec<RoomId>,
+        positions: BTreeMap<RoomId, u64>,
+        write_timeout: Duration,
+        heartbeat: Duration,
+    ) -> Self {
+        let joins = rooms
+            .iter()
+            .enumerate()
+            .map(|(i, room)| {
+                let join = ClientFrame::RoomJoin {
+                    id: i as u64 + 1,
+                    room_id: room.clone(),
+                    password: None,
+                    since_seq: positions.get(room).copied(),
+                };
+                Bytes::from(serde_json::to_vec(&join).unwrap_or_default())
+            })
+            .collect();
+        let resuming: BTreeMap<RoomId, u64> = positions
+            .into_iter()
+            .filter(|(room, _)| rooms.contains(room))
+            .collect();
+        Self {
+            body,
+            joins,
+            rooms,
+            // Every id this stream sends keeps the positions it came back with, also while
+            // those rooms' joins are still under way.
+            positions: resuming.clone(),
+            resuming,
+            write_timeout,
+            heartbeat,
+            next_tick: tokio::time::Instant::now() + heartbeat,
+        }
+    }
+
+    /// The channel a response body reads from.
+    pub(crate) fn channel() -> (mpsc::Sender<Bytes>, mpsc::Receiver<Bytes>) {
+        mpsc::channel(CHANNEL_CHUNKS)
+    }
+
+    async fn write(&mut self, chunk: String) -> Result<(), SessionError> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        match within(self.write_timeout, self.body.send(Bytes::from(chunk))).await {
+            Some(Ok(())) => Ok(()),
+            Some(Err(_)) => Err(SessionError::Gone),
+            None => Err(SessionError::Close(CloseCode::SlowConsumer)),
+        }
+    }
+
+    /// Appends `frame` to `out` as an event, if the stream carries it.
+    fn event(&mut self, frame: &ServerFrame, out: &mut String) {
+        match frame {
+            ServerFrame::MessageNew { message } => {
+                if self.resuming.contains_key(&message.room_id) {
+                    // Its join's reply replays up to where live delivery begins: a message
+                    // queued before the reply is in it, in order.
+                    return;
+                }
+                let Some(position) = self.positions.get_mut(&message.room_id) else {
+                    return;
+                };
+                if message.seq <= *position {
+                    return;
+                }
+                *position = message.seq;
+                let id = format_positions(&self.positions);
+                push_event(out, "message:new", Some(&id), frame);
+            }
+            ServerFrame::RoomEvent { room_id, .. } if self.positions.contains_key(room_id) => {
+                push_event(out, "room:event", None, frame);
+            }
+            ServerFrame::UserEvent { .. } => push_event(out, "user:event", None, frame),
+            ServerFrame::NotificationNew { .. } => {
+                push_event(out, "notification:new", None, frame);
+            }
+            _ => {}
+        }
+    }
+
+    /// A join's answer: the room's position, and for a resumed room its replay.
+    fn joined(&mut self, id: Option<u64>, result: &AckResult, out: &mut String) {
+        let AckResult::Room {
+            room,
+            messages,
+            recovered,
+            ..
+        } = result
+        else {
+            return;
+        };
+        if !self.is_our_join(id, &room.room_id) {
+            return;
+        }
+        let Some(since) = self.resuming.remove(&room.room_id) else {
+            // A fresh stream starts with what comes next.
+            self.positions.insert(room.room_id.clone(), room.last_seq);
+            self.push_joined(&room.room_id, out);
+            return;
+        };
+        if !recovered {
+            // More was missed than a resume replays: say so, then go on from the latest page.
+            let resync = serde_json::json!({
+                "type": "resync",
+                "roomId": room.room_id,
+                "sinceSeq": since,
+                "lastSeq": room.last_seq,
+            });
+            push_data(out, "resync", None, &resync.to_string());
+        }
+        // Unrecovered, the reply holds the latest page: what of it is newer than `since`.
+        let start = if *recovered {
+            since
+        } else {
+            messages
+                .first()
+                .map_or(room.last_seq, |m| m.seq.saturating_sub(1))
+                .max(since)
+        };
+        self.positions.insert(room.room_id.clone(), start);
+        for message in messages {
+            self.event(
+                &ServerFrame::MessageNew {
+                    message: message.clone(),
+                },
+                out,
+            );
+        }
+        if let Some(position) = self.positions.get_mut(&room.room_id) {
+            *position = (*position).max(room.last_seq);
+        }
+        self.push_joined(&room.room_id, out);
+    }
+
+    /// `joined`: the room's stream begins (after any replay). Its id holds every position, so
+    /// a stream that drops before the room's first message still resumes from here.
+    fn push_joined(&self, room: &RoomId, out: &mut String) {
+        let joined = serde_json::json!({
+            "type": "joined",
+            "roomId": room,
+            "lastSeq": self.positions.get(room),
+        });
+        let id = format_positions(&self.positions);
+        push_data(out, "joined", Some(&id), &joined.to_string());
+    }
+
+    fn is_our_join(&self, id: Option<u64>, room: &RoomId) -> bool {
+        id.and_then(|id| self.rooms.get(usize::try_from(id).ok()?.checked_sub(1)?)) == Some(room)
+    }
+
+    /// A join that was refused: an `error` event naming the room.
+    fn refused(&self, id: Option<u64>, code: &str, message: &str, out: &mut String) {
+        let room = id.and_then(|id| self.rooms.get(usize::try_from(id).ok()?.checked_sub(1)?));
+        let error = serde_json::json!({
+            "type": "error",
+            "roomId": room,
+            "code": code,
+            "message": message,
+        });
+        push_data(out, "error", None, &error.to_string());
+    }
+}
+
+fn push_event(out: &mut String, name: &str, id: Option<&str>, frame: &ServerFrame) {
+    match serde_json::to_string(frame) {
+        Ok(data) => push_data(out, name, id, &data),
+        Err(error) => tracing::error!(%error, "cannot encode an SSE event"),
+    }
+}
+
+/// One event; `data` is one line of JSON (serde never writes a raw newline).
+fn push_data(out: &mut String, name: &str, id: Option<&str>, data: &str) {
+    if let Some(id) = id {
+        let _ = writeln!(out, "id: {id}");
+    }
+    let _ = write!(out, "event: {name}\ndata: {data}\n\n");
+}
+
+impl Connection for Sse {
+    fn codec(&self) -> Codec {
+        Codec::Json
+    }
+
+    type Incoming = SseIncoming;
+
+    fn incoming(&mut self) -> impl Future<Output = SseIncoming> + Send {
+        let join = self.joins.pop_front();
+        let body = self.body.clone();
+        let tick = self.next_tick;
+        async move {
+            if let Some(join) = join {
+                return SseIncoming::Join(join);
+            }
+            tokio::select! {
+                () = body.closed() => SseIncoming::Closed,
+                // The client cannot speak; an open response is its sign of life.
+                () = tokio::time::sleep_until(tick) => SseIncoming::Tick,
+            }
+        }
+    }
+
+    async fn inbound(&mut self, incoming: SseIncoming) -> Result<Inbound, SessionError> {
+        match incoming {
+            SseIncoming::Join(frame) => Ok(Inbound::Frame(frame)),
+            SseIncoming::Tick => {
+                self.next_tick = tokio::time::Instant::now() + self.heartbeat;
+                Ok(Inbound::Alive)
+            }
+            SseIncoming::Closed => Err(SessionError::Gone),
+        }
+    }
+
+    async fn send(&mut self, frame: &ServerFrame) -> Result<(), SessionError> {
+        let mut out = String::new();
+        match frame {
+            ServerFrame::SessionReady { .. } => push_event(&mut out, "session:ready", None, frame),
+            ServerFrame::Ack {
+                id,
+                result: Some(result),
+                ..
+            } => self.joined(Some(*id), result, &mut out),
+            ServerFrame::Ack {
+                id,
+                error: Some(error),
+                ..
+            } => self.refused(Some(*id), error.code.as_str(), &error.message, &mut out),
+            ServerFrame::Error { code, message, .. } => {
+                self.refused(None, code.as_str(), message, &mut out);
+            }
+            other => self.event(other, &mut out),
+        }
+        self.write(out).await
+    }
+
+    async fn send_queued(
+        &mut self,
+        first: Outbound,
+        more: &mut (dyn FnMut() -> Option<Outbound> + Send),
+    ) -> Result<(), SessionError> {
+        let mut out = String::new();
+        let mut next = Some(first);
+        while let Some(queued) = next {
+            if let WsMessage::Text(text) = &*queued {
+                match serde_json::from_str::<ServerFrame>(text.as_str()) {
+                    Ok(frame) => self.event(&frame, &mut out),
+                    Err(error) => tracing::error!(%error, "a queued frame does not decode"),
+                }
+            }
+            next = more();
+        }
+        self.write(out).await
+    }
+
+    async fn probe(&mut self) -> Result<(), SessionError> {
+        self.write(": ping\n\n".to_owned()).await
+    }
+
+    async fn close(&mut self, end: End) {
+        if let End::Close(code) = end {
+            let close = serde_json::json!({
+                "type": "close",
+                "code": code.code(),
+                "reason": code.reason(),
+            });
+            let mut out = String::new();
+            push_data(&mut out, "close", None, &close.to_string());
+            let _ = self.write(out).await;
+        }
+        // Dropping the sender ends the response.
+        let (closed, _) = mpsc::channel(1);
+        self.body = closed;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_read_back_as_written() {
+        let mut positions = BTreeMap::new();
+        positions.insert(RoomId::parse("news").unwrap(), 7);
+        positions.insert(RoomId::parse("dm:alice:bob").unwrap(), 42);
+        let text = format_positions(&positions);
+        assert_eq!(text, "dm:alice:bob:42,news:7");
+        assert_eq!(parse_positions(&text), Some(positions));
+        assert_eq!(parse_positions(""), Some(BTreeMap::new()));
+        for bad in ["news", "news:x", "bad id:3", "news:-1"] {
+            assert_eq!(parse_positions(bad), None, "{bad}");
+        }
+    }
+}
