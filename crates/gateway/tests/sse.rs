@@ -282,3 +282,47 @@ async fn a_stream_resumes_on_another_node_after_its_node_is_killed() {
     );
     bob.expect_quiet(Duration::from_millis(300)).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_stream_counts_as_a_connection_and_one_not_read_is_cut_off() {
+    let gw = gateway_with(&[
+        UNLIMITED_RATE,
+        ("SWITCHBOARD_MAX_CONNECTIONS", "2"),
+        ("SWITCHBOARD_WRITE_TIMEOUT_MS", "300"),
+    ])
+    .await;
+    let mut alice = connect(&gw, "alice").await;
+    alice.create_room("firehose").await.unwrap();
+    let mut bob = stream(&gw, "bob", "firehose", None).await;
+    joined(&mut bob, &["firehose"]).await;
+    // Two connections open, one of them a stream: the node is full.
+    let auth = format!("Bearer {}", token("carol"));
+    let full = SseClient::connect(
+        gw.addr(),
+        "/sse?rooms=firehose",
+        &[("Authorization", &auth)],
+    )
+    .await
+    .unwrap()
+    .expect_err("refused");
+    assert_eq!(full.status, 503);
+    assert!(full.body.contains("NODE_FULL"), "{}", full.body);
+
+    // Bob stops reading while far more than his socket and queue hold is sent.
+    let filler = "x".repeat(4_000);
+    let total = 3_000;
+    for i in 0..total {
+        send(&mut alice, "firehose", &format!("{i} {filler}")).await;
+    }
+    let mut received = 0;
+    while let Ok(event) = bob.next().await {
+        if event.event == "message:new" {
+            received += 1;
+        }
+    }
+    assert!(received < total, "cut off: {received} of {total}");
+    assert_eq!(
+        gw.metric("switchboard_slow_consumers_total").await.unwrap(),
+        Some(1.0)
+    );
+}

@@ -91,10 +91,13 @@ impl SseClient {
             if let Some(i) = client.raw.windows(4).position(|w| w == b"\r\n\r\n") {
                 break i;
             }
-            ensure!(
-                client.read_more(deadline).await?,
-                "the response ended in its head"
-            );
+            let more = client.read_more(deadline).await.with_context(|| {
+                format!(
+                    "waiting for the response head of GET {path}; got {:?}",
+                    String::from_utf8_lossy(&client.raw)
+                )
+            })?;
+            ensure!(more, "the response ended in its head");
         };
         let head = String::from_utf8_lossy(&client.raw[..end_of_head]).into_owned();
         client.raw.drain(..end_of_head + 4);
@@ -182,6 +185,8 @@ impl SseClient {
     pub async fn next(&mut self) -> anyhow::Result<SseEvent> {
         let deadline = Instant::now() + self.timeout;
         loop {
+            // Chunks may have come with the response head, or with the last read.
+            self.dechunk()?;
             if let Some(event) = self.take_event() {
                 return Ok(event);
             }
@@ -192,7 +197,6 @@ impl SseClient {
                 self.ended = true;
                 bail!("the server closed the stream");
             }
-            self.dechunk()?;
         }
     }
 
