@@ -188,15 +188,17 @@ impl Sse {
             self.push_joined(&room.room_id, out);
             return;
         };
+        if since > room.last_seq {
+            // A position this store never reached (its history was reset: a new epoch). Seqs
+            // start over, so nothing to replay: say so and go on from the room as it is.
+            push_resync(out, &room.room_id, since, room.last_seq);
+            self.positions.insert(room.room_id.clone(), room.last_seq);
+            self.push_joined(&room.room_id, out);
+            return;
+        }
         if !recovered {
             // More was missed than a resume replays: say so, then go on from the latest page.
-            let resync = serde_json::json!({
-                "type": "resync",
-                "roomId": room.room_id,
-                "sinceSeq": since,
-                "lastSeq": room.last_seq,
-            });
-            push_data(out, "resync", None, &resync.to_string());
+            push_resync(out, &room.room_id, since, room.last_seq);
         }
         // Unrecovered, the reply holds the latest page: what of it is newer than `since`.
         let start = if *recovered {
@@ -249,6 +251,17 @@ impl Sse {
         });
         push_data(out, "error", None, &error.to_string());
     }
+}
+
+/// `resync`: the room cannot be resumed exactly from `since`.
+fn push_resync(out: &mut String, room: &RoomId, since: u64, last_seq: u64) {
+    let resync = serde_json::json!({
+        "type": "resync",
+        "roomId": room,
+        "sinceSeq": since,
+        "lastSeq": last_seq,
+    });
+    push_data(out, "resync", None, &resync.to_string());
 }
 
 fn push_event(out: &mut String, name: &str, id: Option<&str>, frame: &ServerFrame) {
@@ -365,6 +378,42 @@ impl Connection for Sse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_position_the_store_never_reached_resyncs_instead_of_dropping_what_comes() {
+        let room = RoomId::parse("dash").unwrap();
+        let (tx, _rx) = Sse::channel();
+        let positions = BTreeMap::from([(room.clone(), 10)]);
+        let mut sse = Sse::new(
+            tx,
+            vec![room.clone()],
+            positions,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
+        let reply = AckResult::Room {
+            room: switchboard_protocol::RoomInfo {
+                room_id: room.clone(),
+                name: "dash".into(),
+                kind: switchboard_protocol::RoomKind::Public,
+                created_by: switchboard_protocol::UserId::parse("alice").unwrap(),
+                last_seq: 3,
+                member_count: 1,
+            },
+            online: Vec::new(),
+            messages: Vec::new(),
+            recovered: true,
+        };
+        let mut out = String::new();
+        sse.joined(Some(1), &reply, &mut out);
+        assert!(out.contains("event: resync"), "{out}");
+        assert!(out.contains("id: dash:3\nevent: joined"), "{out}");
+        assert_eq!(
+            sse.positions.get(&room),
+            Some(&3),
+            "live seq 4 will be sent"
+        );
+    }
 
     #[test]
     fn positions_read_back_as_written() {
