@@ -4,7 +4,7 @@
 // Frames are JSON text (the default codec, no subprotocol offered). See docs/protocol.md.
 
 import { WebSocket } from 'k6/experimental/websockets';
-import { setTimeout, clearTimeout } from 'k6/timers';
+import { setTimeout } from 'k6/timers';
 import crypto from 'k6/crypto';
 import encoding from 'k6/encoding';
 import exec from 'k6/execution';
@@ -159,6 +159,52 @@ export class RequestError extends Error {
   }
 }
 
+/// Timeouts without `clearTimeout`: k6 1.1.0's clearTimeout, when it cancels the timer due
+/// first, runs the next queued timer at that timer's time instead (grafana/k6#5199, fixed in a
+/// release PyPI does not have), so a request's 10 s timeout could fire a second after it was
+/// sent. A deadline here is an entry in a map; one timer chain, never cleared, looks at the map
+/// every TICK_MS while it holds anything and stops once it is empty, so a finished VU is not
+/// kept alive.
+const TICK_MS = 100;
+
+class Deadlines {
+  constructor() {
+    this.entries = new Map();
+    this.nextKey = 1;
+    this.ticking = false;
+  }
+
+  /// Calls `fn` once `ms` have passed, unless `cancel(key)` comes first. Returns the key.
+  add(ms, fn) {
+    const key = this.nextKey++;
+    this.entries.set(key, { at: Date.now() + ms, fn });
+    if (!this.ticking) {
+      this.ticking = true;
+      setTimeout(() => this.tick(), TICK_MS);
+    }
+    return key;
+  }
+
+  cancel(key) {
+    this.entries.delete(key);
+  }
+
+  tick() {
+    const now = Date.now();
+    for (const [key, entry] of this.entries) {
+      if (entry.at <= now) {
+        this.entries.delete(key);
+        entry.fn();
+      }
+    }
+    if (this.entries.size > 0) {
+      setTimeout(() => this.tick(), TICK_MS);
+    } else {
+      this.ticking = false;
+    }
+  }
+}
+
 /// One WebSocket session. `connect()` resolves with `session:ready`; `request()` with the ack's
 /// `result`. Register event handlers with `on(type, fn)` before connecting; `on('*', fn)` sees
 /// every frame, `onClose(fn)` a close the client did not ask for.
@@ -173,6 +219,7 @@ export class Client {
     this.ready = null;
     this.nextId = 1;
     this.pending = new Map();
+    this.deadlines = new Deadlines();
     this.handlers = new Map();
     this.closeHandlers = [];
     this.closing = false;
@@ -199,7 +246,7 @@ export class Client {
       const fail = (why) => {
         if (settled) return;
         settled = true;
-        clearTimeout(timer);
+        this.deadlines.cancel(timer);
         handshakeFailures.add(1, this.tags);
         this.closing = true;
         try {
@@ -209,7 +256,9 @@ export class Client {
         }
         reject(new Error(`connect ${this.userId}: ${why}`));
       };
-      const timer = setTimeout(() => fail(`no session:ready within ${timeoutMs} ms`), timeoutMs);
+      const timer = this.deadlines.add(timeoutMs, () =>
+        fail(`no session:ready within ${timeoutMs} ms`),
+      );
       const params = { tags: this.tags };
       if (this.authMode === 'header') {
         params.headers = { Authorization: `Bearer ${this.token}` };
@@ -245,7 +294,7 @@ export class Client {
         }
         if (frame.type === 'session:ready' && !settled) {
           settled = true;
-          clearTimeout(timer);
+          this.deadlines.cancel(timer);
           handshakeTime.add(Date.now() - started, this.tags);
           this.ready = frame;
           resolve(frame);
@@ -263,7 +312,7 @@ export class Client {
       const waiter = this.pending.get(frame.id);
       if (waiter) {
         this.pending.delete(frame.id);
-        clearTimeout(waiter.timer);
+        this.deadlines.cancel(waiter.timer);
         if (frame.error) {
           waiter.reject(new RequestError(frame.error.code, frame.error.message, frame));
         } else {
@@ -302,10 +351,10 @@ export class Client {
         failWith(new RequestError('CLOSED', 'connection is closed'));
         return;
       }
-      const timer = setTimeout(() => {
+      const timer = this.deadlines.add(timeoutMs, () => {
         this.pending.delete(id);
         failWith(new RequestError('TIMEOUT', `${frame.type} got no ack in ${timeoutMs} ms`));
-      }, timeoutMs);
+      });
       this.pending.set(id, { resolve, reject: failWith, timer });
       this.sendFrame(Object.assign({}, frame, { id }));
     });
@@ -313,7 +362,7 @@ export class Client {
 
   failPending(why, byClient = false) {
     for (const [, waiter] of this.pending) {
-      clearTimeout(waiter.timer);
+      this.deadlines.cancel(waiter.timer);
       const err = new RequestError('CLOSED', why);
       err.byClient = byClient;
       waiter.reject(err);

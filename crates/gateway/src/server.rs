@@ -363,8 +363,13 @@ fn check_event_stream(app: &Arc<App>, req: &Request<Incoming>) -> Result<Checked
             ));
         }
     };
+    // No room is a stream of the user's own events (`user:event`, `notification:new`).
     let mut rooms = Vec::new();
-    for room in param("rooms").unwrap_or_default().split(',') {
+    for room in param("rooms")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|r| !r.is_empty())
+    {
         let room = switchboard_protocol::RoomId::parse(room).map_err(|_| {
             Refusal::new(
                 StatusCode::BAD_REQUEST,

@@ -175,12 +175,16 @@ async fn streams_are_refused_precisely() {
     assert_eq!(no_token.status, 401);
     let bad_token = refused("/sse?rooms=open&token=nonsense", vec![]).await;
     assert_eq!(bad_token.status, 401);
-    let no_rooms = refused("/sse", vec![("Authorization", bearer.clone())]).await;
-    assert_eq!(no_rooms.status, 400);
+    let bad_room = refused(
+        "/sse?rooms=open,no%20such",
+        vec![("Authorization", bearer.clone())],
+    )
+    .await;
+    assert_eq!(bad_room.status, 400);
     assert!(
-        no_rooms.body.contains("INVALID_IDENTIFIER"),
+        bad_room.body.contains("INVALID_IDENTIFIER"),
         "{}",
-        no_rooms.body
+        bad_room.body
     );
     let bad_id = refused(
         "/sse?rooms=open",
@@ -325,4 +329,52 @@ async fn a_stream_counts_as_a_connection_and_one_not_read_is_cut_off() {
         gw.metric("switchboard_slow_consumers_total").await.unwrap(),
         Some(1.0)
     );
+}
+
+#[tokio::test]
+async fn a_stream_of_no_room_carries_the_users_own_events() {
+    const KEY: &str = "sse-test-api-key-0123456789";
+    let gw = gateway_with(&[UNLIMITED_RATE, ("SWITCHBOARD_API_KEYS", KEY)]).await;
+    let mut alice = connect(&gw, "alice").await;
+    alice.create_room("lobby").await.unwrap();
+    let mut bob = stream(&gw, "bob", "", None).await;
+    let api = |path: &'static str, body: serde_json::Value| {
+        let addr = gw.addr();
+        async move {
+            let auth = format!("Bearer {KEY}");
+            let body = body.to_string();
+            let headers = [
+                ("Authorization", auth.as_str()),
+                ("Content-Type", "application/json"),
+            ];
+            switchboard_testkit::http_request(addr, "POST", path, &headers, body.as_bytes())
+                .await
+                .unwrap()
+        }
+    };
+    // Sent first: were it on the stream, it would come before the notification.
+    send(&mut alice, "lobby", "not for the stream").await;
+    let notified = api(
+        "/api/v1/users/bob/notifications",
+        json!({ "kind": "order:shipped", "title": "Your order shipped" }),
+    )
+    .await;
+    assert_eq!(notified.status, 201, "{}", notified.text());
+    let broadcast = api(
+        "/api/v1/broadcast",
+        json!({ "users": ["bob"], "event": { "event": "wave", "data": { "from": "ops" } } }),
+    )
+    .await;
+    assert_eq!(broadcast.status, 202, "{}", broadcast.text());
+
+    let notification = bob.next().await.unwrap();
+    assert_eq!(notification.event, "notification:new");
+    assert_eq!(
+        notification.json().unwrap()["notification"]["title"],
+        "Your order shipped"
+    );
+    let event = bob.next().await.unwrap();
+    assert_eq!(event.event, "user:event");
+    let event = event.json().unwrap();
+    assert_eq!((&event["event"], &event["data"]["from"]), (&json!("wave"), &json!("ops")));
 }

@@ -48,6 +48,24 @@ impl Dialect {
     }
 }
 
+/// How a Switchboard client listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// A WebSocket session on `/ws`.
+    Ws,
+    /// A Server-Sent Events stream on `/sse`.
+    Sse,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ws => "ws",
+            Self::Sse => "sse",
+        }
+    }
+}
+
 /// Where and how to connect; shared by every scenario.
 #[derive(Debug, Clone, Args)]
 pub struct TargetArgs {
@@ -84,6 +102,8 @@ pub struct TargetArgs {
 #[derive(Debug)]
 pub struct Endpoint {
     url: String,
+    /// `host:port` of the URL, for a `Host` header.
+    authority: String,
     addr: SocketAddr,
 }
 
@@ -112,12 +132,18 @@ impl Endpoint {
         }
         Ok(Self {
             url: url.to_owned(),
+            authority: host_port,
             addr,
         })
     }
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// `host:port`, for a `Host` header.
+    pub fn authority(&self) -> &str {
+        &self.authority
     }
 }
 
@@ -161,6 +187,11 @@ impl Target {
     /// The endpoint connection number `index` goes to: round-robin over every `--url`.
     pub fn endpoint(&self, index: usize) -> &Endpoint {
         &self.endpoints[index % self.endpoints.len()]
+    }
+
+    /// A token for `user`.
+    pub fn token(&self, user: &str) -> anyhow::Result<String> {
+        self.mint.token(user)
     }
 
     /// The first `--url`.

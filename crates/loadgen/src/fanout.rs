@@ -41,7 +41,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::Report;
-use crate::conn::{self, ACK_PREFIX, Dialect, Endpoint, Target, TargetArgs, Ws};
+use crate::api::ApiConn;
+use crate::sse::SseStream;
+use crate::conn::{self, ACK_PREFIX, Dialect, Endpoint, Target, TargetArgs, Transport, Ws};
 use crate::procfs::{CpuMeter, GroupCpuMeter, MachineMeter, Proc, total_rss_kib};
 use crate::raw::{Frame, RawWs};
 use crate::socketio::{self, Packet};
@@ -104,6 +106,33 @@ pub struct FanoutArgs {
     /// `--url`; receivers still go to the `--url`s.
     #[arg(long)]
     publisher_url: Option<String>,
+    /// How receivers listen: WebSocket sessions, or `/sse` streams (Switchboard only).
+    #[arg(long, value_enum, default_value_t = Transport::Ws)]
+    receive: Transport,
+    /// How publishers send: `message:send` on a WebSocket, or `POST
+    /// /api/v1/rooms/{room}/messages` on a keep-alive HTTP connection (Switchboard only; the
+    /// publisher's node must serve the API on its main listener).
+    #[arg(long, value_enum, default_value_t = Publish::Ws)]
+    publish: Publish,
+    /// Server API key, for `--publish api`.
+    #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+}
+
+/// How publishers send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Publish {
+    Ws,
+    Api,
+}
+
+impl Publish {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Ws => "ws",
+            Self::Api => "api",
+        }
+    }
 }
 
 /// The schedule every task follows once setup is done.
@@ -129,6 +158,9 @@ struct Ctx {
     epoch: Instant,
     /// The wall clock at `epoch`, in Unix milliseconds.
     wall_epoch_ms: u64,
+    receive: Transport,
+    publish: Publish,
+    api_key: Option<String>,
     /// Bounds connections in setup at any one time.
     connecting: Semaphore,
     setup_timeout: Duration,
@@ -394,6 +426,9 @@ pub(crate) fn end_reason(
 }
 
 async fn receiver(ctx: Rc<Ctx>, index: usize, room: usize, ready: mpsc::Sender<()>) {
+    if ctx.receive == Transport::Sse {
+        return sse_receiver(ctx, index, room, ready).await;
+    }
     if ctx.target.dialect == Dialect::Switchboard {
         return raw_receiver(ctx, index, room, ready).await;
     }
@@ -489,6 +524,69 @@ async fn raw_receiver(ctx: Rc<Ctx>, index: usize, room: usize, ready: mpsc::Send
     ctx.stats.borrow_mut().received += received;
 }
 
+/// A receiver on an `/sse` stream of its room: per `read`, one clock read and every complete
+/// event looked at in place.
+async fn sse_receiver(ctx: Rc<Ctx>, index: usize, room: usize, ready: mpsc::Sender<()>) {
+    let user = format!("recv-{index}");
+    let set_up = ctx
+        .bounded(async {
+            let endpoint = ctx.target.endpoint(index);
+            let stream = ctx.target.connect(endpoint, index).await?;
+            let path = format!("/sse?rooms={}", ctx.rooms[room]);
+            let token = ctx.target.token(&user)?;
+            let mut sse = SseStream::open(
+                stream,
+                endpoint.authority(),
+                &path,
+                &token,
+                ctx.read_buffer_bytes,
+            )
+            .await?;
+            sse.expect(b"joined").await?;
+            anyhow::Ok(sse)
+        })
+        .await;
+    let Some(mut sse) = ctx.receiver_ready(set_up, room, ready).await else {
+        return;
+    };
+
+    let stopped = ctx.stop.cancelled();
+    tokio::pin!(stopped);
+    let mut received = 0u64;
+    let ended = loop {
+        tokio::select! {
+            biased;
+            read = sse.fill() => match read {
+                Ok(0) => break Some("eof".to_owned()),
+                Ok(_) => {}
+                Err(error) => break Some(format!("error: {error}")),
+            },
+            () = &mut stopped => break None,
+        }
+        let now_ns = ctx.now_ns();
+        let mut stats = ctx.stats.borrow_mut();
+        let mut closed = None;
+        while let Some(event) = sse.next_event() {
+            if event.name == b"message:new" {
+                if let Some(sent_ns) = delivery_timestamp(event.data) {
+                    received += 1;
+                    stats.record_delivery(ctx.wall_epoch_ms, now_ns, sent_ns, event.data);
+                }
+            } else if event.name == b"close" || event.name == b"error" {
+                closed = Some(format!("sse {}", String::from_utf8_lossy(event.data)));
+                break;
+            }
+        }
+        if closed.is_some() {
+            break closed;
+        }
+    };
+    if let Some(reason) = ended {
+        ctx.ended_early(reason);
+    }
+    ctx.stats.borrow_mut().received += received;
+}
+
 async fn publisher(
     ctx: Rc<Ctx>,
     index: usize,
@@ -497,6 +595,9 @@ async fn publisher(
     phase: f64,
     ready: mpsc::Sender<()>,
 ) {
+    if ctx.publish == Publish::Api {
+        return api_publisher(ctx, index, rooms, rate, phase, ready).await;
+    }
     let user = format!("pub-{index}");
     let mut ws = match ctx
         .set_up(
@@ -598,6 +699,99 @@ async fn publisher(
     }
 }
 
+/// A publisher on the server API: creates its rooms with `PUT /api/v1/rooms/{room}`, then
+/// publishes on schedule, one request at a time on one keep-alive connection; a send that falls
+/// behind its schedule goes out as soon as the previous answer is in (its latency still counts
+/// from the schedule). The answer is the ack: 201 with the message's seq.
+async fn api_publisher(
+    ctx: Rc<Ctx>,
+    index: usize,
+    rooms: Vec<usize>,
+    rate: f64,
+    phase: f64,
+    ready: mpsc::Sender<()>,
+) {
+    let user = format!("pub-{index}");
+    let set_up = ctx
+        .bounded(async {
+            let key = ctx
+                .api_key
+                .as_deref()
+                .context("--publish api needs --api-key")?;
+            let endpoint = ctx.publishers_at.as_ref().unwrap_or_else(|| ctx.target.first());
+            let stream = ctx.target.connect(endpoint, index).await?;
+            let mut api = ApiConn::new(stream, endpoint.authority(), key);
+            for &room in &rooms {
+                let path = format!("/api/v1/rooms/{}", ctx.rooms[room]);
+                let answer = api.call("PUT", &path, br#"{"kind":"public"}"#).await?;
+                ensure!(
+                    answer.status == 200 || answer.status == 201,
+                    "PUT {path}: HTTP {}: {}",
+                    answer.status,
+                    String::from_utf8_lossy(&answer.body)
+                );
+            }
+            anyhow::Ok(api)
+        })
+        .await;
+    let mut api = match set_up {
+        Ok(api) => api,
+        Err(error) => {
+            ctx.setup_failed(&error);
+            let _ = ready.send(()).await;
+            return;
+        }
+    };
+    let _ = ready.send(()).await;
+    drop(ready);
+
+    let mut plan_rx = ctx.plan.clone();
+    let Ok(plan) = plan_rx.wait_for(Option::is_some).await.map(|plan| *plan) else {
+        return;
+    };
+    let Some(plan) = plan else { return };
+    let interval = 1.0 / rate;
+    let due = |k: u64| plan.start + Duration::from_secs_f64((k as f64 + phase) * interval);
+    let mut k = 0u64;
+    while due(k) < plan.stop_sending {
+        tokio::select! {
+            biased;
+            () = ctx.stop.cancelled() => break,
+            () = tokio::time::sleep_until(due(k)) => {}
+        }
+        let room = rooms[(k as usize) % rooms.len()];
+        let sent_ns = u64::try_from((due(k) - ctx.epoch).as_nanos()).unwrap_or(u64::MAX);
+        let body = format!(
+            r#"{{"content":"{}","idempotencyKey":"{user}-{k}"}}"#,
+            content(sent_ns, ctx.msg_bytes)
+        );
+        let path = format!("/api/v1/rooms/{}/messages", ctx.rooms[room]);
+        ctx.stats.borrow_mut().sent[room] += 1;
+        let answer = api.call("POST", &path, body.as_bytes()).await;
+        let mut stats = ctx.stats.borrow_mut();
+        match answer {
+            Ok(answer) if answer.status == 201 => {
+                stats.acks_ok += 1;
+                let latency_us = u64::try_from(due(k).elapsed().as_micros()).unwrap_or(u64::MAX);
+                stats.ack_latency.saturating_record(latency_us.max(1));
+            }
+            Ok(answer) => {
+                let code = ack_outcome(&answer.body).err().unwrap_or_default();
+                *stats
+                    .ack_errors
+                    .entry(format!("HTTP {} {code}", answer.status))
+                    .or_default() += 1;
+            }
+            Err(error) => {
+                drop(stats);
+                ctx.ended_early(format!("publisher error: {error}"));
+                return;
+            }
+        }
+        k += 1;
+    }
+}
+
 /// Counts an ack and times it from the send's schedule (`due` maps a send number to it); other
 /// frames (join notices, other publishers' messages) are skipped, Socket.IO pings answered.
 async fn on_publisher_frame(
@@ -677,6 +871,11 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Report> {
         "--rate must be positive"
     );
     ensure!(args.secs >= 1, "--secs must be at least 1");
+    ensure!(
+        args.target.dialect == Dialect::Switchboard
+            || (args.receive == Transport::Ws && args.publish == Publish::Ws),
+        "--receive sse and --publish api are Switchboard's"
+    );
     let publishers = args.publishers.unwrap_or(args.rooms);
     ensure!(publishers >= 1, "--publishers must be at least 1");
     let rooms = (0..args.rooms)
@@ -699,6 +898,9 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Report> {
         publishers_at,
         receivers_create,
         rooms,
+        receive: args.receive,
+        publish: args.publish,
+        api_key: args.api_key.clone(),
         epoch: Instant::now(),
         wall_epoch_ms: wall_millis(),
         connecting: Semaphore::new(args.target.concurrency.max(1)),
@@ -840,6 +1042,8 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Report> {
         "rooms": args.rooms,
         "publishers": publishers,
         "rate": args.rate,
+        "receive": args.receive.name(),
+        "publish": args.publish.name(),
         "secs": args.secs,
         "drain_secs": args.drain_secs,
         "msg_bytes": args.msg_bytes,
@@ -876,12 +1080,14 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Report> {
             args.conns, args.rooms, args.rate, args.secs, args.msg_bytes
         ),
         format!(
-            "server: {}, publishers on {}, receivers on {}",
+            "server: {}, publishers ({}) on {}, receivers ({}) on {}",
             ctx.target.dialect.name(),
+            args.publish.name(),
             ctx.publishers_at
                 .as_ref()
                 .unwrap_or_else(|| ctx.target.first())
                 .url(),
+            args.receive.name(),
             args.target.url.join(" ")
         ),
         format!(

@@ -3,14 +3,15 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use clap::Args;
 use futures_util::StreamExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::Report;
-use crate::conn::{Target, TargetArgs};
+use crate::conn::{Dialect, Target, TargetArgs, Transport};
+use crate::sse::SseStream;
 use crate::procfs::{Proc, total_rss_kib};
 
 #[derive(Debug, Args)]
@@ -32,6 +33,32 @@ pub struct IdleArgs {
     /// cluster need distinct prefixes, or their users would share the per-user connection limit.
     #[arg(long, default_value = "idle-")]
     user_prefix: String,
+    /// What each connection is: a WebSocket session, or an `/sse` stream of no room (the
+    /// user's own events only; Switchboard only).
+    #[arg(long, value_enum, default_value_t = Transport::Ws)]
+    transport: Transport,
+}
+
+/// An open connection of either transport, held only to be dropped at the end.
+#[expect(dead_code, reason = "held open, never read")]
+enum Held {
+    Ws(crate::conn::Ws),
+    Sse(SseStream),
+}
+
+/// Opens connection `i` and waits until its session is ready.
+async fn open(target: &Target, transport: Transport, i: usize, user: &str) -> anyhow::Result<Held> {
+    match transport {
+        Transport::Ws => Ok(Held::Ws(target.open(i, user, config()).await?)),
+        Transport::Sse => {
+            let endpoint = target.endpoint(i);
+            let stream = target.connect(endpoint, i).await?;
+            let token = target.token(user)?;
+            let mut sse = SseStream::open(stream, endpoint.authority(), "/sse", &token, 1024).await?;
+            sse.expect(b"session:ready").await?;
+            Ok(Held::Sse(sse))
+        }
+    }
 }
 
 /// Our side of an idle connection: a 1 KiB read buffer keeps this process small too (the
@@ -44,13 +71,18 @@ fn config() -> WebSocketConfig {
 
 pub async fn run(args: IdleArgs) -> anyhow::Result<Report> {
     let target = Target::new(&args.target).await?;
+    let transport = args.transport;
+    ensure!(
+        transport == Transport::Ws || target.dialect == Dialect::Switchboard,
+        "--transport sse is Switchboard's"
+    );
     let rss_before = total_rss_kib(&target.gateway)?;
 
     let started = Instant::now();
     let target_ref = &target;
     let prefix = args.user_prefix.as_str();
     let opening = futures_util::stream::iter(0..args.conns)
-        .map(|i| async move { target_ref.open(i, &format!("{prefix}{i}"), config()).await })
+        .map(|i| async move { open(target_ref, transport, i, &format!("{prefix}{i}")).await })
         .buffer_unordered(args.target.concurrency.max(1))
         .collect::<Vec<_>>();
     let results = tokio::time::timeout(Duration::from_secs(args.connect_timeout_secs), opening)
@@ -89,6 +121,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<Report> {
     let json = json!({
         "scenario": "idle",
         "dialect": target.dialect.name(),
+        "transport": transport.name(),
         "nodes": target.gateway.len(),
         "conns": args.conns,
         "open": open,
@@ -103,8 +136,9 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<Report> {
         "loadgen_rss_kib": loadgen_rss,
     });
     let mut lines = vec![format!(
-        "idle: {open}/{} connections open in {:.2} s ({handshakes_per_sec:.0} handshakes/s), {failures} failed",
+        "idle: {open}/{} {} connections open in {:.2} s ({handshakes_per_sec:.0} handshakes/s), {failures} failed",
         args.conns,
+        transport.name(),
         elapsed.as_secs_f64()
     )];
     if let Some(error) = &first_failure {

@@ -12,6 +12,10 @@
 //!   time until every one is resumed, handshakes and resumes per second, the time each client
 //!   took, and the connects the kernel's accept queue dropped.
 //!
+//! `fanout` receivers may listen on `/sse` streams instead of WebSockets (`--receive sse`), and
+//! publishers may send through the server API (`--publish api`), so the transports and the ways
+//! in are measured against each other; `idle --transport sse` holds idle streams.
+//!
 //! `idle` and `fanout` speak either the Switchboard protocol or, with `--dialect socketio`,
 //! Socket.IO 4 over a raw WebSocket (see [`socketio`]), so a Socket.IO server doing the same work
 //! is measured the same way. `--url` repeats to spread connections over the nodes of a cluster, and `fanout
@@ -21,6 +25,7 @@
 //! thread (`current_thread` runtime), so the process can be pinned to one core next to a gateway
 //! pinned to the other; the per-delivery work is kept small (see [`fanout`]).
 
+mod api;
 mod conn;
 mod fanout;
 mod idle;
@@ -29,6 +34,7 @@ mod persist;
 mod procfs;
 mod raw;
 mod socketio;
+mod sse;
 mod storm;
 mod token;
 
