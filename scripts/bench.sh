@@ -27,7 +27,11 @@
 # DATABASE_URL, redis-server and PostgreSQL on CPU 0 with it, and resume their room from the seq
 # they hold, having missed a few messages; once per SWITCHBOARD_LISTEN_BACKLOG in
 # BENCH_STORM_BACKLOGS, with the kernel's listen-queue overflow counter read around each run;
-# ~10 min, not part of "everything" either: BENCH_ONLY=storm).
+# ~10 min, not part of "everything" either: BENCH_ONLY=storm), api (one room of BENCH_ROOM_CONNS
+# WebSocket receivers, the messages published through the server API from BENCH_API_PUBLISHERS
+# keep-alive HTTP connections, next to the same rates sent with message:send on a WebSocket),
+# sse (idle /sse streams next to idle WebSockets, then one room of BENCH_ROOM_CONNS receivers
+# listening on /sse next to the same on WebSockets).
 #
 # Knobs (environment): BENCH_PORT (18080; a second node uses BENCH_PORT+1), BENCH_RUNS (3),
 # BENCH_SECS (seconds of sending, 8), BENCH_ROOM_RATES (messages/s tried with 1,000 receivers in
@@ -44,7 +48,8 @@
 # BENCH_STORM_CONNS (10000), BENCH_STORM_BACKLOGS ("4096 128"), BENCH_STORM_ENV (more gateway
 # settings for every storm run, e.g. "SWITCHBOARD_DB_TIMEOUT_MS=30000"; none by default),
 # BENCH_QUIET_WAIT (120 s), BENCH_RETRIES (1), BENCH_GATEWAY (a gateway binary to measure
-# instead of building this tree's).
+# instead of building this tree's), BENCH_API_RATES (messages/s, "200 500 1000 1280"),
+# BENCH_API_PUBLISHERS (4), BENCH_SSE_RATES (messages/s into the room, "100 400 1000 1280").
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -74,12 +79,18 @@ PRODUCTION_ROOMS_RATES=${BENCH_PRODUCTION_ROOMS_RATES:-"200 500"}
 PRODUCTION_MODES=${BENCH_PRODUCTION_MODES:-"embedded 1node 2nodes rooms"}
 STORM_BACKLOGS=${BENCH_STORM_BACKLOGS:-"4096 128"}
 STORM_ENV=${BENCH_STORM_ENV:-}
+API_RATES=${BENCH_API_RATES:-"200 500 1000 1280"}
+API_PUBLISHERS=${BENCH_API_PUBLISHERS:-4}
+SSE_RATES=${BENCH_SSE_RATES:-"100 400 1000 1280"}
 ONLY=${BENCH_ONLY:-}
 PEER_DIR=bench/peers/socketio
 OUT=target/bench/$(date +%Y%m%d-%H%M%S)
 GATEWAY=${BENCH_GATEWAY:-target/release/gateway}
 LOADGEN=target/release/loadgen
 SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+# Every gateway serves the server API with this key (the api scenario publishes through it).
+export SWITCHBOARD_API_KEY
+SWITCHBOARD_API_KEY=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export RUST_BACKTRACE=0
 
 # selected SCENARIO: whether BENCH_ONLY (space- or comma-separated) names it; all but scale and
@@ -91,7 +102,7 @@ selected() {
 }
 for scenario in ${ONLY//,/ }; do
     case $scenario in
-        idle | room | rooms | peer-idle | peer-room | peer-rooms | cross | nodes | persist | production | scale | storm) ;;
+        idle | room | rooms | peer-idle | peer-room | peer-rooms | cross | nodes | persist | production | scale | storm | api | sse) ;;
         *) echo "unknown scenario $scenario in BENCH_ONLY" >&2; exit 1 ;;
     esac
 done
@@ -186,6 +197,9 @@ start_gateway() {
         SWITCHBOARD_RATE_PER_SEC=100000 \
         SWITCHBOARD_RATE_BURST=100000 \
         SWITCHBOARD_MAX_CONNECTIONS=20000 \
+        SWITCHBOARD_API_KEYS="$SWITCHBOARD_API_KEY" \
+        SWITCHBOARD_API_RATE_PER_SEC=100000 \
+        SWITCHBOARD_API_RATE_BURST=100000 \
         SWITCHBOARD_LOG=warn \
         "$@" \
         taskset -c 0 "$GATEWAY" >>"$OUT/gateway.log" 2>&1 &
@@ -381,18 +395,20 @@ SUMMARY=$OUT/summary.md
 # fmt N: N with thousands separators (10000 -> 10,000), as in the table headers.
 fmt() { echo "$1" | sed -e ':a' -e 's/\B[0-9]\{3\}\>/,&/' -e 'ta'; }
 
+# idle_row SERVER LABEL NAME: a row of an idle table.
+idle_row() {
+    local server=$1 label=$2 name=$3 kib hs failed
+    read -r kib hs failed < <(median "$name" gateway_kib_per_conn handshakes_per_sec failed)
+    printf '| %s | %s | %.2f | %.0f | %s |\n' "$server" "$label" "$kib" "$hs" "$failed" \
+        >>"$SUMMARY"
+}
+
 if selected idle || selected peer-idle; then
     echo "== $(fmt "$IDLE_CONNS") idle connections"
     {
         echo "| server | idle: $(fmt "$IDLE_CONNS") connections | server KiB/conn | handshakes/s | failed |"
         echo "|---|---|---|---|---|"
     } >>"$SUMMARY"
-    idle_row() {
-        local server=$1 label=$2 name=$3 kib hs failed
-        read -r kib hs failed < <(median "$name" gateway_kib_per_conn handshakes_per_sec failed)
-        printf '| %s | %s | %.2f | %.0f | %s |\n' "$server" "$label" "$kib" "$hs" "$failed" \
-            >>"$SUMMARY"
-    }
     if selected idle; then
         for buffer in 4096 1024 512; do
             name=idle-rb$buffer
@@ -485,6 +501,60 @@ if selected rooms || selected peer-rooms; then
                 --rate "$rate" --secs "$SECS" --source-ips 4
             fanout_row "$SOCKETIO_LABEL" "100 rooms" "$name" "$rate"
         fi
+    done
+    echo >>"$SUMMARY"
+fi
+
+# The server API as the way in: one room of ROOM_CONNS WebSocket receivers, the same rates
+# published through POST /api/v1/rooms/{room}/messages (API_PUBLISHERS keep-alive connections,
+# one request in flight on each, as a backend's pool sends) and with message:send on one
+# WebSocket; embedded gateway.
+if selected api; then
+    echo "== server API: $(fmt "$ROOM_CONNS") receivers in one room, published through the API vs a WebSocket"
+    fanout_header "1 room, $(fmt "$ROOM_CONNS") receivers"
+    for rate in $API_RATES; do
+        name=api-ws-r$rate
+        run "$name" switchboard single "" \
+            fanout --conns "$ROOM_CONNS" --rooms 1 --rate "$rate" --secs "$SECS"
+        fanout_row switchboard "message:send on 1 WebSocket" "$name" "$rate"
+        name=api-http-r$rate
+        run "$name" switchboard single "" \
+            fanout --conns "$ROOM_CONNS" --rooms 1 --rate "$rate" --secs "$SECS" \
+            --publish api --publishers "$API_PUBLISHERS"
+        fanout_row switchboard "POST /api/v1 on $API_PUBLISHERS HTTP connections" "$name" "$rate"
+        read -r ack50 ack99 < <(median "$name" ack_latency_ms.p50 ack_latency_ms.p99)
+        echo "  api at $rate msgs/s: publish answer p50 $ack50 ms, p99 $ack99 ms"
+        printf '| ↳ API answer (201, stored) | | | | %.2f | %.2f | | | | | | | |\n' "$ack50" "$ack99" \
+            >>"$SUMMARY"
+    done
+    echo >>"$SUMMARY"
+fi
+
+# Server-Sent Events next to WebSockets, embedded gateway: memory of idle streams (no room,
+# the user's own events) and of idle WebSocket sessions; then one room of ROOM_CONNS receivers
+# on /sse and on /ws at the same rates (publisher on a WebSocket).
+if selected sse; then
+    echo "== SSE vs WebSocket: $(fmt "$IDLE_CONNS") idle, then $(fmt "$ROOM_CONNS") receivers in one room"
+    {
+        echo "| transport | idle: $(fmt "$IDLE_CONNS") connections | server KiB/conn | connects/s | failed |"
+        echo "|---|---|---|---|---|"
+    } >>"$SUMMARY"
+    for transport in ws sse; do
+        name=sse-idle-$transport
+        run "$name" switchboard single "" \
+            idle --conns "$IDLE_CONNS" --hold-secs 5 --source-ips 16 --transport "$transport"
+        idle_row "$transport" "/$transport" "$name"
+    done
+    echo >>"$SUMMARY"
+    fanout_header "1 room, $(fmt "$ROOM_CONNS") receivers"
+    for rate in $SSE_RATES; do
+        for transport in ws sse; do
+            name=sse-room-$transport-r$rate
+            run "$name" switchboard single "" \
+                fanout --conns "$ROOM_CONNS" --rooms 1 --rate "$rate" --secs "$SECS" \
+                --receive "$transport"
+            fanout_row switchboard "receivers on /$transport" "$name" "$rate"
+        done
     done
     echo >>"$SUMMARY"
 fi

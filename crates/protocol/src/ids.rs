@@ -127,6 +127,14 @@ impl RoomId {
     }
 }
 
+/// Maps keyed by room id can be looked up with the `str` of a frame being read. Consistent
+/// with `Eq`, `Ord` and `Hash`, which are the inner string's.
+impl std::borrow::Borrow<str> for RoomId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 macro_rules! string_id {
     ($t:ty) => {
         impl TryFrom<String> for $t {

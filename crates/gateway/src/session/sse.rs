@@ -13,11 +13,13 @@
 //! taken for alive as long as the response is open. Writes go through a bounded channel to the
 //! response body with the write timeout: a client that does not keep up is a slow consumer.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use bytes::Bytes;
+use serde::Deserialize;
 use switchboard_protocol::{AckResult, ClientFrame, Codec, RoomId, ServerFrame};
 use tokio::sync::mpsc;
 
@@ -140,14 +142,35 @@ impl Sse {
 
     /// Appends `frame` to `out` as an event, if the stream carries it.
     fn event(&mut self, frame: &ServerFrame, out: &mut String) {
-        match frame {
-            ServerFrame::MessageNew { message } => {
-                if self.resuming.contains_key(&message.room_id) {
+        match serde_json::to_string(frame) {
+            Ok(json) => self.forward(&json, out),
+            Err(error) => tracing::error!(%error, "cannot encode an SSE event"),
+        }
+    }
+
+    /// Appends the server frame `json` to `out` as an event, if the stream carries it. Only
+    /// what decides that is read (a queued frame reaches every stream in the room, and
+    /// decoding it whole for each would cost more than the write); the data is `json` as is.
+    fn forward(&mut self, json: &str, out: &mut String) {
+        let peek = match serde_json::from_str::<Peek<'_>>(json) {
+            Ok(peek) => peek,
+            Err(error) => {
+                tracing::error!(%error, "a server frame does not decode");
+                return;
+            }
+        };
+        match &*peek.kind {
+            "message:new" => {
+                let Some(message) = peek.message else {
+                    return;
+                };
+                let room: &str = &message.room_id;
+                if self.resuming.contains_key(room) {
                     // Its join's reply replays up to where live delivery begins: a message
                     // queued before the reply is in it, in order.
                     return;
                 }
-                let Some(position) = self.positions.get_mut(&message.room_id) else {
+                let Some(position) = self.positions.get_mut(room) else {
                     return;
                 };
                 if message.seq <= *position {
@@ -155,15 +178,16 @@ impl Sse {
                 }
                 *position = message.seq;
                 let id = format_positions(&self.positions);
-                push_event(out, "message:new", Some(&id), frame);
+                push_data(out, "message:new", Some(&id), json);
             }
-            ServerFrame::RoomEvent { room_id, .. } if self.positions.contains_key(room_id) => {
-                push_event(out, "room:event", None, frame);
+            "room:event"
+                if peek
+                    .room_id
+                    .is_some_and(|room| self.positions.contains_key(&*room)) =>
+            {
+                push_data(out, "room:event", None, json);
             }
-            ServerFrame::UserEvent { .. } => push_event(out, "user:event", None, frame),
-            ServerFrame::NotificationNew { .. } => {
-                push_event(out, "notification:new", None, frame);
-            }
+            kind @ ("user:event" | "notification:new") => push_data(out, kind, None, json),
             _ => {}
         }
     }
@@ -251,6 +275,25 @@ impl Sse {
         });
         push_data(out, "error", None, &error.to_string());
     }
+}
+
+/// What [`Sse::forward`] reads of a server frame: its type and room, and a message's room and
+/// seq. Strings borrow from the frame unless they hold escapes.
+#[derive(Debug, Deserialize)]
+struct Peek<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(rename = "roomId", borrow, default)]
+    room_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    message: Option<PeekMessage<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PeekMessage<'a> {
+    #[serde(rename = "roomId", borrow)]
+    room_id: Cow<'a, str>,
+    seq: u64,
 }
 
 /// `resync`: the room cannot be resumed exactly from `since`.
@@ -344,10 +387,7 @@ impl Connection for Sse {
         let mut next = Some(first);
         while let Some(queued) = next {
             if let WsMessage::Text(text) = &*queued {
-                match serde_json::from_str::<ServerFrame>(text.as_str()) {
-                    Ok(frame) => self.event(&frame, &mut out),
-                    Err(error) => tracing::error!(%error, "a queued frame does not decode"),
-                }
+                self.forward(text.as_str(), &mut out);
             }
             next = more();
         }
@@ -413,6 +453,38 @@ mod tests {
             Some(&3),
             "live seq 4 will be sent"
         );
+    }
+
+    #[test]
+    fn a_queued_frame_is_forwarded_as_it_came_once_and_only_for_listed_rooms() {
+        let dash = RoomId::parse("dash").unwrap();
+        let (tx, _rx) = Sse::channel();
+        let mut sse = Sse::new(
+            tx,
+            vec![dash.clone()],
+            BTreeMap::from([(dash.clone(), 4)]),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
+        sse.resuming.clear();
+        let message = |room: &str, seq: u64| {
+            format!(
+                r#"{{"type":"message:new","message":{{"messageId":"m{seq}","roomId":"{room}","seq":{seq},"sender":{{"id":"alice","name":"Alice"}},"kind":"text","content":"say \"hi\"\nthen go","clientMsgId":"c{seq}","createdAt":1}}}}"#
+            )
+        };
+        let mut out = String::new();
+        sse.forward(&message("dash", 5), &mut out);
+        assert_eq!(out, format!("id: dash:5\nevent: message:new\ndata: {}\n\n", message("dash", 5)));
+        // Already sent, or not a listed room: nothing.
+        out.clear();
+        sse.forward(&message("dash", 5), &mut out);
+        sse.forward(&message("other", 9), &mut out);
+        sse.forward(r#"{"type":"room:event","roomId":"other","event":"x","data":1,"from":{"id":"a","name":"a"}}"#, &mut out);
+        sse.forward(r#"{"type":"typing:start","roomId":"dash","user":{"id":"a","name":"a"}}"#, &mut out);
+        assert_eq!(out, "");
+        let event = r#"{"type":"room:event","roomId":"dash","event":"cursor","data":{"x":1},"from":{"id":"a","name":"a"}}"#;
+        sse.forward(event, &mut out);
+        assert_eq!(out, format!("event: room:event\ndata: {event}\n\n"));
     }
 
     #[test]
