@@ -5,19 +5,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use switchboard_protocol::{UserId, UserRef};
 
 use crate::app::App;
 
-/// A response body: whole (most routes) or streamed (`/sse`).
-pub type Body = BoxBody<Bytes, std::convert::Infallible>;
-
-/// A whole body.
-pub fn whole(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).boxed()
-}
+pub type Body = Full<Bytes>;
 
 /// The dev-mode chat page: plain HTML and JS, no build step.
 const CHAT_PAGE: &str = include_str!("../assets/index.html");
@@ -35,10 +28,12 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
 
 /// A JSON error body `{"error": {"code", "message"}}` for refused requests.
 pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    json(
-        status,
-        &serde_json::json!({ "error": { "code": code, "message": message } }),
-    )
+    respond(status, "application/json", error_body(code, message))
+}
+
+/// The JSON of [`error`].
+pub fn error_body(code: &str, message: &str) -> String {
+    serde_json::json!({ "error": { "code": code, "message": message } }).to_string()
 }
 
 pub fn respond(
@@ -46,7 +41,7 @@ pub fn respond(
     content_type: &'static str,
     body: impl Into<Bytes>,
 ) -> Response<Body> {
-    let mut response = Response::new(whole(body));
+    let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

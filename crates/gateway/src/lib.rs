@@ -9,6 +9,7 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod error;
+pub mod event_stream;
 pub mod http;
 pub mod hub;
 pub mod limiter;

@@ -5,7 +5,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -20,7 +19,6 @@ use crate::app::App;
 use crate::auth::{AuthError, Identity};
 use crate::http::{self as routes, Body};
 use crate::{metrics, session};
-use http_body_util::BodyExt;
 
 /// Which routes a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +53,10 @@ pub async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let app = Arc::clone(&app);
         tokio::spawn(async move {
+            if role != Role::Admin && crate::event_stream::requested(&stream).await {
+                crate::event_stream::serve(app, stream).await;
+                return;
+            }
             let service = service_fn(move |req: Request<Incoming>| {
                 let app = Arc::clone(&app);
                 async move {
@@ -100,9 +102,6 @@ fn route(app: &Arc<App>, req: Request<Incoming>, role: Role) -> Response<Body> {
     if path == "/ws" {
         return upgrade(app, req);
     }
-    if path == "/sse" {
-        return event_stream(app, &req);
-    }
     let query = req.uri().query().map(str::to_owned);
     routes::dev_route(app, &path, query.as_deref())
         .unwrap_or_else(|| routes::text(StatusCode::NOT_FOUND, "not found\n"))
@@ -144,7 +143,7 @@ fn upgrade(app: &Arc<App>, mut req: Request<Incoming>) -> Response<Body> {
         }
         .instrument(tracing::debug_span!("ws")),
     );
-    let mut response = Response::new(routes::whole(Bytes::new()));
+    let mut response = Response::new(Body::default());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
     headers.insert(
@@ -168,7 +167,7 @@ fn upgrade(app: &Arc<App>, mut req: Request<Incoming>) -> Response<Body> {
 }
 
 /// Gives the connection slot back when the session task ends, however it ends.
-struct OpenGuard(Arc<App>);
+pub(crate) struct OpenGuard(Arc<App>);
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
@@ -283,59 +282,20 @@ fn admit(app: &Arc<App>) -> Result<OpenGuard, Refusal> {
     Ok(guard)
 }
 
-/// `GET /sse?rooms=a,b`: a session whose client only listens, as Server-Sent Events (see
-/// `session/sse.rs`). The same checks as an upgrade, then a streamed 200.
-fn event_stream(app: &Arc<App>, req: &Request<Incoming>) -> Response<Body> {
-    match check_event_stream(app, req) {
-        Ok((identity, rooms, positions, guard)) => {
-            let (tx, rx) = session::Sse::channel();
-            let wire = session::Sse::new(
-                tx,
-                rooms,
-                positions,
-                app.config.write_timeout(),
-                app.config.heartbeat_interval(),
-            );
-            let session_app = Arc::clone(app);
-            let start = Box::pin(session::start(session_app, wire, Some(identity)));
-            app.sessions.spawn(
-                async move {
-                    let _guard = guard;
-                    if let Some(session) = start.await {
-                        session.live().await;
-                    }
-                }
-                .instrument(tracing::debug_span!("sse")),
-            );
-            let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
-                let chunk = rx.recv().await?;
-                Some((Ok(hyper::body::Frame::data(chunk)), rx))
-            });
-            let mut response =
-                Response::new(BodyExt::boxed(http_body_util::StreamBody::new(chunks)));
-            let headers = response.headers_mut();
-            for (name, value) in [
-                (header::CONTENT_TYPE, "text/event-stream"),
-                (header::CACHE_CONTROL, "no-store"),
-            ] {
-                headers.insert(name, header::HeaderValue::from_static(value));
-            }
-            // nginx passes the stream on as it comes.
-            headers.insert("x-accel-buffering", header::HeaderValue::from_static("no"));
-            response
-        }
-        Err(refusal) => refusal.into_response(),
-    }
-}
-
-type CheckedStream = (
+pub(crate) type CheckedStream = (
     Identity,
     Vec<switchboard_protocol::RoomId>,
     std::collections::BTreeMap<switchboard_protocol::RoomId, u64>,
     OpenGuard,
 );
 
-fn check_event_stream(app: &Arc<App>, req: &Request<Incoming>) -> Result<CheckedStream, Refusal> {
+/// The checks of `GET /sse` (see `event_stream.rs`): as an upgrade's, plus the rooms and the
+/// `Last-Event-ID` to resume from; then a connection slot.
+pub(crate) fn check_event_stream(
+    app: &Arc<App>,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<CheckedStream, Refusal> {
     if app.is_draining() {
         return Err(Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -343,9 +303,8 @@ fn check_event_stream(app: &Arc<App>, req: &Request<Incoming>) -> Result<Checked
             "this node is shutting down",
         ));
     }
-    let headers = req.headers();
     check_origin(app, headers)?;
-    let query = routes::parse_query(req.uri().query().unwrap_or_default());
+    let query = routes::parse_query(query.unwrap_or_default());
     let param = |name: &str| {
         query
             .iter()
@@ -406,16 +365,16 @@ fn check_event_stream(app: &Arc<App>, req: &Request<Incoming>) -> Result<Checked
     Ok((identity, rooms, positions, guard))
 }
 
-/// An upgrade refused before the WebSocket opens: an HTTP status and a JSON error body.
+/// An upgrade (or a stream) refused before it opens: an HTTP status and a JSON error body.
 #[derive(Debug)]
-struct Refusal {
+pub(crate) struct Refusal {
     status: StatusCode,
     code: &'static str,
     message: &'static str,
 }
 
 impl Refusal {
-    fn new(status: StatusCode, code: &'static str, message: &'static str) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: &'static str) -> Self {
         Self {
             status,
             code,
@@ -427,10 +386,16 @@ impl Refusal {
         Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
     }
 
-    fn into_response(self) -> Response<Body> {
+    /// The status and the JSON body, counted as a refused handshake.
+    pub(crate) fn into_parts(self) -> (StatusCode, String) {
         metrics::handshake_refused(self.status.as_u16());
-        let mut response = routes::error(self.status, self.code, self.message);
-        if self.status == StatusCode::UNAUTHORIZED {
+        (self.status, routes::error_body(self.code, self.message))
+    }
+
+    fn into_response(self) -> Response<Body> {
+        let (status, body) = self.into_parts();
+        let mut response = routes::respond(status, "application/json", body);
+        if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Bearer"),

@@ -3,14 +3,16 @@
 //! A [`Connection`] carries frames of one session: it reads the client's frames, writes the
 //! session's replies and its queued frames, probes liveness and ends with a close. The session
 //! (authorization, validation, ordering, resume) never sees the wire, so another transport
-//! drives the same session by implementing this trait. Today the one implementation is
-//! [`WebSocket`](super::websocket::WebSocket), at `/ws`.
+//! drives the same session by implementing this trait: [`WebSocket`](super::websocket::WebSocket)
+//! at `/ws`, [`Sse`](super::sse::Sse) at `/sse`.
 //!
 //! **Invariant:** a connection has one writer, its session task.
 
 use std::future::Future;
+use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use switchboard_protocol::{Codec, ServerFrame};
 
 pub(crate) use crate::error::End;
@@ -76,4 +78,14 @@ pub(crate) trait Connection: Send + 'static {
 
     /// Ends the connection: the close handshake with `end`'s code, bounded in time.
     fn close(&mut self, end: End) -> impl Future<Output = ()> + Send;
+}
+
+/// Awaits `fut` for at most `limit`, arming the timer only when `fut` does not finish at once:
+/// nearly every write completes without waiting, and a timer per write would cost more than it.
+pub(crate) async fn within<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    if let Some(output) = fut.as_mut().now_or_never() {
+        return Some(output);
+    }
+    tokio::time::timeout(limit, fut).await.ok()
 }

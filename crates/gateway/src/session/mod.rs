@@ -41,7 +41,7 @@ use crate::hub::{Attachment, SessionHandle};
 use crate::limiter::RateLimiter;
 use crate::metrics;
 use crate::outbound::{Next, Outbound, QueueRx, queue};
-pub(crate) use connection::{Connection, End, Inbound};
+pub(crate) use connection::{Connection, End, Inbound, within};
 use signals::Typing;
 pub(crate) use sse::{MAX_SSE_ROOMS, Sse, parse_positions};
 pub(crate) use websocket::WebSocket;

@@ -10,8 +10,9 @@
 //! position, which is what `Last-Event-ID` brings back.
 //!
 //! Liveness: a comment line goes out every heartbeat (the session's probe), and the client is
-//! taken for alive as long as the response is open. Writes go through a bounded channel to the
-//! response body with the write timeout: a client that does not keep up is a slow consumer.
+//! taken for alive until it closes the socket. Writes go straight to the socket
+//! (`event_stream.rs` read the request and wrote the response head), one chunk per batch, with
+//! the write timeout: a client that does not keep up is a slow consumer.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
@@ -21,10 +22,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Deserialize;
 use switchboard_protocol::{AckResult, ClientFrame, Codec, RoomId, ServerFrame};
-use tokio::sync::mpsc;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
-use super::connection::{Connection, End, Inbound};
-use super::websocket::within;
+use super::connection::{Connection, End, Inbound, within};
 use crate::error::SessionError;
 use crate::outbound::Outbound;
 use switchboard_protocol::CloseCode;
@@ -32,8 +33,6 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 /// Most rooms one stream may list.
 pub const MAX_SSE_ROOMS: usize = 32;
-/// Chunks buffered between the session and the response body.
-const CHANNEL_CHUNKS: usize = 16;
 
 /// What comes back in `Last-Event-ID`: each listed room's position, `room:seq,room:seq`.
 pub fn parse_positions(text: &str) -> Option<BTreeMap<RoomId, u64>> {
@@ -56,24 +55,33 @@ fn format_positions(positions: &BTreeMap<RoomId, u64>) -> String {
     id
 }
 
-/// One stream's wire.
+/// One stream's wire: the socket `event_stream.rs` handed over after the response head.
 pub(crate) struct Sse {
-    body: mpsc::Sender<Bytes>,
+    stream: TcpStream,
+    /// HTTP/1.1 chunked framing; for HTTP/1.0 the body ends with the connection.
+    chunked: bool,
     /// The made-up `room:join`s not handed to the session yet.
     joins: VecDeque<Bytes>,
+    rooms: Rooms,
+    write_timeout: Duration,
+    heartbeat: Duration,
+    /// When the open response next counts as a sign of life. Kept here, not in the future
+    /// `incoming` returns: the session makes that future anew on every turn of its loop.
+    next_tick: tokio::time::Instant,
+}
+
+/// The listed rooms and where the stream stands in each: what decides which frames become
+/// events, and what every event id says.
+#[derive(Debug)]
+struct Rooms {
     /// The listed rooms, by the id of their `room:join` (its index + 1).
-    rooms: Vec<RoomId>,
+    listed: Vec<RoomId>,
     /// Where each listed room stands on this stream (what a resume would ask from): from
     /// `Last-Event-ID`, else once its join was answered.
     positions: BTreeMap<RoomId, u64>,
     /// The rooms whose join resumes and is not answered yet: the reply is replayed as events,
     /// and until then their live messages wait in it.
     resuming: BTreeMap<RoomId, u64>,
-    write_timeout: Duration,
-    heartbeat: Duration,
-    /// When the open response next counts as a sign of life. Kept here, not in the future
-    /// `incoming` returns: the session makes that future anew on every turn of its loop.
-    next_tick: tokio::time::Instant,
 }
 
 /// What the stream's wire has for the session next.
@@ -85,9 +93,10 @@ pub(crate) enum SseIncoming {
 }
 
 impl Sse {
-    /// The wire of a stream of `rooms`, resuming from `positions`, writing into `body`.
+    /// The wire of a stream of `rooms` on `stream`, resuming from `positions`.
     pub(crate) fn new(
-        body: mpsc::Sender<Bytes>,
+        stream: TcpStream,
+        chunked: bool,
         rooms: Vec<RoomId>,
         positions: BTreeMap<RoomId, u64>,
         write_timeout: Duration,
@@ -106,37 +115,51 @@ impl Sse {
                 Bytes::from(serde_json::to_vec(&join).unwrap_or_default())
             })
             .collect();
-        let resuming: BTreeMap<RoomId, u64> = positions
-            .into_iter()
-            .filter(|(room, _)| rooms.contains(room))
-            .collect();
         Self {
-            body,
+            stream,
+            chunked,
             joins,
-            rooms,
-            // Every id this stream sends keeps the positions it came back with, also while
-            // those rooms' joins are still under way.
-            positions: resuming.clone(),
-            resuming,
+            rooms: Rooms::new(rooms, positions),
             write_timeout,
             heartbeat,
             next_tick: tokio::time::Instant::now() + heartbeat,
         }
     }
 
-    /// The channel a response body reads from.
-    pub(crate) fn channel() -> (mpsc::Sender<Bytes>, mpsc::Receiver<Bytes>) {
-        mpsc::channel(CHANNEL_CHUNKS)
-    }
-
-    async fn write(&mut self, chunk: String) -> Result<(), SessionError> {
-        if chunk.is_empty() {
+    /// Writes `text` (whole events) as one chunk.
+    async fn write(&mut self, text: String) -> Result<(), SessionError> {
+        if text.is_empty() {
             return Ok(());
         }
-        match within(self.write_timeout, self.body.send(Bytes::from(chunk))).await {
+        let bytes = if self.chunked {
+            let mut chunk = Vec::with_capacity(text.len() + 12);
+            chunk.extend_from_slice(format!("{:x}\r\n", text.len()).as_bytes());
+            chunk.extend_from_slice(text.as_bytes());
+            chunk.extend_from_slice(b"\r\n");
+            chunk
+        } else {
+            text.into_bytes()
+        };
+        match within(self.write_timeout, self.stream.write_all(&bytes)).await {
             Some(Ok(())) => Ok(()),
             Some(Err(_)) => Err(SessionError::Gone),
             None => Err(SessionError::Close(CloseCode::SlowConsumer)),
+        }
+    }
+}
+
+impl Rooms {
+    fn new(listed: Vec<RoomId>, positions: BTreeMap<RoomId, u64>) -> Self {
+        let resuming: BTreeMap<RoomId, u64> = positions
+            .into_iter()
+            .filter(|(room, _)| listed.contains(room))
+            .collect();
+        Self {
+            listed,
+            // Every id this stream sends keeps the positions it came back with, also while
+            // those rooms' joins are still under way.
+            positions: resuming.clone(),
+            resuming,
         }
     }
 
@@ -261,12 +284,12 @@ impl Sse {
     }
 
     fn is_our_join(&self, id: Option<u64>, room: &RoomId) -> bool {
-        id.and_then(|id| self.rooms.get(usize::try_from(id).ok()?.checked_sub(1)?)) == Some(room)
+        id.and_then(|id| self.listed.get(usize::try_from(id).ok()?.checked_sub(1)?)) == Some(room)
     }
 
     /// A join that was refused: an `error` event naming the room.
     fn refused(&self, id: Option<u64>, code: &str, message: &str, out: &mut String) {
-        let room = id.and_then(|id| self.rooms.get(usize::try_from(id).ok()?.checked_sub(1)?));
+        let room = id.and_then(|id| self.listed.get(usize::try_from(id).ok()?.checked_sub(1)?));
         let error = serde_json::json!({
             "type": "error",
             "roomId": room,
@@ -331,14 +354,14 @@ impl Connection for Sse {
 
     fn incoming(&mut self) -> impl Future<Output = SseIncoming> + Send {
         let join = self.joins.pop_front();
-        let body = self.body.clone();
+        let stream = &self.stream;
         let tick = self.next_tick;
         async move {
             if let Some(join) = join {
                 return SseIncoming::Join(join);
             }
             tokio::select! {
-                () = body.closed() => SseIncoming::Closed,
+                () = hung_up(stream) => SseIncoming::Closed,
                 // The client cannot speak; an open response is its sign of life.
                 () = tokio::time::sleep_until(tick) => SseIncoming::Tick,
             }
@@ -364,16 +387,18 @@ impl Connection for Sse {
                 id,
                 result: Some(result),
                 ..
-            } => self.joined(Some(*id), result, &mut out),
+            } => self.rooms.joined(Some(*id), result, &mut out),
             ServerFrame::Ack {
                 id,
                 error: Some(error),
                 ..
-            } => self.refused(Some(*id), error.code.as_str(), &error.message, &mut out),
+            } => self
+                .rooms
+                .refused(Some(*id), error.code.as_str(), &error.message, &mut out),
             ServerFrame::Error { code, message, .. } => {
-                self.refused(None, code.as_str(), message, &mut out);
+                self.rooms.refused(None, code.as_str(), message, &mut out);
             }
-            other => self.event(other, &mut out),
+            other => self.rooms.event(other, &mut out),
         }
         self.write(out).await
     }
@@ -387,7 +412,7 @@ impl Connection for Sse {
         let mut next = Some(first);
         while let Some(queued) = next {
             if let WsMessage::Text(text) = &*queued {
-                self.forward(text.as_str(), &mut out);
+                self.rooms.forward(text.as_str(), &mut out);
             }
             next = more();
         }
@@ -409,9 +434,33 @@ impl Connection for Sse {
             push_data(&mut out, "close", None, &close.to_string());
             let _ = self.write(out).await;
         }
-        // Dropping the sender ends the response.
-        let (closed, _) = mpsc::channel(1);
-        self.body = closed;
+        // The last chunk, then the connection ends with the response.
+        let stream = &mut self.stream;
+        let chunked = self.chunked;
+        let _ = within(self.write_timeout, async {
+            if chunked {
+                stream.write_all(b"0\r\n\r\n").await?;
+            }
+            stream.shutdown().await
+        })
+        .await;
+    }
+}
+
+/// Resolves once the client has closed its side of the socket (or it failed). A listener sends
+/// nothing; whatever it sends all the same is read and dropped.
+async fn hung_up(stream: &TcpStream) {
+    let mut sink = [0u8; 256];
+    loop {
+        if stream.readable().await.is_err() {
+            return;
+        }
+        match stream.try_read(&mut sink) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
     }
 }
 
@@ -422,15 +471,7 @@ mod tests {
     #[test]
     fn a_position_the_store_never_reached_resyncs_instead_of_dropping_what_comes() {
         let room = RoomId::parse("dash").unwrap();
-        let (tx, _rx) = Sse::channel();
-        let positions = BTreeMap::from([(room.clone(), 10)]);
-        let mut sse = Sse::new(
-            tx,
-            vec![room.clone()],
-            positions,
-            Duration::from_secs(1),
-            Duration::from_secs(1),
-        );
+        let mut sse = Rooms::new(vec![room.clone()], BTreeMap::from([(room.clone(), 10)]));
         let reply = AckResult::Room {
             room: switchboard_protocol::RoomInfo {
                 room_id: room.clone(),
@@ -458,14 +499,8 @@ mod tests {
     #[test]
     fn a_queued_frame_is_forwarded_as_it_came_once_and_only_for_listed_rooms() {
         let dash = RoomId::parse("dash").unwrap();
-        let (tx, _rx) = Sse::channel();
-        let mut sse = Sse::new(
-            tx,
-            vec![dash.clone()],
-            BTreeMap::from([(dash.clone(), 4)]),
-            Duration::from_secs(1),
-            Duration::from_secs(1),
-        );
+        let mut sse = Rooms::new(vec![dash.clone()], BTreeMap::from([(dash.clone(), 4)]));
+        // Its join answered: live from seq 4.
         sse.resuming.clear();
         let message = |room: &str, seq: u64| {
             format!(

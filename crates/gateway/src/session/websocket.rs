@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{SinkExt, StreamExt};
 use switchboard_protocol::{CloseCode, Codec, ServerFrame};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
-use super::connection::{Connection, End, Inbound};
+use super::connection::{Connection, End, Inbound, within};
 use crate::app::App;
 use crate::error::SessionError;
 use crate::outbound::{Outbound, encode};
@@ -185,12 +185,3 @@ fn written(outcome: Option<Result<(), WsError>>) -> Result<(), SessionError> {
     }
 }
 
-/// Awaits `fut` for at most `limit`, arming the timer only when `fut` does not finish at once:
-/// nearly every write completes without waiting, and a timer per write would cost more than it.
-pub(super) async fn within<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
-    let mut fut = std::pin::pin!(fut);
-    if let Some(output) = fut.as_mut().now_or_never() {
-        return Some(output);
-    }
-    tokio::time::timeout(limit, fut).await.ok()
-}
