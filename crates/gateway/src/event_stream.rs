@@ -1,19 +1,26 @@
-//! `GET /sse` on the raw socket: the request head is read here, not by hyper, checked as an
-//! upgrade is checked (`server.rs`), and the socket goes to a session whose wire is
+//! `GET /sse`: checked as an upgrade is checked (`server.rs`), then a session whose wire is
 //! `session/sse.rs`. A stream is a long response that only this node writes to, so keeping
 //! hyper's connection (its read and write buffers, a second task, a channel in between) for
-//! its whole life would cost every stream ~12 KiB and every delivery a second wake-up; a
-//! WebSocket leaves hyper at its upgrade, and so does a stream, here.
+//! its whole life would cost every stream ~12 KiB and every delivery a second wake-up. A
+//! WebSocket leaves hyper at its upgrade; a stream that opens its connection (how browsers and
+//! proxies open one, nearly always) never enters it: its request head is read here and its
+//! session writes to the socket. One asked for on a connection hyper already serves (a reused
+//! keep-alive connection) is streamed through hyper's response body instead, by the same wire.
 
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::app::App;
-use crate::server::{Refusal, check_event_stream};
+use crate::http::Body;
+use crate::server::{CheckedStream, Refusal, check_event_stream};
 use crate::session;
 
 /// What the first request of a connection that wants a stream starts with.
@@ -24,6 +31,8 @@ const MAX_HEADERS: usize = 64;
 /// How long a request line that arrived in pieces is waited for (no real client splits one).
 const SPLIT_LINE_POLLS: u32 = 20;
 const SPLIT_LINE_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+/// Chunks buffered between a session and a hyper response body.
+const BODY_CHUNKS: usize = 16;
 
 /// Whether the connection's first request is `GET /sse`, looked at without reading it, so any
 /// other request goes to hyper untouched.
@@ -56,8 +65,7 @@ struct Head {
 /// Reads and checks the request, then refuses it with an HTTP status or answers 200 and starts
 /// the stream's session.
 pub(crate) async fn serve(app: Arc<App>, mut stream: TcpStream) {
-    let head = match tokio::time::timeout(app.config.auth_timeout(), read_head(&mut stream)).await
-    {
+    let head = match tokio::time::timeout(app.config.auth_timeout(), read_head(&mut stream)).await {
         Ok(Ok(head)) => head,
         Ok(Err(reason)) => {
             tracing::debug!(reason, "unreadable /sse request");
@@ -88,19 +96,56 @@ pub(crate) async fn serve(app: Arc<App>, mut stream: TcpStream) {
     response.push_str(
         "content-type: text/event-stream\r\ncache-control: no-store\r\nx-accel-buffering: no\r\nconnection: close\r\n\r\n",
     );
-    let sent = session::within(app.config.write_timeout(), stream.write_all(response.as_bytes()));
+    let sent = session::within(
+        app.config.write_timeout(),
+        stream.write_all(response.as_bytes()),
+    );
     if !matches!(sent.await, Some(Ok(()))) {
         return;
     }
-    let wire = session::Sse::new(
+    let output = session::SseOutput::Socket {
         stream,
-        head.chunked,
+        chunked: head.chunked,
+    };
+    start(&app, (identity, rooms, positions, guard), output);
+}
+
+/// `GET /sse` on a connection hyper serves: the same checks and session, the events written
+/// into a streamed response body.
+pub(crate) fn through_hyper(app: &Arc<App>, req: &http::Request<Incoming>) -> Response<Body> {
+    let checked = match check_event_stream(app, req.headers(), req.uri().query()) {
+        Ok(checked) => checked,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let (tx, mut rx) = mpsc::channel::<Bytes>(BODY_CHUNKS);
+    start(app, checked, session::SseOutput::Body(tx));
+    let chunks = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx)
+            .map(|chunk| chunk.map(|c| Ok(Frame::data(c))))
+    });
+    let mut response = Response::new(BodyExt::boxed(StreamBody::new(chunks)));
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("content-type", "text/event-stream"),
+        ("cache-control", "no-store"),
+        ("x-accel-buffering", "no"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// Spawns the stream's session (tracked, so a drain waits for it).
+fn start(app: &Arc<App>, checked: CheckedStream, output: session::SseOutput) {
+    let (identity, rooms, positions, guard) = checked;
+    let wire = session::Sse::new(
+        output,
         rooms,
         positions,
         app.config.write_timeout(),
         app.config.heartbeat_interval(),
     );
-    let start = Box::pin(session::start(Arc::clone(&app), wire, Some(identity)));
+    let start = Box::pin(session::start(Arc::clone(app), wire, Some(identity)));
     app.sessions.spawn(
         async move {
             let _guard = guard;
@@ -117,10 +162,7 @@ async fn read_head(stream: &mut TcpStream) -> Result<Head, &'static str> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|_| "socket error")?;
+        let n = stream.read(&mut chunk).await.map_err(|_| "socket error")?;
         if n == 0 {
             return Err("connection closed");
         }

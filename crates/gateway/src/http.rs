@@ -5,12 +5,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 use switchboard_protocol::{UserId, UserRef};
 
 use crate::app::App;
 
-pub type Body = Full<Bytes>;
+/// A response body: whole (most routes) or streamed (`/sse` on a connection hyper serves).
+pub type Body = BoxBody<Bytes, std::convert::Infallible>;
+
+/// A whole body.
+pub fn whole(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
 
 /// The dev-mode chat page: plain HTML and JS, no build step.
 const CHAT_PAGE: &str = include_str!("../assets/index.html");
@@ -41,7 +48,7 @@ pub fn respond(
     content_type: &'static str,
     body: impl Into<Bytes>,
 ) -> Response<Body> {
-    let mut response = Response::new(Full::new(body.into()));
+    let mut response = Response::new(whole(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

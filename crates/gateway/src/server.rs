@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -102,6 +103,11 @@ fn route(app: &Arc<App>, req: Request<Incoming>, role: Role) -> Response<Body> {
     if path == "/ws" {
         return upgrade(app, req);
     }
+    if path == "/sse" {
+        // A stream asked for on a connection hyper already serves (a reused keep-alive
+        // connection); one that opens its connection never gets here (`event_stream.rs`).
+        return crate::event_stream::through_hyper(app, &req);
+    }
     let query = req.uri().query().map(str::to_owned);
     routes::dev_route(app, &path, query.as_deref())
         .unwrap_or_else(|| routes::text(StatusCode::NOT_FOUND, "not found\n"))
@@ -143,7 +149,7 @@ fn upgrade(app: &Arc<App>, mut req: Request<Incoming>) -> Response<Body> {
         }
         .instrument(tracing::debug_span!("ws")),
     );
-    let mut response = Response::new(Body::default());
+    let mut response = Response::new(routes::whole(Bytes::new()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
     headers.insert(
@@ -392,7 +398,7 @@ impl Refusal {
         (self.status, routes::error_body(self.code, self.message))
     }
 
-    fn into_response(self) -> Response<Body> {
+    pub(crate) fn into_response(self) -> Response<Body> {
         let (status, body) = self.into_parts();
         let mut response = routes::respond(status, "application/json", body);
         if status == StatusCode::UNAUTHORIZED {

@@ -376,5 +376,56 @@ async fn a_stream_of_no_room_carries_the_users_own_events() {
     let event = bob.next().await.unwrap();
     assert_eq!(event.event, "user:event");
     let event = event.json().unwrap();
-    assert_eq!((&event["event"], &event["data"]["from"]), (&json!("wave"), &json!("ops")));
+    assert_eq!(
+        (&event["event"], &event["data"]["from"]),
+        (&json!("wave"), &json!("ops"))
+    );
+}
+
+#[tokio::test]
+async fn a_stream_asked_for_on_a_kept_alive_connection_is_served_the_same() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = gateway_with(&[UNLIMITED_RATE]).await;
+    let mut alice = connect(&gw, "alice").await;
+    alice.create_room("dash").await.unwrap();
+    // A first request on the connection, its answer read to the end: the connection stays.
+    let mut socket = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    socket
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(socket.read_u8().await.unwrap());
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut body = vec![0; length];
+    socket.read_exact(&mut body).await.unwrap();
+
+    let auth = format!("Bearer {}", token("bob"));
+    let (mut bob, response) = SseClient::connect_on(
+        socket,
+        gw.addr(),
+        "/sse?rooms=dash",
+        &[("Authorization", &auth)],
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(response.header("content-type"), Some("text/event-stream"));
+    bob.next_named("session:ready").await.unwrap();
+    joined(&mut bob, &["dash"]).await;
+    send(&mut alice, "dash", "d1").await;
+    assert_eq!(
+        next_message_event(&mut bob).await,
+        ("dash:1".to_owned(), 1, "d1".to_owned())
+    );
 }

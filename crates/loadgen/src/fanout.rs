@@ -42,11 +42,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Report;
 use crate::api::ApiConn;
-use crate::sse::SseStream;
 use crate::conn::{self, ACK_PREFIX, Dialect, Endpoint, Target, TargetArgs, Transport, Ws};
 use crate::procfs::{CpuMeter, GroupCpuMeter, MachineMeter, Proc, total_rss_kib};
 use crate::raw::{Frame, RawWs};
 use crate::socketio::{self, Packet};
+use crate::sse::SseStream;
 
 const MESSAGE_NEW_PREFIX: &[u8] = br#"{"type":"message:new""#;
 const MESSAGE_NEW_TYPE: &[u8] = br#""type":"message:new""#;
@@ -718,7 +718,10 @@ async fn api_publisher(
                 .api_key
                 .as_deref()
                 .context("--publish api needs --api-key")?;
-            let endpoint = ctx.publishers_at.as_ref().unwrap_or_else(|| ctx.target.first());
+            let endpoint = ctx
+                .publishers_at
+                .as_ref()
+                .unwrap_or_else(|| ctx.target.first());
             let stream = ctx.target.connect(endpoint, index).await?;
             let mut api = ApiConn::new(stream, endpoint.authority(), key);
             for &room in &rooms {

@@ -11,8 +11,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::Report;
 use crate::conn::{Dialect, Target, TargetArgs, Transport};
-use crate::sse::SseStream;
 use crate::procfs::{Proc, total_rss_kib};
+use crate::sse::SseStream;
 
 #[derive(Debug, Args)]
 pub struct IdleArgs {
@@ -54,7 +54,8 @@ async fn open(target: &Target, transport: Transport, i: usize, user: &str) -> an
             let endpoint = target.endpoint(i);
             let stream = target.connect(endpoint, i).await?;
             let token = target.token(user)?;
-            let mut sse = SseStream::open(stream, endpoint.authority(), "/sse", &token, 1024).await?;
+            let mut sse =
+                SseStream::open(stream, endpoint.authority(), "/sse", &token, 1024).await?;
             sse.expect(b"session:ready").await?;
             Ok(Held::Sse(sse))
         }

@@ -190,10 +190,10 @@ impl SseStream {
         for line in block.split(|&b| b == b'\n') {
             if let Some(name) = line.strip_prefix(b"event: ") {
                 event.name = name;
-            } else if let Some(data) = line.strip_prefix(b"data: ") {
-                if event.data.is_empty() {
-                    event.data = data;
-                }
+            } else if let Some(data) = line.strip_prefix(b"data: ")
+                && event.data.is_empty()
+            {
+                event.data = data;
             }
         }
         Some(event)
@@ -291,9 +291,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_refusal_names_its_status_and_body() {
-        let refusal: &[u8] = b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 20\r\n\r\n{\"code\":\"NO_TOKEN\"}\n";
+        let refusal: &[u8] =
+            b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 20\r\n\r\n{\"code\":\"NO_TOKEN\"}\n";
         let error = stream_of(&[refusal]).await.expect_err("refused");
         let text = format!("{error:#}");
-        assert!(text.contains("HTTP 401") && text.contains("NO_TOKEN"), "{text}");
+        assert!(
+            text.contains("HTTP 401") && text.contains("NO_TOKEN"),
+            "{text}"
+        );
     }
 }

@@ -69,7 +69,18 @@ impl SseClient {
         path: &str,
         headers: &[(&str, &str)],
     ) -> anyhow::Result<Result<(Self, SseResponse), SseResponse>> {
-        let mut stream = TcpStream::connect(addr).await.context("connecting")?;
+        let stream = TcpStream::connect(addr).await.context("connecting")?;
+        Self::connect_on(stream, addr, path, headers).await
+    }
+
+    /// As [`SseClient::connect`], on a connection already open (one that served other
+    /// requests before, as a browser's or a proxy's kept-alive connection does).
+    pub async fn connect_on(
+        mut stream: TcpStream,
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Result<(Self, SseResponse), SseResponse>> {
         let mut head = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\nConnection: close\r\n"
         );

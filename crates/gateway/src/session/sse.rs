@@ -11,8 +11,9 @@
 //!
 //! Liveness: a comment line goes out every heartbeat (the session's probe), and the client is
 //! taken for alive until it closes the socket. Writes go straight to the socket
-//! (`event_stream.rs` read the request and wrote the response head), one chunk per batch, with
-//! the write timeout: a client that does not keep up is a slow consumer.
+//! (`event_stream.rs` read the request and wrote the response head), one chunk per batch, or on
+//! a connection hyper serves into its response body; with the write timeout either way: a
+//! client that does not keep up is a slow consumer.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
@@ -24,6 +25,7 @@ use serde::Deserialize;
 use switchboard_protocol::{AckResult, ClientFrame, Codec, RoomId, ServerFrame};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 
 use super::connection::{Connection, End, Inbound, within};
 use crate::error::SessionError;
@@ -55,11 +57,18 @@ fn format_positions(positions: &BTreeMap<RoomId, u64>) -> String {
     id
 }
 
-/// One stream's wire: the socket `event_stream.rs` handed over after the response head.
+/// Where a stream's bytes go (see `event_stream.rs`).
+pub(crate) enum SseOutput {
+    /// The socket, after the response head: chunked for HTTP/1.1; for HTTP/1.0 the body ends
+    /// with the connection.
+    Socket { stream: TcpStream, chunked: bool },
+    /// A hyper response body, for a stream asked for on a connection hyper already served.
+    Body(mpsc::Sender<Bytes>),
+}
+
+/// One stream's wire.
 pub(crate) struct Sse {
-    stream: TcpStream,
-    /// HTTP/1.1 chunked framing; for HTTP/1.0 the body ends with the connection.
-    chunked: bool,
+    output: SseOutput,
     /// The made-up `room:join`s not handed to the session yet.
     joins: VecDeque<Bytes>,
     rooms: Rooms,
@@ -95,8 +104,7 @@ pub(crate) enum SseIncoming {
 impl Sse {
     /// The wire of a stream of `rooms` on `stream`, resuming from `positions`.
     pub(crate) fn new(
-        stream: TcpStream,
-        chunked: bool,
+        output: SseOutput,
         rooms: Vec<RoomId>,
         positions: BTreeMap<RoomId, u64>,
         write_timeout: Duration,
@@ -116,8 +124,7 @@ impl Sse {
             })
             .collect();
         Self {
-            stream,
-            chunked,
+            output,
             joins,
             rooms: Rooms::new(rooms, positions),
             write_timeout,
@@ -131,18 +138,28 @@ impl Sse {
         if text.is_empty() {
             return Ok(());
         }
-        let bytes = if self.chunked {
-            let mut chunk = Vec::with_capacity(text.len() + 12);
-            chunk.extend_from_slice(format!("{:x}\r\n", text.len()).as_bytes());
-            chunk.extend_from_slice(text.as_bytes());
-            chunk.extend_from_slice(b"\r\n");
-            chunk
-        } else {
-            text.into_bytes()
+        let written = match &mut self.output {
+            SseOutput::Socket { stream, chunked } => {
+                let bytes = if *chunked {
+                    let mut chunk = Vec::with_capacity(text.len() + 12);
+                    chunk.extend_from_slice(format!("{:x}\r\n", text.len()).as_bytes());
+                    chunk.extend_from_slice(text.as_bytes());
+                    chunk.extend_from_slice(b"\r\n");
+                    chunk
+                } else {
+                    text.into_bytes()
+                };
+                within(self.write_timeout, stream.write_all(&bytes))
+                    .await
+                    .map(|sent| sent.is_ok())
+            }
+            SseOutput::Body(body) => within(self.write_timeout, body.send(Bytes::from(text)))
+                .await
+                .map(|sent| sent.is_ok()),
         };
-        match within(self.write_timeout, self.stream.write_all(&bytes)).await {
-            Some(Ok(())) => Ok(()),
-            Some(Err(_)) => Err(SessionError::Gone),
+        match written {
+            Some(true) => Ok(()),
+            Some(false) => Err(SessionError::Gone),
             None => Err(SessionError::Close(CloseCode::SlowConsumer)),
         }
     }
@@ -354,14 +371,14 @@ impl Connection for Sse {
 
     fn incoming(&mut self) -> impl Future<Output = SseIncoming> + Send {
         let join = self.joins.pop_front();
-        let stream = &self.stream;
+        let output = &self.output;
         let tick = self.next_tick;
         async move {
             if let Some(join) = join {
                 return SseIncoming::Join(join);
             }
             tokio::select! {
-                () = hung_up(stream) => SseIncoming::Closed,
+                () = output.hung_up() => SseIncoming::Closed,
                 // The client cannot speak; an open response is its sign of life.
                 () = tokio::time::sleep_until(tick) => SseIncoming::Tick,
             }
@@ -434,16 +451,31 @@ impl Connection for Sse {
             push_data(&mut out, "close", None, &close.to_string());
             let _ = self.write(out).await;
         }
-        // The last chunk, then the connection ends with the response.
-        let stream = &mut self.stream;
-        let chunked = self.chunked;
-        let _ = within(self.write_timeout, async {
-            if chunked {
-                stream.write_all(b"0\r\n\r\n").await?;
+        match &mut self.output {
+            // The last chunk, then the connection ends with the response.
+            SseOutput::Socket { stream, chunked } => {
+                let chunked = *chunked;
+                let _ = within(self.write_timeout, async {
+                    if chunked {
+                        stream.write_all(b"0\r\n\r\n").await?;
+                    }
+                    stream.shutdown().await
+                })
+                .await;
             }
-            stream.shutdown().await
-        })
-        .await;
+            // Dropping the sender ends the response.
+            SseOutput::Body(body) => *body = mpsc::channel(1).0,
+        }
+    }
+}
+
+impl SseOutput {
+    /// Resolves once the client has gone.
+    async fn hung_up(&self) {
+        match self {
+            Self::Socket { stream, .. } => hung_up(stream).await,
+            Self::Body(body) => body.closed().await,
+        }
     }
 }
 
@@ -499,7 +531,7 @@ mod tests {
     #[test]
     fn a_queued_frame_is_forwarded_as_it_came_once_and_only_for_listed_rooms() {
         let dash = RoomId::parse("dash").unwrap();
-        let mut sse = Rooms::new(vec![dash.clone()], BTreeMap::from([(dash.clone(), 4)]));
+        let mut sse = Rooms::new(vec![dash.clone()], BTreeMap::from([(dash, 4)]));
         // Its join answered: live from seq 4.
         sse.resuming.clear();
         let message = |room: &str, seq: u64| {
@@ -509,13 +541,22 @@ mod tests {
         };
         let mut out = String::new();
         sse.forward(&message("dash", 5), &mut out);
-        assert_eq!(out, format!("id: dash:5\nevent: message:new\ndata: {}\n\n", message("dash", 5)));
+        assert_eq!(
+            out,
+            format!(
+                "id: dash:5\nevent: message:new\ndata: {}\n\n",
+                message("dash", 5)
+            )
+        );
         // Already sent, or not a listed room: nothing.
         out.clear();
         sse.forward(&message("dash", 5), &mut out);
         sse.forward(&message("other", 9), &mut out);
         sse.forward(r#"{"type":"room:event","roomId":"other","event":"x","data":1,"from":{"id":"a","name":"a"}}"#, &mut out);
-        sse.forward(r#"{"type":"typing:start","roomId":"dash","user":{"id":"a","name":"a"}}"#, &mut out);
+        sse.forward(
+            r#"{"type":"typing:start","roomId":"dash","user":{"id":"a","name":"a"}}"#,
+            &mut out,
+        );
         assert_eq!(out, "");
         let event = r#"{"type":"room:event","roomId":"dash","event":"cursor","data":{"x":1},"from":{"id":"a","name":"a"}}"#;
         sse.forward(event, &mut out);

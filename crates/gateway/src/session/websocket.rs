@@ -184,4 +184,3 @@ fn written(outcome: Option<Result<(), WsError>>) -> Result<(), SessionError> {
         None => Err(SessionError::Close(CloseCode::SlowConsumer)),
     }
 }
-
