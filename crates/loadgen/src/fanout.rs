@@ -156,6 +156,9 @@ struct Ctx {
     rooms: Vec<RoomId>,
     /// Timestamps count from here.
     epoch: Instant,
+    /// This run's part of every idempotency key: a later run against the same server sends new
+    /// messages, not retries of this one's.
+    run: String,
     /// The wall clock at `epoch`, in Unix milliseconds.
     wall_epoch_ms: u64,
     receive: Transport,
@@ -487,41 +490,100 @@ async fn receiver(ctx: Rc<Ctx>, index: usize, room: usize, ready: mpsc::Sender<(
     ctx.stats.borrow_mut().received += received;
 }
 
-/// A Switchboard receiver on the raw client: per `read`, one clock read and every complete
-/// frame parsed in place.
-async fn raw_receiver(ctx: Rc<Ctx>, index: usize, room: usize, ready: mpsc::Sender<()>) {
-    let user = format!("recv-{index}");
-    let set_up = ctx.set_up_raw(index, &user, room).await;
-    let Some(mut ws) = ctx.receiver_ready(set_up, room, ready).await else {
-        return;
-    };
+/// A receiver's connection once it is set up: reads, and the deliveries among what it read.
+trait Listener {
+    /// Reads once: `Ok(0)` at the end of the stream.
+    async fn fill(&mut self) -> Result<usize, String>;
+    /// Records every delivery read so far, all received now (one clock read); `Some` reason
+    /// when the connection ends.
+    fn deliveries(&mut self, ctx: &Ctx, received: &mut u64) -> Option<String>;
+    /// Writes what a read calls for (pongs).
+    async fn answer(&mut self) -> Result<(), String>;
+}
 
+impl Listener for RawWs {
+    async fn fill(&mut self) -> Result<usize, String> {
+        RawWs::fill(self)
+            .await
+            .map_err(|error| format!("error: {error}"))
+    }
+
+    fn deliveries(&mut self, ctx: &Ctx, received: &mut u64) -> Option<String> {
+        ctx.parse_deliveries(self, received)
+    }
+
+    async fn answer(&mut self) -> Result<(), String> {
+        if self.has_output() {
+            self.flush().await.map_err(|_| "error: pong".to_owned())?;
+        }
+        Ok(())
+    }
+}
+
+impl Listener for SseStream {
+    async fn fill(&mut self) -> Result<usize, String> {
+        SseStream::fill(self)
+            .await
+            .map_err(|error| format!("error: {error}"))
+    }
+
+    fn deliveries(&mut self, ctx: &Ctx, received: &mut u64) -> Option<String> {
+        let now_ns = ctx.now_ns();
+        let mut stats = ctx.stats.borrow_mut();
+        while let Some(event) = self.next_event() {
+            if event.name == b"message:new" {
+                if let Some(sent_ns) = delivery_timestamp(event.data) {
+                    *received += 1;
+                    stats.record_delivery(ctx.wall_epoch_ms, now_ns, sent_ns, event.data);
+                }
+            } else if event.name == b"close" || event.name == b"error" {
+                return Some(format!("sse {}", String::from_utf8_lossy(event.data)));
+            }
+        }
+        None
+    }
+
+    async fn answer(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Counts a set-up receiver's deliveries until the run stops or the connection ends.
+async fn listen(ctx: &Ctx, conn: &mut impl Listener) {
     let stopped = ctx.stop.cancelled();
     tokio::pin!(stopped);
     let mut received = 0u64;
     let ended = loop {
         tokio::select! {
             biased;
-            read = ws.fill() => match read {
+            read = conn.fill() => match read {
                 Ok(0) => break Some("eof".to_owned()),
                 Ok(_) => {}
-                Err(error) => break Some(format!("error: {error}")),
+                Err(reason) => break Some(reason),
             },
             () = &mut stopped => break None,
         }
-        // Every frame of this read arrived at the same moment.
-        if let Some(reason) = ctx.parse_deliveries(&mut ws, &mut received) {
+        if let Some(reason) = conn.deliveries(ctx, &mut received) {
             break Some(reason);
         }
-        // Pongs to the pings of this read.
-        if ws.has_output() && ws.flush().await.is_err() {
-            break Some("error: pong".to_owned());
+        if let Err(reason) = conn.answer().await {
+            break Some(reason);
         }
     };
     if let Some(reason) = ended {
         ctx.ended_early(reason);
     }
     ctx.stats.borrow_mut().received += received;
+}
+
+/// A Switchboard receiver on the raw client: per `read`, one clock read and every complete
+/// frame parsed in place.
+async fn raw_receiver(ctx: Rc<Ctx>, index: usize, room: usize, ready: mpsc::Sender<()>) {
+    let user = format!("recv-{index}");
+    let set_up = ctx.set_up_raw(index, &user, room).await;
+    if let Some(mut ws) = ctx.receiver_ready(set_up, room, ready).await {
+        listen(&ctx, &mut ws).await;
+    }
 }
 
 /// A receiver on an `/sse` stream of its room: per `read`, one clock read and every complete
@@ -546,45 +608,9 @@ async fn sse_receiver(ctx: Rc<Ctx>, index: usize, room: usize, ready: mpsc::Send
             anyhow::Ok(sse)
         })
         .await;
-    let Some(mut sse) = ctx.receiver_ready(set_up, room, ready).await else {
-        return;
-    };
-
-    let stopped = ctx.stop.cancelled();
-    tokio::pin!(stopped);
-    let mut received = 0u64;
-    let ended = loop {
-        tokio::select! {
-            biased;
-            read = sse.fill() => match read {
-                Ok(0) => break Some("eof".to_owned()),
-                Ok(_) => {}
-                Err(error) => break Some(format!("error: {error}")),
-            },
-            () = &mut stopped => break None,
-        }
-        let now_ns = ctx.now_ns();
-        let mut stats = ctx.stats.borrow_mut();
-        let mut closed = None;
-        while let Some(event) = sse.next_event() {
-            if event.name == b"message:new" {
-                if let Some(sent_ns) = delivery_timestamp(event.data) {
-                    received += 1;
-                    stats.record_delivery(ctx.wall_epoch_ms, now_ns, sent_ns, event.data);
-                }
-            } else if event.name == b"close" || event.name == b"error" {
-                closed = Some(format!("sse {}", String::from_utf8_lossy(event.data)));
-                break;
-            }
-        }
-        if closed.is_some() {
-            break closed;
-        }
-    };
-    if let Some(reason) = ended {
-        ctx.ended_early(reason);
+    if let Some(mut sse) = ctx.receiver_ready(set_up, room, ready).await {
+        listen(&ctx, &mut sse).await;
     }
-    ctx.stats.borrow_mut().received += received;
 }
 
 async fn publisher(
@@ -659,16 +685,17 @@ async fn publisher(
                     let sent_ns = u64::try_from((at - ctx.epoch).as_nanos()).unwrap_or(u64::MAX);
                     let frame = match ctx.target.dialect {
                         Dialect::Switchboard => format!(
-                            r#"{{"type":"message:send","id":{id},"roomId":"{room_id}","content":"{content}","clientMsgId":"{user}-{k}"}}"#,
+                            r#"{{"type":"message:send","id":{id},"roomId":"{room_id}","content":"{content}","clientMsgId":"{user}-{run}-{k}"}}"#,
                             id = k + FIRST_SEND_ID,
                             room_id = ctx.rooms[room],
                             content = content(sent_ns, ctx.msg_bytes),
+                            run = ctx.run,
                         ),
                         Dialect::SocketIo => socketio::message_send(
                             k + FIRST_SEND_ID,
                             &ctx.rooms[room],
                             &content(sent_ns, ctx.msg_bytes),
-                            &format!("{user}-{k}"),
+                            &format!("{user}-{}-{k}", ctx.run),
                         ),
                     };
                     if let Err(error) = ws.feed(Message::text(frame)).await {
@@ -765,8 +792,9 @@ async fn api_publisher(
         let room = rooms[(k as usize) % rooms.len()];
         let sent_ns = u64::try_from((due(k) - ctx.epoch).as_nanos()).unwrap_or(u64::MAX);
         let body = format!(
-            r#"{{"content":"{}","idempotencyKey":"{user}-{k}"}}"#,
-            content(sent_ns, ctx.msg_bytes)
+            r#"{{"content":"{}","idempotencyKey":"{user}-{run}-{k}"}}"#,
+            content(sent_ns, ctx.msg_bytes),
+            run = ctx.run
         );
         let path = format!("/api/v1/rooms/{}/messages", ctx.rooms[room]);
         ctx.stats.borrow_mut().sent[room] += 1;
@@ -905,6 +933,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<Report> {
         publish: args.publish,
         api_key: args.api_key.clone(),
         epoch: Instant::now(),
+        run: format!("{:x}", wall_millis()),
         wall_epoch_ms: wall_millis(),
         connecting: Semaphore::new(args.target.concurrency.max(1)),
         setup_timeout,

@@ -102,7 +102,7 @@ pub(crate) enum SseIncoming {
 }
 
 impl Sse {
-    /// The wire of a stream of `rooms` on `stream`, resuming from `positions`.
+    /// The wire of a stream of `rooms` into `output`, resuming from `positions`.
     pub(crate) fn new(
         output: SseOutput,
         rooms: Vec<RoomId>,
