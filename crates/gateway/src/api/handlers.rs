@@ -155,25 +155,49 @@ struct PostMessage {
     idempotency_key: Option<String>,
 }
 
+/// A message the API was asked to publish, checked as a client's `message:send` is, to store
+/// in one room or several.
+struct CheckedMessage {
+    sender: UserRef,
+    kind: MessageKind,
+    content: String,
+    key: String,
+}
+
+impl PostMessage {
+    fn check(self, app: &App, header_key: Option<String>) -> Result<CheckedMessage, ApiError> {
+        let key = idempotency_key(self.idempotency_key, header_key)?;
+        let content = actions::check_message(&app.config, self.content, &key)
+            .map_err(|e| rename_client_msg_id(e.into()))?;
+        Ok(CheckedMessage {
+            sender: Sender::or_system(self.from)?,
+            kind: self.kind,
+            content,
+            key,
+        })
+    }
+}
+
+impl CheckedMessage {
+    fn for_room(&self, room: RoomId) -> NewMessage {
+        NewMessage {
+            room,
+            sender: self.sender.clone(),
+            kind: self.kind,
+            content: self.content.clone(),
+            client_msg_id: self.key.clone(),
+        }
+    }
+}
+
 async fn post_message(
     app: &App,
     room: RoomId,
     body: PostMessage,
     header_key: Option<String>,
 ) -> Answer {
-    let key = idempotency_key(body.idempotency_key, header_key)?;
-    let content = actions::check_message(&app.config, body.content, &key)
-        .map_err(|e| rename_client_msg_id(e.into()))?;
-    let appended = app
-        .store
-        .append(NewMessage {
-            room,
-            sender: Sender::or_system(body.from)?,
-            kind: body.kind,
-            content,
-            client_msg_id: key,
-        })
-        .await?;
+    let message = body.check(app, header_key)?;
+    let appended = app.store.append(message.for_room(room)).await?;
     let status = created_or_ok(!appended.duplicate);
     Ok(responses::json(status, &announce(app, appended).await))
 }
@@ -261,19 +285,10 @@ async fn broadcast_message(
     body: PostMessage,
     header_key: Option<String>,
 ) -> Answer {
-    let key = idempotency_key(body.idempotency_key, header_key)?;
-    let content = actions::check_message(&app.config, body.content, &key)
-        .map_err(|e| rename_client_msg_id(e.into()))?;
-    let sender = Sender::or_system(body.from)?;
+    let message = body.check(app, header_key)?;
     let messages = rooms
         .iter()
-        .map(|room| NewMessage {
-            room: room.clone(),
-            sender: sender.clone(),
-            kind: body.kind,
-            content: content.clone(),
-            client_msg_id: key.clone(),
-        })
+        .map(|room| message.for_room(room.clone()))
         .collect();
     let mut results = Vec::with_capacity(rooms.len());
     for (room, answer) in rooms.iter().zip(app.store.append_many(messages).await) {
