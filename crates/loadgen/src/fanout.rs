@@ -338,6 +338,18 @@ impl Ctx {
         ws
     }
 
+    /// Counts a publisher's failed setup and tells the run its setup is over: the connection
+    /// when it is ready to publish.
+    async fn publisher_ready<W>(
+        &self,
+        set_up: anyhow::Result<W>,
+        ready: mpsc::Sender<()>,
+    ) -> Option<W> {
+        let conn = set_up.map_err(|error| self.setup_failed(&error)).ok();
+        let _ = ready.send(()).await;
+        conn
+    }
+
     fn setup_failed(&self, error: &anyhow::Error) {
         let mut stats = self.stats.borrow_mut();
         stats.setup_failed += 1;
@@ -625,7 +637,7 @@ async fn publisher(
         return api_publisher(ctx, index, rooms, rate, phase, ready).await;
     }
     let user = format!("pub-{index}");
-    let mut ws = match ctx
+    let set_up = ctx
         .set_up(
             ctx.publishers_at.as_ref(),
             index,
@@ -634,17 +646,10 @@ async fn publisher(
             &rooms,
             true,
         )
-        .await
-    {
-        Ok(ws) => ws,
-        Err(error) => {
-            ctx.setup_failed(&error);
-            let _ = ready.send(()).await;
-            return;
-        }
+        .await;
+    let Some(mut ws) = ctx.publisher_ready(set_up, ready).await else {
+        return;
     };
-    let _ = ready.send(()).await;
-    drop(ready);
 
     // Wait for the schedule, reading (and answering pings) meanwhile: a server drops a client
     // that stays silent past its heartbeat (Socket.IO: pingInterval + pingTimeout, 45 s; the
@@ -764,22 +769,14 @@ async fn api_publisher(
             anyhow::Ok(api)
         })
         .await;
-    let mut api = match set_up {
-        Ok(api) => api,
-        Err(error) => {
-            ctx.setup_failed(&error);
-            let _ = ready.send(()).await;
-            return;
-        }
-    };
-    let _ = ready.send(()).await;
-    drop(ready);
-
-    let mut plan_rx = ctx.plan.clone();
-    let Ok(plan) = plan_rx.wait_for(Option::is_some).await.map(|plan| *plan) else {
+    let Some(mut api) = ctx.publisher_ready(set_up, ready).await else {
         return;
     };
-    let Some(plan) = plan else { return };
+
+    let mut plan_rx = ctx.plan.clone();
+    let Ok(Some(plan)) = plan_rx.wait_for(Option::is_some).await.map(|plan| *plan) else {
+        return;
+    };
     let interval = 1.0 / rate;
     let due = |k: u64| plan.start + Duration::from_secs_f64((k as f64 + phase) * interval);
     let mut k = 0u64;
