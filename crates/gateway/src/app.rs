@@ -15,6 +15,7 @@ use switchboard_protocol::{FriendStatus, ServerFrame, UserId};
 
 use crate::broker::{Broker, ConnId, Envelope, Topic};
 use crate::config::Config;
+use crate::hooks::Hooks;
 use crate::hub::Hub;
 use crate::metrics;
 use crate::presence::Presence;
@@ -30,6 +31,8 @@ pub struct App {
     pub presence: Arc<dyn Presence>,
     pub hub: Arc<Hub>,
     pub auth: Arc<dyn Authenticator>,
+    /// Calls to the app's backend that decide (connect, join, rpc).
+    pub hooks: Hooks,
     /// Dev mode only: signs tokens for the chat page.
     pub dev_signer: Option<TokenSigner>,
     /// The server API; `None` when it is off (no key).
@@ -65,6 +68,7 @@ impl std::fmt::Debug for App {
 /// The backends and keys an [`App`] is built from.
 #[derive(Debug)]
 pub struct Parts {
+    pub hooks: Hooks,
     pub store: Arc<dyn Store>,
     pub broker: Arc<dyn Broker>,
     pub presence: Arc<dyn Presence>,
@@ -115,6 +119,7 @@ impl App {
             presence: parts.presence,
             hub: parts.hub,
             auth: parts.auth,
+            hooks: parts.hooks,
             dev_signer: parts.dev_signer,
             api,
             outbox: parts.outbox,

@@ -17,6 +17,9 @@ use std::time::Duration;
 
 use clap::{Arg, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
+use crate::room_pattern::RoomPatterns;
+use crate::signing::Signer;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "gateway",
@@ -311,6 +314,52 @@ pub struct Config {
         default_value_t = 1_048_576
     )]
     pub api_max_body_bytes: usize,
+    /// The connect hook: called after a token is verified, it may refuse the connection, rename
+    /// the user or add rooms (docs/hooks.md). Off when unset.
+    #[arg(long, env = "SWITCHBOARD_HOOK_CONNECT_URL")]
+    pub hook_connect_url: Option<String>,
+    /// The join hook: called before a user becomes a member of a room matching
+    /// `SWITCHBOARD_HOOK_JOIN_ROOMS` (`room:join`, `room:create`). Off when unset.
+    #[arg(long, env = "SWITCHBOARD_HOOK_JOIN_URL")]
+    pub hook_join_url: Option<String>,
+    /// Room patterns (`*` stands for any characters), comma-separated: the rooms the join hook
+    /// decides for.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_HOOK_JOIN_ROOMS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub hook_join_rooms: Vec<String>,
+    /// The rpc hook: where `rpc` frames go. `rpc` is refused when unset.
+    #[arg(long, env = "SWITCHBOARD_HOOK_RPC_URL")]
+    pub hook_rpc_url: Option<String>,
+    /// Longest a hook call may take, waiting for a free slot included; then the client is
+    /// answered `HOOK_UNAVAILABLE`.
+    #[arg(long, env = "SWITCHBOARD_HOOK_TIMEOUT_MS", default_value_t = 2_000)]
+    pub hook_timeout_ms: u64,
+    /// Hook calls in flight at once on this node; more wait for a slot within their timeout.
+    #[arg(long, env = "SWITCHBOARD_HOOK_CONCURRENCY", default_value_t = 256)]
+    pub hook_concurrency: usize,
+    /// Failed calls in a row after which a hook is not called for a cooldown (circuit breaker).
+    #[arg(long, env = "SWITCHBOARD_HOOK_BREAKER_FAILURES", default_value_t = 5)]
+    pub hook_breaker_failures: u32,
+    /// How long an open breaker answers `HOOK_UNAVAILABLE` before one call tries again.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_HOOK_BREAKER_COOLDOWN_MS",
+        default_value_t = 5_000
+    )]
+    pub hook_breaker_cooldown_ms: u64,
+    /// Standard Webhooks secrets (`whsec_<base64>`), comma-separated, the current one first:
+    /// every hook call is signed with each. Required with any hook.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_SIGNING_SECRETS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub signing_secrets: Vec<String>,
     /// A typing indicator stops by itself this long after the last `typing:start`.
     #[arg(long, env = "SWITCHBOARD_TYPING_TIMEOUT_MS", default_value_t = 3_000)]
     pub typing_timeout_ms: u64,
@@ -535,7 +584,59 @@ impl Config {
                 "SWITCHBOARD_NODE_ID must be 1-32 characters of A-Z a-z 0-9 - _",
             );
         }
+        problems.extend(self.hook_problems());
         ConfigError::unless_empty(problems)
+    }
+
+    /// What is wrong with the hook settings.
+    fn hook_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (name, url) in [
+            ("SWITCHBOARD_HOOK_CONNECT_URL", &self.hook_connect_url),
+            ("SWITCHBOARD_HOOK_JOIN_URL", &self.hook_join_url),
+            ("SWITCHBOARD_HOOK_RPC_URL", &self.hook_rpc_url),
+        ] {
+            if let Some(url) = url
+                && let Err(problem) = crate::hooks::parse_url(url)
+            {
+                problems.push(format!("{name}: {problem}"));
+            }
+        }
+        if let Err(problem) = RoomPatterns::parse(&self.hook_join_rooms) {
+            problems.push(format!("SWITCHBOARD_HOOK_JOIN_ROOMS: {problem}"));
+        }
+        match Signer::new(&self.signing_secrets) {
+            Err(problem) => problems.push(format!("SWITCHBOARD_SIGNING_SECRETS: {problem}")),
+            Ok(signer) if signer.is_empty() && self.any_hook() => problems.push(
+                "SWITCHBOARD_SIGNING_SECRETS is required with hooks: the app must be able to tell \
+                 Switchboard's calls from anyone else's"
+                    .to_owned(),
+            ),
+            Ok(_) => {}
+        }
+        if !(10..=60_000).contains(&self.hook_timeout_ms) {
+            problems.push("SWITCHBOARD_HOOK_TIMEOUT_MS must be 10-60000".to_owned());
+        }
+        if self.hook_concurrency == 0 {
+            problems.push("SWITCHBOARD_HOOK_CONCURRENCY must be > 0".to_owned());
+        }
+        if self.hook_breaker_failures == 0 {
+            problems.push("SWITCHBOARD_HOOK_BREAKER_FAILURES must be > 0".to_owned());
+        }
+        problems
+    }
+
+    /// Whether any hook is configured.
+    pub fn any_hook(&self) -> bool {
+        self.hook_connect_url.is_some() || self.hook_join_url.is_some() || self.hook_rpc_url.is_some()
+    }
+
+    pub fn hook_timeout(&self) -> Duration {
+        Duration::from_millis(self.hook_timeout_ms)
+    }
+
+    pub fn hook_breaker_cooldown(&self) -> Duration {
+        Duration::from_millis(self.hook_breaker_cooldown_ms)
     }
 
     /// Checks the key settings alone, with the same words as [`Config::validate`]: `gateway

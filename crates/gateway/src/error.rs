@@ -9,6 +9,7 @@ use std::fmt;
 
 use switchboard_protocol::{CloseCode, ErrorCode};
 
+use crate::hooks::HookError;
 use crate::presence::PresenceError;
 use crate::store::StoreError;
 
@@ -37,6 +38,8 @@ pub enum BackendError {
     Presence(#[from] PresenceError),
     #[error("password hashing failed")]
     Passwords(#[source] Box<dyn Error + Send + Sync>),
+    #[error("{0} hook")]
+    Hook(&'static str, #[source] HookError),
 }
 
 /// How a session ended.
@@ -97,6 +100,10 @@ impl BackendError {
             ),
             Self::Presence(_) => (ErrorCode::Internal, "presence is unavailable; retry later"),
             Self::Passwords(_) => (ErrorCode::Internal, "internal error"),
+            Self::Hook(..) => (
+                ErrorCode::HookUnavailable,
+                "the app's backend did not answer; retry later",
+            ),
         }
     }
 }

@@ -11,14 +11,17 @@ pub mod config;
 pub mod error;
 pub mod event_stream;
 pub mod http;
+pub mod hooks;
 pub mod hub;
 pub mod limiter;
 pub mod metrics;
 pub mod outbound;
 pub mod passwords;
 pub mod presence;
+pub mod room_pattern;
 pub mod server;
 pub mod session;
+pub mod signing;
 pub mod store;
 
 use std::sync::Arc;
@@ -33,7 +36,8 @@ use crate::auth::{JwtAuthenticator, KeyError, TokenSigner};
 use crate::broker::Broker;
 use crate::broker::memory::MemoryBroker;
 use crate::broker::redis::RedisBroker;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
+use crate::hooks::Hooks;
 use crate::hub::{Hub, HubInbox};
 use crate::presence::Presence;
 use crate::presence::memory::MemoryPresence;
@@ -50,7 +54,7 @@ const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Config(#[from] config::ConfigError),
+    Config(#[from] ConfigError),
     #[error(transparent)]
     Key(#[from] KeyError),
     #[error("cannot listen on {addr}: {source}")]
@@ -126,7 +130,9 @@ pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
                 (broker, Arc::new(presence), hub)
             }
         };
+    let hooks = Hooks::new(&config, &node_id).map_err(|problem| ConfigError(vec![problem]))?;
     let parts = Parts {
+        hooks,
         store,
         broker,
         presence,

@@ -7,7 +7,7 @@
 
 use std::sync::LazyLock;
 
-use metrics::{Counter, Gauge, counter, gauge};
+use metrics::{Counter, Gauge, counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use switchboard_protocol::{CloseCode, ErrorCode};
 
@@ -26,6 +26,8 @@ pub const BROKER_PUBLISH_FAILURES: &str = "switchboard_broker_publish_failures_t
 pub const API_REQUESTS: &str = "switchboard_api_requests_total";
 pub const OUTBOX_RELAYED: &str = "switchboard_outbox_relayed_total";
 pub const OUTBOX_FAILED: &str = "switchboard_outbox_failed_total";
+pub const HOOK_CALLS: &str = "switchboard_hook_calls_total";
+pub const HOOK_DURATION: &str = "switchboard_hook_duration_seconds";
 
 static FRAMES_OUT_COUNTER: LazyLock<Counter> = LazyLock::new(|| counter!(FRAMES_OUT));
 static CONNECTIONS_GAUGE: LazyLock<Gauge> = LazyLock::new(|| gauge!(CONNECTIONS));
@@ -88,6 +90,15 @@ fn describe() {
         OUTBOX_FAILED,
         "Outbox rows this node kept as failed (no such room, bad content)"
     );
+    describe_counter!(
+        HOOK_CALLS,
+        "Hook calls by hook (connect, join, rpc) and outcome (ok, error, timeout, breaker_open)"
+    );
+    metrics::describe_histogram!(
+        HOOK_DURATION,
+        metrics::Unit::Seconds,
+        "Time from a hook call's start to its answer or failure, by hook"
+    );
 }
 
 pub fn connection_opened() {
@@ -147,6 +158,15 @@ pub fn outbox_relayed(n: u64) {
 
 pub fn outbox_failed(n: u64) {
     counter!(OUTBOX_FAILED).increment(n);
+}
+
+/// A hook call ended (or was not made: `breaker_open`).
+pub fn hook_call(hook: &'static str, outcome: &'static str) {
+    counter!(HOOK_CALLS, "hook" => hook, "outcome" => outcome).increment(1);
+}
+
+pub fn hook_duration(hook: &'static str, took: std::time::Duration) {
+    histogram!(HOOK_DURATION, "hook" => hook).record(took.as_secs_f64());
 }
 
 pub fn broker_publish_failed() {

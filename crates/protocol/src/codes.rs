@@ -55,6 +55,11 @@ pub enum ErrorCode {
     Unauthorized,
     /// Server API only: no such route, or the user or notification named does not exist.
     NotFound,
+    /// The app's backend refused the request (a join or rpc hook); the message is its reason.
+    Denied,
+    /// The app's backend did not answer a hook in time, failed, or is being given a rest after
+    /// failing (circuit breaker). Nothing was done; retry later.
+    HookUnavailable,
 }
 
 impl ErrorCode {
@@ -81,6 +86,8 @@ impl ErrorCode {
             Self::Internal => "INTERNAL",
             Self::Unauthorized => "UNAUTHORIZED",
             Self::NotFound => "NOT_FOUND",
+            Self::Denied => "DENIED",
+            Self::HookUnavailable => "HOOK_UNAVAILABLE",
         }
     }
 
@@ -88,7 +95,11 @@ impl ErrorCode {
     pub fn retryable(self) -> bool {
         matches!(
             self,
-            Self::RateLimited | Self::StoreUnavailable | Self::OutcomeUnknown | Self::Internal
+            Self::RateLimited
+                | Self::StoreUnavailable
+                | Self::OutcomeUnknown
+                | Self::Internal
+                | Self::HookUnavailable
         )
     }
 
@@ -118,6 +129,8 @@ pub enum CloseCode {
     MessageTooBig,
     /// 1011: the server failed. Reconnect with backoff and resume.
     InternalError,
+    /// 1013: the app's backend did not answer the connect hook. Reconnect with backoff and resume.
+    TryAgainLater,
     /// 4001: authentication failed: no valid token, or the first frame was not `auth`.
     AuthFailed,
     /// 4002: no `auth` frame arrived within the authentication timeout.
@@ -136,6 +149,8 @@ pub enum CloseCode {
     Disconnected,
     /// 4009: the user is banned (server API); connections are refused until the ban ends.
     Banned,
+    /// 4010: the app's backend refused the connection (the connect hook).
+    ConnectDenied,
 }
 
 impl CloseCode {
@@ -148,6 +163,7 @@ impl CloseCode {
             Self::InvalidPayload => 1007,
             Self::MessageTooBig => 1009,
             Self::InternalError => 1011,
+            Self::TryAgainLater => 1013,
             Self::AuthFailed => 4001,
             Self::AuthTimeout => 4002,
             Self::TokenExpired => 4003,
@@ -157,6 +173,7 @@ impl CloseCode {
             Self::SessionReplaced => 4007,
             Self::Disconnected => 4008,
             Self::Banned => 4009,
+            Self::ConnectDenied => 4010,
         }
     }
 
@@ -169,6 +186,7 @@ impl CloseCode {
             Self::InvalidPayload => "invalid utf-8",
             Self::MessageTooBig => "frame too big",
             Self::InternalError => "internal error",
+            Self::TryAgainLater => "try again later",
             Self::AuthFailed => "authentication failed",
             Self::AuthTimeout => "authentication timeout",
             Self::TokenExpired => "token expired",
@@ -178,6 +196,7 @@ impl CloseCode {
             Self::SessionReplaced => "too many connections for this user",
             Self::Disconnected => "disconnected by the server",
             Self::Banned => "banned",
+            Self::ConnectDenied => "refused by the app",
         }
     }
 
@@ -190,6 +209,7 @@ impl CloseCode {
                 | Self::SessionReplaced
                 | Self::Disconnected
                 | Self::Banned
+                | Self::ConnectDenied
         )
     }
 
@@ -226,7 +246,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for c in CloseCode::all() {
             assert!(seen.insert(c.code()), "duplicate {}", c.code());
-            assert!((1000..=1011).contains(&c.code()) || (4000..=4999).contains(&c.code()));
+            assert!((1000..=1013).contains(&c.code()) || (4000..=4999).contains(&c.code()));
             // A close frame's reason must fit in 123 bytes.
             assert!(c.reason().len() <= 123);
             assert_eq!(CloseCode::from_code(c.code()), Some(c));

@@ -178,6 +178,19 @@ pub enum ClientFrame {
     /// Lists friends and pending requests.
     #[serde(rename = "friends:list")]
     FriendsList { id: u64 },
+
+    /// Calls the app's backend (the rpc hook, `docs/hooks.md`): a game move to validate, a
+    /// lookup. The backend's answer comes back in the `ack` as an `rpc` result, or its refusal as
+    /// `DENIED`.
+    #[serde(rename = "rpc")]
+    Rpc {
+        id: u64,
+        /// Matches [`EVENT_NAME_PATTERN`]; the backend switches on it.
+        method: String,
+        /// Any value; `null` when absent.
+        #[serde(default)]
+        data: serde_json::Value,
+    },
 }
 
 #[cfg(test)]
@@ -218,7 +231,8 @@ impl ClientFrame {
             | Self::FriendAccept { id, .. }
             | Self::FriendRemove { id, .. }
             | Self::FriendsList { id }
-            | Self::RoomEmit { id, .. } => Some(*id),
+            | Self::RoomEmit { id, .. }
+            | Self::Rpc { id, .. } => Some(*id),
             Self::Ping { id } | Self::PresenceUpdate { id, .. } | Self::MessageRead { id, .. } => {
                 *id
             }
@@ -254,6 +268,7 @@ impl ClientFrameKind {
             Self::FriendAccept => "friend:accept",
             Self::FriendRemove => "friend:remove",
             Self::FriendsList => "friends:list",
+            Self::Rpc => "rpc",
         }
     }
 
@@ -482,6 +497,8 @@ pub enum AckResult {
     Friend { friend: Friend },
     /// `friends:list`.
     Friends { friends: Vec<Friend> },
+    /// `rpc`: what the app's backend answered.
+    Rpc { data: serde_json::Value },
 }
 
 /// Why a request failed.

@@ -12,6 +12,8 @@
 //! - [`ws::WsClient`]: a protocol-aware WebSocket client whose every wait has a deadline.
 //! - [`jwt`]: HS256 / RS256 / ES256 / `alg: none` tokens and test key pairs.
 //! - [`http_get`]: a tiny HTTP/1.1 client for `/readyz`, `/metrics` and friends.
+//! - [`receiver::Receiver`]: the app's backend as a real HTTP server that records hook and
+//!   webhook requests and answers them with scripted statuses, bodies and delays.
 //!
 //! Nothing here skips when a binary is missing: `scripts/test.sh` installs `redis-server`,
 //! `nginx` and PostgreSQL 15, and a missing one is an error naming it.
@@ -22,6 +24,7 @@ pub mod jwt;
 pub mod nginx;
 pub mod postgres;
 pub mod process;
+pub mod receiver;
 pub mod redis;
 pub mod sse;
 pub mod ws;

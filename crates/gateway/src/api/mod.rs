@@ -236,14 +236,18 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::ContentTooLong
         | ErrorCode::InvalidRecipient => StatusCode::BAD_REQUEST,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-        ErrorCode::Forbidden | ErrorCode::WrongPassword => StatusCode::FORBIDDEN,
+        ErrorCode::Forbidden | ErrorCode::WrongPassword | ErrorCode::Denied => {
+            StatusCode::FORBIDDEN
+        }
         ErrorCode::RoomNotFound
         | ErrorCode::NotAMember
         | ErrorCode::FriendRequestNotFound
         | ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::RoomExists => StatusCode::CONFLICT,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::StoreUnavailable | ErrorCode::HookUnavailable => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         ErrorCode::OutcomeUnknown => StatusCode::GATEWAY_TIMEOUT,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -1,6 +1,6 @@
 //! Dispatch: a decoded [`ClientFrame`] to the handler of its request, and the answer back.
 //! The handlers live in one file per concern (`rooms.rs`, `messages.rs`, `signals.rs`,
-//! `social.rs`).
+//! `social.rs`, `rpc.rs`).
 
 use switchboard_protocol::{AckResult, ClientFrame, ErrorCode, ServerFrame};
 
@@ -93,6 +93,7 @@ impl<C: Connection> Session<C> {
                 Box::pin(self.remove_friend(user_id)).await
             }
             ClientFrame::FriendsList { .. } => self.list_friends().await,
+            ClientFrame::Rpc { method, data, .. } => Box::pin(self.call_rpc(method, data)).await,
         };
         self.answer(id, outcome).await
     }

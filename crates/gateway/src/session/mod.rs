@@ -6,13 +6,15 @@
 //!   (the wire, the queue, the timers) and its end;
 //! - `dispatch.rs` — a decoded request to its handler, and the answer back;
 //! - `handshake.rs` (first-frame `auth`), `rooms.rs`, `messages.rs`, `signals.rs`, `events.rs`
-//!   (`room:emit`), `social.rs` (the requests), `limiter.rs` (the token bucket).
+//!   (`room:emit`), `social.rs`, `rpc.rs` (the requests), `limiter.rs` (the token bucket);
+//! - `admission.rs`: the connect hook's word on a new session.
 //!
 //! **Invariant:** nothing but the session task writes to its connection. Others reach it through
 //! its bounded outbound queue: frames, or a kick that closes it. Replies to the session's own
 //! requests are written directly, before anything queued later, which is what lets a `room:join`
 //! reply and the live stream meet without a gap or a duplicate.
 
+mod admission;
 mod connection;
 mod dispatch;
 mod events;
@@ -20,6 +22,7 @@ mod handshake;
 
 mod messages;
 mod rooms;
+mod rpc;
 mod signals;
 mod social;
 mod sse;
@@ -177,6 +180,7 @@ impl<C: Connection> Session<C> {
     /// Registers the session everywhere and sends `session:ready`.
     async fn open(&mut self, handle: SessionHandle) -> Result<(), SessionError> {
         let app = Arc::clone(&self.app);
+        let granted = self.admit().await?;
         // Registered before the ban is read: a ban that commits after the read reaches this
         // session as a kick (4009), one that committed before is in what is read.
         app.hub.register(&self.conn, handle).await;
@@ -184,6 +188,7 @@ impl<C: Connection> Session<C> {
             tracing::info!(user = %self.user.id, until = ban.until, "refused: the user is banned");
             return Err(SessionError::Close(CloseCode::Banned));
         }
+        self.enter_granted(granted).await?;
         let connected = app.presence.connect(&self.user, &self.conn).await?;
         let excess = connected
             .connections

@@ -7,7 +7,8 @@ use switchboard_protocol::{
 };
 
 use super::{Connection, Session};
-use crate::error::SessionError;
+use crate::error::{BackendError, SessionError};
+use crate::hooks::{Decision, JoinAction};
 use crate::store::{NewRoom, RoomRecord};
 use crate::{actions, passwords};
 
@@ -58,6 +59,7 @@ impl<C: Connection> Session<C> {
             }
             (_, None) => None,
         };
+        self.ask_join_hook(&room_id, JoinAction::Create).await?;
         let record = self
             .app
             .store
@@ -106,9 +108,30 @@ impl<C: Connection> Session<C> {
                     ));
                 }
             }
+            self.ask_join_hook(&room_id, JoinAction::Join).await?;
             joined = app.store.add_member(&room_id, &self.user.id).await?;
         }
         self.enter_room(record, since_seq, joined).await.map(Some)
+    }
+
+    /// The join hook's word, when the user is about to become a member of a room it decides
+    /// for: after the room's own rules passed, so the app is asked only about requests that
+    /// could succeed.
+    async fn ask_join_hook(&mut self, room: &RoomId, action: JoinAction) -> Result<(), SessionError> {
+        let conn = self.conn.to_string();
+        match self
+            .app
+            .hooks
+            .join(&self.user, &conn, room, action)
+            .await
+            .map_err(|e| BackendError::Hook("join", e))?
+        {
+            Decision::Allow(()) => Ok(()),
+            Decision::Deny(reason) => {
+                tracing::debug!(%room, user = %self.user.id, %reason, "join refused by the app");
+                Err(SessionError::refused(ErrorCode::Denied, reason))
+            }
+        }
     }
 
     /// Follows a room the user is now a member of and builds the join reply: the history the
