@@ -628,7 +628,9 @@ impl Config {
 
     /// Whether any hook is configured.
     pub fn any_hook(&self) -> bool {
-        self.hook_connect_url.is_some() || self.hook_join_url.is_some() || self.hook_rpc_url.is_some()
+        self.hook_connect_url.is_some()
+            || self.hook_join_url.is_some()
+            || self.hook_rpc_url.is_some()
     }
 
     pub fn hook_timeout(&self) -> Duration {
@@ -776,6 +778,47 @@ mod tests {
         ]);
         let err = config.validate().unwrap_err();
         assert_eq!(err.0.len(), 4, "{err}");
+    }
+
+    #[test]
+    fn hooks_need_http_urls_valid_patterns_and_a_signing_secret() {
+        let config = parse_with(
+            &[],
+            &[
+                ("SWITCHBOARD_HOOK_JOIN_URL", "https://backend.example/join"),
+                ("SWITCHBOARD_HOOK_RPC_URL", "not a url"),
+                ("SWITCHBOARD_HOOK_JOIN_ROOMS", "table-*,a b"),
+                ("SWITCHBOARD_HOOK_TIMEOUT_MS", "0"),
+            ],
+        );
+        let problems = config.validate().unwrap_err().0;
+        for expected in [
+            "SWITCHBOARD_HOOK_JOIN_URL: \"https://backend.example/join\": https is not supported",
+            "SWITCHBOARD_HOOK_RPC_URL: \"not a url\"",
+            "SWITCHBOARD_HOOK_JOIN_ROOMS: room pattern \"a b\"",
+            "SWITCHBOARD_SIGNING_SECRETS is required with hooks",
+            "SWITCHBOARD_HOOK_TIMEOUT_MS must be 10-60000",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(expected)),
+                "{expected:?} in {problems:#?}"
+            );
+        }
+        assert_eq!(problems.len(), 5, "{problems:#?}");
+
+        let config = parse_with(
+            &[],
+            &[
+                ("SWITCHBOARD_HOOK_RPC_URL", "http://127.0.0.1:9000/rpc"),
+                (
+                    "SWITCHBOARD_SIGNING_SECRETS",
+                    "whsec_c3dpdGNoYm9hcmQtaG9va3MtdGVzdC1rZXktMzJieSE=",
+                ),
+            ],
+        );
+        config.validate().expect("a valid hook configuration");
+        assert!(config.any_hook());
+        assert!(!parse(&[]).any_hook());
     }
 
     #[test]

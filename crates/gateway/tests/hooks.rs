@@ -90,9 +90,9 @@ async fn the_join_hook_decides_for_matching_rooms_with_the_apps_reason_and_signe
     let backend = Receiver::start(|call: &Recorded| {
         let body = call.json().unwrap_or_default();
         if field(&body["user"], "id") == "bob" && field(&body, "roomId") == "game-vip" {
-            Reply::json(json!({"allow": false, "reason": "the table is full"}))
+            Reply::json(&json!({"allow": false, "reason": "the table is full"}))
         } else {
-            Reply::json(json!({"allow": true}))
+            Reply::json(&json!({"allow": true}))
         }
     })
     .await
@@ -121,7 +121,9 @@ async fn the_join_hook_decides_for_matching_rooms_with_the_apps_reason_and_signe
     // Refused means not a member: nothing of the room reaches bob.
     let send = alice.send_text("game-vip", "hello", "m-1").await.unwrap();
     assert!(error_code(&send).is_none(), "{send:?}");
-    bob.expect_no_frame(Duration::from_millis(300)).await.unwrap();
+    bob.expect_no_frame(Duration::from_millis(300))
+        .await
+        .unwrap();
 
     let calls = backend.wait_for(2, WAIT).await.unwrap();
     assert_eq!(calls.len(), 2, "only the game- rooms were asked about");
@@ -131,7 +133,11 @@ async fn the_join_hook_decides_for_matching_rooms_with_the_apps_reason_and_signe
     assert_eq!(bodies[0]["roomId"], "game-vip");
     assert_eq!(bodies[0]["user"], json!({"id": "alice", "name": "Alice"}));
     assert_eq!(bodies[0]["node"], "hooked");
-    assert!(field(&bodies[0], "connId").starts_with("hooked"), "{}", bodies[0]);
+    assert!(
+        field(&bodies[0], "connId").starts_with("hooked"),
+        "{}",
+        bodies[0]
+    );
     assert_eq!(bodies[1]["action"], "join");
     assert_eq!(bodies[1]["user"]["id"], "bob");
     for call in &calls {
@@ -200,9 +206,9 @@ async fn rpc_round_trips_to_the_backend_and_a_slow_one_times_out_with_the_connec
     let backend = Receiver::start(|call: &Recorded| {
         let body = call.json().unwrap_or_default();
         match field(&body, "method") {
-            "move" => Reply::json(json!({"result": {"valid": true, "echo": body["data"]}})),
-            "slow" => Reply::json(json!({"result": null})).after(Duration::from_secs(30)),
-            _ => Reply::json(json!({"error": "illegal move"})),
+            "move" => Reply::json(&json!({"result": {"valid": true, "echo": body["data"]}})),
+            "slow" => Reply::json(&json!({"result": null})).after(Duration::from_secs(30)),
+            _ => Reply::json(&json!({"error": "illegal move"})),
         }
     })
     .await
@@ -281,14 +287,14 @@ async fn the_connect_hook_refuses_renames_and_grants_rooms() {
     let backend = Receiver::start(|call: &Recorded| {
         let body = call.json().unwrap_or_default();
         match field(&body["user"], "id") {
-            "mallory" => Reply::json(json!({"allow": false, "reason": "not in the beta"})),
+            "mallory" => Reply::json(&json!({"allow": false, "reason": "not in the beta"})),
             "flaky" => Reply::status(503),
-            "alice" => Reply::json(json!({
+            "alice" => Reply::json(&json!({
                 "allow": true,
                 "name": "Alice Liddell",
                 "rooms": ["welcome", "no-such-room"],
             })),
-            _ => Reply::json(json!({"allow": true})),
+            _ => Reply::json(&json!({"allow": true})),
         }
     })
     .await

@@ -38,7 +38,7 @@ const CLOSE_SECTION: &str = "## Close codes";
 
 /// The `kind` of every [`AckResult`] variant. [`ack_result_kind`] stops compiling when a variant is
 /// added, which is the reminder to extend this list.
-const ACK_RESULT_KINDS: [&str; 7] = [
+const ACK_RESULT_KINDS: [&str; 8] = [
     "ok",
     "room",
     "sent",
@@ -46,6 +46,7 @@ const ACK_RESULT_KINDS: [&str; 7] = [
     "notifications",
     "friend",
     "friends",
+    "rpc",
 ];
 
 fn ack_result_kind(result: &AckResult) -> &'static str {
@@ -57,6 +58,7 @@ fn ack_result_kind(result: &AckResult) -> &'static str {
         AckResult::Notifications { .. } => "notifications",
         AckResult::Friend { .. } => "friend",
         AckResult::Friends { .. } => "friends",
+        AckResult::Rpc { .. } => "rpc",
     }
 }
 

@@ -119,6 +119,11 @@ fn client_samples() -> Vec<ClientFrame> {
             user_id: UserId::parse("bob").unwrap(),
         },
         ClientFrame::FriendsList { id: 14 },
+        ClientFrame::Rpc {
+            id: 15,
+            method: "game:move".to_owned(),
+            data: serde_json::json!({"from": "e2", "to": "e4"}),
+        },
         ClientFrame::HistoryFetch {
             id: 8,
             room_id: room(),
@@ -268,6 +273,12 @@ fn server_samples() -> Vec<ServerFrame> {
                     user: user("erin"),
                     status: FriendStatus::Accepted,
                 }],
+            },
+        ),
+        ServerFrame::ok(
+            9,
+            AckResult::Rpc {
+                data: serde_json::json!({"valid": true}),
             },
         ),
     ]

@@ -5,7 +5,7 @@
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use switchboard_testkit::receiver::{Receiver, Reply};
-//! let backend = Receiver::start(|_request| Reply::json(serde_json::json!({"allow": true}))).await?;
+//! let backend = Receiver::start(|_request| Reply::json(&serde_json::json!({"allow": true}))).await?;
 //! // Point the gateway at backend.url("/hooks/join"), act, then:
 //! let calls = backend.wait_for(1, std::time::Duration::from_secs(10)).await?;
 //! assert_eq!(calls[0].path, "/hooks/join");
@@ -102,7 +102,7 @@ pub struct Reply {
 
 impl Reply {
     /// 200 with a JSON body.
-    pub fn json(value: serde_json::Value) -> Self {
+    pub fn json(value: &serde_json::Value) -> Self {
         Self {
             status: 200,
             body: value.to_string().into_bytes(),
@@ -136,7 +136,9 @@ pub struct Receiver {
 
 impl std::fmt::Debug for Receiver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Receiver").field("addr", &self.addr).finish()
+        f.debug_struct("Receiver")
+            .field("addr", &self.addr)
+            .finish()
     }
 }
 
@@ -217,7 +219,9 @@ impl Drop for Receiver {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Answers the requests of one connection until it closes.
@@ -237,7 +241,11 @@ async fn serve(mut stream: TcpStream, state: &State) -> anyhow::Result<()> {
             "HTTP/1.1 {} Scripted\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n",
             reply.status,
             reply.body.len(),
-            if keep_alive { "" } else { "Connection: close\r\n" }
+            if keep_alive {
+                ""
+            } else {
+                "Connection: close\r\n"
+            }
         );
         stream.write_all(head.as_bytes()).await?;
         stream.write_all(&reply.body).await?;
@@ -310,8 +318,6 @@ async fn read_request(
 }
 
 async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-    let mut chunk = [0u8; 16 * 1024];
-    let n = stream.read(&mut chunk).await?;
-    buf.extend_from_slice(&chunk[..n]);
-    Ok(n)
+    buf.reserve(16 * 1024);
+    stream.read_buf(buf).await
 }

@@ -245,9 +245,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::RoomExists => StatusCode::CONFLICT,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::StoreUnavailable | ErrorCode::HookUnavailable => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        ErrorCode::StoreUnavailable | ErrorCode::HookUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::OutcomeUnknown => StatusCode::GATEWAY_TIMEOUT,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -18,11 +18,17 @@ pub(super) struct Breaker {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    Closed { failures: u32 },
-    Open { until: Instant },
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
     /// One call is trying since then. A trial that never reports (its caller went away) counts
     /// as failed after a cooldown, so the breaker cannot stay stuck here.
-    Trial { since: Instant },
+    Trial {
+        since: Instant,
+    },
 }
 
 /// What the breaker did with a failure.
@@ -110,7 +116,11 @@ mod tests {
         let later = t0 + COOLDOWN;
         assert!(breaker.admit(later), "the trial call");
         assert!(!breaker.admit(later), "only one trial at a time");
-        assert_eq!(breaker.failed(later), Tripped::Opened, "a failed trial reopens");
+        assert_eq!(
+            breaker.failed(later),
+            Tripped::Opened,
+            "a failed trial reopens"
+        );
         assert!(!breaker.admit(later + COOLDOWN / 2));
 
         assert!(breaker.admit(later + COOLDOWN));
@@ -127,7 +137,10 @@ mod tests {
         assert_eq!(breaker.failed(t0), Tripped::No, "the count started over");
         assert_eq!(breaker.failed(t0), Tripped::Opened);
 
-        assert!(breaker.admit(t0 + COOLDOWN), "a trial whose caller vanishes");
+        assert!(
+            breaker.admit(t0 + COOLDOWN),
+            "a trial whose caller vanishes"
+        );
         assert!(!breaker.admit(t0 + COOLDOWN));
         assert!(
             breaker.admit(t0 + COOLDOWN * 2),

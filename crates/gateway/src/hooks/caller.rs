@@ -103,7 +103,10 @@ impl Caller {
         let signature = self.signer.sign(&id, timestamp, &body);
         let request = Request::post(hook.url.clone())
             .header(header::CONTENT_TYPE, "application/json")
-            .header(header::USER_AGENT, concat!("switchboard/", env!("CARGO_PKG_VERSION")))
+            .header(
+                header::USER_AGENT,
+                concat!("switchboard/", env!("CARGO_PKG_VERSION")),
+            )
             .header("webhook-id", id)
             .header("webhook-timestamp", timestamp)
             .header("webhook-signature", signature)

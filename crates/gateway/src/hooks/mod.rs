@@ -132,9 +132,7 @@ const MAX_REASON_CHARS: usize = 500;
 
 /// A hook URL: `http://host[:port]/path`.
 pub fn parse_url(url: &str) -> Result<http::Uri, String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|_| format!("{url:?} is not a URL"))?;
+    let uri: http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
     match (uri.scheme_str(), uri.authority()) {
         (Some("http"), Some(_)) => Ok(uri),
         (Some("https"), _) => Err(format!(

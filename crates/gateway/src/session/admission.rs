@@ -49,8 +49,15 @@ impl<C: Connection> Session<C> {
                 let kind = record.info.kind;
                 let since = record.info.last_seq;
                 // This session picks the room up with the others it is a member of.
-                actions::member_joined(&app, &room, kind, &self.user, since, Some(self.conn.clone()))
-                    .await;
+                actions::member_joined(
+                    &app,
+                    &room,
+                    kind,
+                    &self.user,
+                    since,
+                    Some(self.conn.clone()),
+                )
+                .await;
             }
         }
         Ok(())

@@ -117,7 +117,11 @@ impl<C: Connection> Session<C> {
     /// The join hook's word, when the user is about to become a member of a room it decides
     /// for: after the room's own rules passed, so the app is asked only about requests that
     /// could succeed.
-    async fn ask_join_hook(&mut self, room: &RoomId, action: JoinAction) -> Result<(), SessionError> {
+    async fn ask_join_hook(
+        &mut self,
+        room: &RoomId,
+        action: JoinAction,
+    ) -> Result<(), SessionError> {
         let conn = self.conn.to_string();
         match self
             .app

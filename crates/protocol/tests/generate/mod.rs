@@ -506,6 +506,8 @@ pub fn valid_frame() -> BoxedStrategy<ClientFrame> {
         (request_id(), user_id()).prop_map(|(id, user_id)| F::FriendAccept { id, user_id }),
         (request_id(), user_id()).prop_map(|(id, user_id)| F::FriendRemove { id, user_id }),
         request_id().prop_map(|id| F::FriendsList { id }),
+        (request_id(), "[a-z][a-z0-9:_-]{0,12}", json_value())
+            .prop_map(|(id, method, data)| F::Rpc { id, method, data }),
     ]
     .boxed()
 }
@@ -595,6 +597,7 @@ const TYPE_NAMES: &[&str] = &[
     "friend:accept",
     "friend:remove",
     "friends:list",
+    "rpc",
     "pong",
     "ack",
     "session:ready",
@@ -947,6 +950,7 @@ fn schema(kind: &str) -> Option<Vec<(&'static str, Ty, Need)>> {
         "notifications:read" => vec![id, ("ids", Ids, Required)],
         "friend:request" | "friend:accept" | "friend:remove" => vec![id, user],
         "friends:list" => vec![id],
+        "rpc" => vec![id, ("method", Str, Required), ("data", Any, Optional)],
         _ => return None,
     })
 }
