@@ -16,6 +16,7 @@ use switchboard_protocol::{FriendStatus, ServerFrame, UserId};
 use crate::broker::{Broker, ConnId, Envelope, Topic};
 use crate::config::Config;
 use crate::hooks::Hooks;
+use crate::webhooks::Deliveries;
 use crate::hub::Hub;
 use crate::metrics;
 use crate::presence::Presence;
@@ -33,6 +34,8 @@ pub struct App {
     pub auth: Arc<dyn Authenticator>,
     /// Calls to the app's backend that decide (connect, join, rpc).
     pub hooks: Hooks,
+    /// With webhooks: the delivery worker's parts, and the outbox the server API lists.
+    pub webhooks: Option<Deliveries>,
     /// Dev mode only: signs tokens for the chat page.
     pub dev_signer: Option<TokenSigner>,
     /// The server API; `None` when it is off (no key).
@@ -69,6 +72,7 @@ impl std::fmt::Debug for App {
 #[derive(Debug)]
 pub struct Parts {
     pub hooks: Hooks,
+    pub webhooks: Option<Deliveries>,
     pub store: Arc<dyn Store>,
     pub broker: Arc<dyn Broker>,
     pub presence: Arc<dyn Presence>,
@@ -120,6 +124,7 @@ impl App {
             hub: parts.hub,
             auth: parts.auth,
             hooks: parts.hooks,
+            webhooks: parts.webhooks,
             dev_signer: parts.dev_signer,
             api,
             outbox: parts.outbox,

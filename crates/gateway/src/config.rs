@@ -351,8 +351,54 @@ pub struct Config {
         default_value_t = 5_000
     )]
     pub hook_breaker_cooldown_ms: u64,
+    /// Where webhooks go (docs/webhooks.md). Off when unset.
+    #[arg(long, env = "SWITCHBOARD_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// Event types to send, comma-separated; every type when unset.
+    #[arg(long, env = "SWITCHBOARD_WEBHOOK_EVENTS", value_delimiter = ',')]
+    pub webhook_events: Vec<String>,
+    /// Room patterns (`*` stands for any characters), comma-separated: room events only for
+    /// these rooms.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_WEBHOOK_ROOMS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub webhook_rooms: Vec<String>,
+    /// Longest one delivery attempt may take.
+    #[arg(long, env = "SWITCHBOARD_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
+    pub webhook_timeout_ms: u64,
+    /// Delivery attempts in flight at once on this node.
+    #[arg(long, env = "SWITCHBOARD_WEBHOOK_CONCURRENCY", default_value_t = 32)]
+    pub webhook_concurrency: usize,
+    /// How long a webhook is retried before it is kept as failed.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_WEBHOOK_RETRY_FOR_MS",
+        default_value_t = 86_400_000
+    )]
+    pub webhook_retry_for_ms: u64,
+    /// The first retry's wait at most; each later one doubles it (full jitter).
+    #[arg(long, env = "SWITCHBOARD_WEBHOOK_BACKOFF_MS", default_value_t = 1_000)]
+    pub webhook_backoff_ms: u64,
+    /// The longest wait between two attempts.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_WEBHOOK_BACKOFF_MAX_MS",
+        default_value_t = 600_000
+    )]
+    pub webhook_backoff_max_ms: u64,
+    /// How often a node looks for due webhooks besides being woken by its own writes (with
+    /// PostgreSQL, other nodes' events and retries come due this way).
+    #[arg(long, env = "SWITCHBOARD_WEBHOOK_POLL_MS", default_value_t = 1_000)]
+    pub webhook_poll_ms: u64,
+    /// Embedded mode: most webhooks the in-memory outbox holds (pending, and failed ones
+    /// separately); a new event finding it full is dropped.
+    #[arg(long, env = "SWITCHBOARD_WEBHOOK_MEMORY_LIMIT", default_value_t = 10_000)]
+    pub webhook_memory_limit: usize,
     /// Standard Webhooks secrets (`whsec_<base64>`), comma-separated, the current one first:
-    /// every hook call is signed with each. Required with any hook.
+    /// every hook call and webhook is signed with each. Required with hooks or webhooks.
     #[arg(
         long,
         env = "SWITCHBOARD_SIGNING_SECRETS",
@@ -597,7 +643,7 @@ impl Config {
             ("SWITCHBOARD_HOOK_RPC_URL", &self.hook_rpc_url),
         ] {
             if let Some(url) = url
-                && let Err(problem) = crate::hooks::parse_url(url)
+                && let Err(problem) = crate::outcall::parse_url(url)
             {
                 problems.push(format!("{name}: {problem}"));
             }
@@ -607,11 +653,13 @@ impl Config {
         }
         match Signer::new(&self.signing_secrets) {
             Err(problem) => problems.push(format!("SWITCHBOARD_SIGNING_SECRETS: {problem}")),
-            Ok(signer) if signer.is_empty() && self.any_hook() => problems.push(
-                "SWITCHBOARD_SIGNING_SECRETS is required with hooks: the app must be able to tell \
-                 Switchboard's calls from anyone else's"
-                    .to_owned(),
-            ),
+            Ok(signer) if signer.is_empty() && (self.any_hook() || self.webhook_url.is_some()) => {
+                problems.push(
+                    "SWITCHBOARD_SIGNING_SECRETS is required with hooks and webhooks: the app must \
+                     be able to tell Switchboard's calls from anyone else's"
+                        .to_owned(),
+                )
+            }
             Ok(_) => {}
         }
         if !(10..=60_000).contains(&self.hook_timeout_ms) {
@@ -623,6 +671,39 @@ impl Config {
         if self.hook_breaker_failures == 0 {
             problems.push("SWITCHBOARD_HOOK_BREAKER_FAILURES must be > 0".to_owned());
         }
+        if let Some(url) = &self.webhook_url
+            && let Err(problem) = crate::outcall::parse_url(url)
+        {
+            problems.push(format!("SWITCHBOARD_WEBHOOK_URL: {problem}"));
+        }
+        if let Err(problem) = crate::webhooks::Subscription::new(&self.webhook_events, &self.webhook_rooms) {
+            problems.push(format!("SWITCHBOARD_WEBHOOK_EVENTS / SWITCHBOARD_WEBHOOK_ROOMS: {problem}"));
+        }
+        let mut require = |ok: bool, problem: &str| {
+            if !ok {
+                problems.push(problem.to_owned());
+            }
+        };
+        require(
+            (100..=600_000).contains(&self.webhook_timeout_ms),
+            "SWITCHBOARD_WEBHOOK_TIMEOUT_MS must be 100-600000",
+        );
+        require(
+            (1..=4_096).contains(&self.webhook_concurrency),
+            "SWITCHBOARD_WEBHOOK_CONCURRENCY must be 1-4096",
+        );
+        require(
+            self.webhook_backoff_ms >= 1 && self.webhook_backoff_max_ms >= self.webhook_backoff_ms,
+            "SWITCHBOARD_WEBHOOK_BACKOFF_MS must be >= 1 and <= SWITCHBOARD_WEBHOOK_BACKOFF_MAX_MS",
+        );
+        require(
+            self.webhook_poll_ms >= 10,
+            "SWITCHBOARD_WEBHOOK_POLL_MS must be >= 10",
+        );
+        require(
+            self.webhook_memory_limit >= 1,
+            "SWITCHBOARD_WEBHOOK_MEMORY_LIMIT must be >= 1",
+        );
         problems
     }
 

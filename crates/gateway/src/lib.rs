@@ -15,6 +15,7 @@ pub mod http;
 pub mod hub;
 pub mod limiter;
 pub mod metrics;
+pub mod outcall;
 pub mod outbound;
 pub mod passwords;
 pub mod presence;
@@ -23,9 +24,11 @@ pub mod server;
 pub mod session;
 pub mod signing;
 pub mod store;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use switchboard_protocol::{UserId, UserRef};
 use tokio::net::{TcpListener, TcpSocket};
@@ -38,6 +41,11 @@ use crate::broker::memory::MemoryBroker;
 use crate::broker::redis::RedisBroker;
 use crate::config::{Config, ConfigError};
 use crate::hooks::Hooks;
+use crate::outcall::Outcall;
+use crate::signing::Signer;
+use crate::webhooks::{
+    Deliveries, EventSink, MemoryOutbox, Subscription, WebhookOutbox, WebhookSettings,
+};
 use crate::hub::{Hub, HubInbox};
 use crate::presence::Presence;
 use crate::presence::memory::MemoryPresence;
@@ -48,7 +56,7 @@ use crate::store::memory::MemoryStore;
 use crate::store::postgres::{Outbox, PgConfig, PgStore};
 
 /// How often `/readyz` re-checks the store and the broker.
-const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why the node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +107,34 @@ pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
     } else {
         config.api_keys.clone()
     };
-    let (store, outbox) = with_patience("PostgreSQL", || open_store(&config)).await?;
+    let signer = Signer::new(&config.signing_secrets).map_err(|p| ConfigError(vec![p]))?;
+    let webhook_settings =
+        WebhookSettings::from_config(&config).map_err(|p| ConfigError(vec![p]))?;
+    let outcall = Outcall::new(
+        signer,
+        config.hook_concurrency.max(config.webhook_concurrency),
+        config
+            .hook_timeout()
+            .max(webhook_settings.as_ref().map_or(Duration::ZERO, |w| w.timeout)),
+    );
+    let subscription = match &webhook_settings {
+        Some(_) => Some(
+            Subscription::new(&config.webhook_events, &config.webhook_rooms)
+                .map_err(|p| ConfigError(vec![p]))?,
+        ),
+        None => None,
+    };
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let opened = with_patience("PostgreSQL", || open_store(&config, subscription.clone(), &wake)).await?;
+    let (store, outbox) = (opened.store, opened.relay);
+    let webhooks = webhook_settings
+        .zip(opened.webhooks)
+        .map(|(settings, outbox)| Deliveries {
+            outbox,
+            settings,
+            outcall: outcall.clone(),
+            wake,
+        });
     let outbox = outbox.filter(|_| config.outbox_relay);
     let (broker, presence, hub): (Arc<dyn Broker>, Arc<dyn Presence>, Arc<Hub>) =
         match &config.redis_url {
@@ -130,9 +165,10 @@ pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
                 (broker, Arc::new(presence), hub)
             }
         };
-    let hooks = Hooks::new(&config, &node_id).map_err(|problem| ConfigError(vec![problem]))?;
+    let hooks = Hooks::new(&config, &node_id, outcall).map_err(|p| ConfigError(vec![p]))?;
     let parts = Parts {
         hooks,
+        webhooks,
         store,
         broker,
         presence,
@@ -147,7 +183,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
 }
 
 /// How long start-up keeps trying to reach a backend before giving up.
-const CONNECT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Retries `connect` with backoff until it succeeds or [`CONNECT_PATIENCE`] runs out: in a
 /// cluster, backends often start at the same time as the gateways.
@@ -157,37 +193,73 @@ where
     Fut: Future<Output = Result<T, StartError>>,
 {
     let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
-    let mut backoff = std::time::Duration::from_millis(200);
+    let mut backoff = Duration::from_millis(200);
     loop {
         match connect().await {
             Ok(value) => return Ok(value),
             Err(error) if tokio::time::Instant::now() + backoff < deadline => {
                 tracing::warn!(%error, "{what} not reachable yet; retrying");
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
             Err(error) => return Err(error),
         }
     }
 }
 
-/// The store, and with PostgreSQL its outbox relay.
-async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, Option<Outbox>), StartError> {
-    let Some(pg) = PgConfig::from_config(config) else {
+/// What [`open_store`] opened.
+struct Opened {
+    store: Arc<dyn Store>,
+    /// With PostgreSQL: the relay of the app's outbox table.
+    relay: Option<Outbox>,
+    /// With webhooks: where the delivery worker finds them.
+    webhooks: Option<Arc<dyn WebhookOutbox>>,
+}
+
+/// The store, and with PostgreSQL its outbox relay. With a webhook `subscription` the store
+/// writes the subscribed events with its changes (in memory, or in its PostgreSQL
+/// transactions), and `wake` rings this node's delivery worker.
+async fn open_store(
+    config: &Config,
+    subscription: Option<Subscription>,
+    wake: &Arc<tokio::sync::Notify>,
+) -> Result<Opened, StartError> {
+    let Some(mut pg) = PgConfig::from_config(config) else {
         tracing::info!(
             history = config.memory_history,
             "store: in memory (set DATABASE_URL for PostgreSQL)"
         );
-        return Ok((Arc::new(MemoryStore::new(config.memory_history)), None));
+        let store = MemoryStore::new(config.memory_history);
+        let Some(subscription) = subscription else {
+            return Ok(Opened {
+                store: Arc::new(store),
+                relay: None,
+                webhooks: None,
+            });
+        };
+        let outbox = Arc::new(MemoryOutbox::new(config.webhook_memory_limit));
+        let sink = EventSink::new(subscription, Some(Arc::clone(&outbox)), Arc::clone(wake));
+        return Ok(Opened {
+            store: Arc::new(store.with_events(sink)),
+            relay: None,
+            webhooks: Some(outbox),
+        });
     };
-    let store = PgStore::connect(&pg).await.map_err(StartError::Store)?;
+    let with_webhooks = subscription.is_some();
+    pg.events = subscription.map(|s| EventSink::new(s, None, Arc::clone(wake)));
+    let store = Arc::new(PgStore::connect(&pg).await.map_err(StartError::Store)?);
     tracing::info!(
         pool = pg.pool_size,
         batch = pg.batch_max_messages,
         "store: PostgreSQL"
     );
-    let outbox = store.outbox();
-    Ok((Arc::new(store), Some(outbox)))
+    let relay = Some(store.outbox());
+    let webhooks = with_webhooks.then(|| Arc::clone(&store) as Arc<dyn WebhookOutbox>);
+    Ok(Opened {
+        store,
+        relay,
+        webhooks,
+    })
 }
 
 /// A listener with the configured accept queue (`TcpListener::bind` would ask for 1,024).
@@ -252,6 +324,9 @@ pub async fn serve(app: Arc<App>) -> Result<(), StartError> {
     if let Some(outbox) = app.outbox.clone() {
         tokio::spawn(outbox.run(Arc::clone(&app)));
     }
+    if let Some(deliveries) = app.webhooks.clone() {
+        tokio::spawn(deliveries.run(stop_accepting.clone()));
+    }
 
     wait_for_signal().await;
     tracing::info!(
@@ -279,7 +354,7 @@ fn announce_dev_mode(signer: &TokenSigner, addr: std::net::SocketAddr) {
         id,
         name: "Dev".into(),
     };
-    match signer.sign(&user, std::time::Duration::from_secs(24 * 3_600)) {
+    match signer.sign(&user, Duration::from_secs(24 * 3_600)) {
         Ok(token) => tracing::warn!(
             "dev mode: no SWITCHBOARD_JWT_SECRET set, tokens are signed with a random key. \
              Chat page: {}  Sample token (user \"dev\", 24 h): {token}",

@@ -26,6 +26,10 @@ pub const BROKER_PUBLISH_FAILURES: &str = "switchboard_broker_publish_failures_t
 pub const API_REQUESTS: &str = "switchboard_api_requests_total";
 pub const OUTBOX_RELAYED: &str = "switchboard_outbox_relayed_total";
 pub const OUTBOX_FAILED: &str = "switchboard_outbox_failed_total";
+pub const WEBHOOK_ATTEMPTS: &str = "switchboard_webhook_attempts_total";
+pub const WEBHOOKS_FAILED: &str = "switchboard_webhooks_failed_total";
+pub const WEBHOOKS_DROPPED: &str = "switchboard_webhooks_dropped_total";
+pub const WEBHOOK_LATENCY: &str = "switchboard_webhook_latency_seconds";
 pub const HOOK_CALLS: &str = "switchboard_hook_calls_total";
 pub const HOOK_DURATION: &str = "switchboard_hook_duration_seconds";
 
@@ -89,6 +93,23 @@ fn describe() {
     describe_counter!(
         OUTBOX_FAILED,
         "Outbox rows this node kept as failed (no such room, bad content)"
+    );
+    describe_counter!(
+        WEBHOOK_ATTEMPTS,
+        "Webhook attempts by outcome (delivered, retry, failed)"
+    );
+    describe_counter!(
+        WEBHOOKS_FAILED,
+        "Webhooks this node kept as failed after their retry window"
+    );
+    describe_counter!(
+        WEBHOOKS_DROPPED,
+        "Webhook events dropped because the in-memory outbox was full (embedded mode)"
+    );
+    metrics::describe_histogram!(
+        WEBHOOK_LATENCY,
+        metrics::Unit::Seconds,
+        "Time from an event's commit to its delivery"
     );
     describe_counter!(
         HOOK_CALLS,
@@ -167,6 +188,22 @@ pub fn hook_call(hook: &'static str, outcome: &'static str) {
 
 pub fn hook_duration(hook: &'static str, took: std::time::Duration) {
     histogram!(HOOK_DURATION, "hook" => hook).record(took.as_secs_f64());
+}
+
+pub fn webhook_attempt(outcome: &'static str) {
+    counter!(WEBHOOK_ATTEMPTS, "outcome" => outcome).increment(1);
+}
+
+pub fn webhook_failed() {
+    counter!(WEBHOOKS_FAILED).increment(1);
+}
+
+pub fn webhook_dropped() {
+    counter!(WEBHOOKS_DROPPED).increment(1);
+}
+
+pub fn webhook_latency(age: std::time::Duration) {
+    histogram!(WEBHOOK_LATENCY).record(age.as_secs_f64());
 }
 
 pub fn broker_publish_failed() {

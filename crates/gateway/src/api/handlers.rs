@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::json;
+use serde_json::{Value, json};
 use switchboard_protocol::{
     CloseCode, ErrorCode, MessageKind, RoomId, RoomKind, ServerFrame, UserId, UserRef,
     is_event_name,
@@ -63,6 +63,8 @@ pub async fn answer(app: &App, req: Request) -> Answer {
         Route::DeleteConnections(user) => disconnect(app, user, CloseCode::Disconnected).await,
         Route::PutBan(user) => put_ban(app, user, json_body(&req.body)?).await,
         Route::DeleteBan(user) => delete_ban(app, user).await,
+        Route::FailedWebhooks => failed_webhooks(app, &req.query).await,
+        Route::RetryWebhook(id) => retry_webhook(app, &id).await,
     }
 }
 
@@ -216,7 +218,7 @@ fn idempotency_key(body: Option<String>, header: Option<String>) -> Result<Strin
 }
 
 /// Publishes a stored message and describes it for the answer.
-async fn announce(app: &App, appended: Appended) -> serde_json::Value {
+async fn announce(app: &App, appended: Appended) -> Value {
     let message = appended.message;
     if !appended.duplicate {
         metrics::message_stored();
@@ -397,7 +399,7 @@ async fn get_messages(app: &App, room: RoomId, query: &str) -> Answer {
 struct PostEvent {
     event: String,
     #[serde(default)]
-    data: serde_json::Value,
+    data: Value,
     #[serde(default)]
     from: Option<Sender>,
 }
@@ -483,7 +485,7 @@ struct PostNotification {
     #[serde(default)]
     body: String,
     #[serde(default)]
-    data: serde_json::Value,
+    data: Value,
 }
 
 async fn post_notification(app: &App, user: UserId, body: PostNotification) -> Answer {
@@ -716,4 +718,72 @@ fn optional_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiEr
     } else {
         json_body(body)
     }
+}
+
+/// The outbox of the webhooks this node sends; 404 when webhooks are off here.
+fn webhook_outbox(app: &App) -> Result<&dyn crate::webhooks::WebhookOutbox, ApiError> {
+    app.webhooks
+        .as_ref()
+        .map(|w| w.outbox.as_ref())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::NotFound,
+                "webhooks are off on this node (no SWITCHBOARD_WEBHOOK_URL)",
+            )
+        })
+}
+
+async fn failed_webhooks(app: &App, query: &str) -> Answer {
+    let mut limit = 100;
+    for (name, value) in responses::parse_query(query) {
+        match (name.as_str(), value.parse::<usize>()) {
+            ("limit", Ok(n)) if (1..=1_000).contains(&n) => limit = n,
+            _ => {
+                return Err(ApiError::refused(
+                    ErrorCode::InvalidField,
+                    "the only query parameter is limit, 1 to 1000",
+                ));
+            }
+        }
+    }
+    let failed = webhook_outbox(app)?.failed(limit).await?;
+    let millis = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    };
+    let webhooks: Vec<Value> = failed
+        .into_iter()
+        .map(|w| {
+            json!({
+                "id": w.id,
+                "type": w.kind,
+                "attempts": w.attempts,
+                "createdAt": millis(w.created_at),
+                "failedAt": millis(w.failed_at),
+                "lastError": w.last_error,
+                // The payload as it was sent, parsed back; the string when it is not JSON.
+                "payload": serde_json::from_str::<Value>(&w.body).unwrap_or(Value::String(w.body)),
+            })
+        })
+        .collect();
+    Ok(responses::json(StatusCode::OK, &json!({ "webhooks": webhooks })))
+}
+
+async fn retry_webhook(app: &App, id: &str) -> Answer {
+    let deliveries = app.webhooks.as_ref();
+    if !webhook_outbox(app)?.retry_failed(id).await? {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            format!("no failed webhook {id}"),
+        ));
+    }
+    if let Some(deliveries) = deliveries {
+        deliveries.wake.notify_one();
+    }
+    Ok(responses::json(
+        StatusCode::OK,
+        &json!({ "id": id, "retrying": true }),
+    ))
 }

@@ -24,6 +24,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/stats"),
     ("PUT", "/api/v1/bans/{userId}"),
     ("DELETE", "/api/v1/bans/{userId}"),
+    ("GET", "/api/v1/webhooks/failed"),
+    ("POST", "/api/v1/webhooks/failed/{webhookId}/retry"),
 ];
 
 /// A request the API understands.
@@ -44,6 +46,9 @@ pub enum Route {
     Stats,
     PutBan(UserId),
     DeleteBan(UserId),
+    FailedWebhooks,
+    /// A failed webhook's id (`webhook-id`).
+    RetryWebhook(String),
 }
 
 impl Route {
@@ -65,6 +70,8 @@ impl Route {
             Route::Stats => "stats",
             Route::PutBan(_) => "putBan",
             Route::DeleteBan(_) => "deleteBan",
+            Route::FailedWebhooks => "failedWebhooks",
+            Route::RetryWebhook(_) => "retryWebhook",
         }
     }
 }
@@ -108,6 +115,8 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
         ["users", user, "connections"] => {
             delete.then(|| user_id(user).map(Route::DeleteConnections))
         }
+        ["webhooks", "failed"] => get.then_some(Ok(Route::FailedWebhooks)),
+        ["webhooks", "failed", id, "retry"] => post.then(|| webhook_id(id).map(Route::RetryWebhook)),
         ["bans", user] => match () {
             () if put => Some(user_id(user).map(Route::PutBan)),
             () if delete => Some(user_id(user).map(Route::DeleteBan)),
@@ -137,6 +146,21 @@ fn room_id(segment: &str) -> Result<RoomId, ApiError> {
         .map_err(|e| ApiError::refused(ErrorCode::InvalidIdentifier, e.to_string()))
 }
 
+/// A webhook id as Switchboard makes them: `evt_` and 32 hex digits.
+fn webhook_id(segment: &str) -> Result<String, ApiError> {
+    let valid = segment
+        .strip_prefix("evt_")
+        .is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+    if valid {
+        Ok(segment.to_owned())
+    } else {
+        Err(ApiError::refused(
+            ErrorCode::InvalidIdentifier,
+            "a webhook id is evt_ and 32 hex digits",
+        ))
+    }
+}
+
 fn user_id(segment: &str) -> Result<UserId, ApiError> {
     UserId::parse(segment)
         .map_err(|e| ApiError::refused(ErrorCode::InvalidIdentifier, e.to_string()))
@@ -151,6 +175,7 @@ mod tests {
         template
             .replace("{roomId}", "general")
             .replace("{userId}", "alice")
+            .replace("{webhookId}", "evt_0192f0c1a2b37c4d8e9f0a1b2c3d4e5f")
     }
 
     #[test]

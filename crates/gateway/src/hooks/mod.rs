@@ -22,16 +22,16 @@ use switchboard_protocol::{RoomId, UserRef};
 use self::breaker::Breaker;
 use self::caller::{Caller, Endpoint};
 use crate::config::Config;
+use crate::outcall::{Outcall, OutcallError, parse_url};
 use crate::room_pattern::RoomPatterns;
-use crate::signing::Signer;
 
 /// Why a hook gave no answer. The client sees only `HOOK_UNAVAILABLE`.
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
     #[error("no answer within {0:?}")]
     Timeout(Duration),
-    #[error("the call failed")]
-    Unreachable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error(transparent)]
+    Unreachable(#[from] OutcallError),
     #[error("answered HTTP {0}")]
     Status(u16),
     #[error("the answer is not what the hook returns")]
@@ -130,23 +130,9 @@ enum RpcAnswer {
 /// Longest reason or rpc error passed on to a client, in characters.
 const MAX_REASON_CHARS: usize = 500;
 
-/// A hook URL: `http://host[:port]/path`.
-pub fn parse_url(url: &str) -> Result<http::Uri, String> {
-    let uri: http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
-    match (uri.scheme_str(), uri.authority()) {
-        (Some("http"), Some(_)) => Ok(uri),
-        (Some("https"), _) => Err(format!(
-            "{url:?}: https is not supported yet; call the backend over http inside your network \
-             (or through a TLS sidecar)"
-        )),
-        _ => Err(format!("{url:?} must be an http:// URL with a host")),
-    }
-}
-
 impl Hooks {
     /// The hooks `config` names (none is fine: every call then allows, and `rpc` is refused).
-    pub fn new(config: &Config, node: &str) -> Result<Self, String> {
-        let signer = Signer::new(&config.signing_secrets)?;
+    pub fn new(config: &Config, node: &str, outcall: Outcall) -> Result<Self, String> {
         let endpoint = |name: &'static str, url: &Option<String>| -> Result<_, String> {
             url.as_deref()
                 .map(|url| {
@@ -163,7 +149,7 @@ impl Hooks {
         };
         Ok(Self {
             node: node.to_owned(),
-            caller: Caller::new(signer, config.hook_concurrency, config.hook_timeout()),
+            caller: Caller::new(outcall, config.hook_concurrency, config.hook_timeout()),
             connect: endpoint("connect", &config.hook_connect_url)?,
             join: endpoint("join", &config.hook_join_url)?,
             join_rooms: RoomPatterns::parse(&config.hook_join_rooms)?,

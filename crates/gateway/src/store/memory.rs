@@ -17,6 +17,7 @@ use super::{
     Appended, Ban, NewMessage, NewNotification, NewRoom, RoomRecord, RoomSettings, Store,
     StoreError,
 };
+use crate::webhooks::{EventSink, EventType, WebhookEvent};
 
 /// Notifications kept per user; the oldest go first.
 const MAX_NOTIFICATIONS: usize = 1_000;
@@ -27,6 +28,8 @@ pub struct MemoryStore {
     history: usize,
     /// New on every start: positions from another run mean nothing here.
     epoch: String,
+    /// With webhooks: the memory outbox, written under the same lock as each change.
+    events: Option<EventSink>,
 }
 
 #[derive(Debug, Default)]
@@ -61,6 +64,23 @@ impl MemoryStore {
             inner: Mutex::new(Inner::default()),
             history: history.max(1),
             epoch: format!("mem-{}", uuid::Uuid::now_v7().simple()),
+            events: None,
+        }
+    }
+
+    /// Writes the events of its changes to `sink` (the memory outbox).
+    pub fn with_events(mut self, sink: EventSink) -> Self {
+        self.events = Some(sink);
+        self
+    }
+
+    /// Keeps `make`'s event when the app subscribed to `kind` (in `room`). Called with the
+    /// store's lock held, so the outbox holds events in the order of the changes.
+    fn emit(&self, kind: EventType, room: Option<&RoomId>, make: impl FnOnce() -> WebhookEvent) {
+        if let Some(sink) = &self.events
+            && sink.wants(kind, room)
+        {
+            sink.keep([make()]);
         }
     }
 
@@ -211,6 +231,9 @@ impl Store for MemoryStore {
                 .entry(user.clone())
                 .or_default()
                 .insert(room.clone());
+            self.emit(EventType::MemberJoined, Some(room), || {
+                WebhookEvent::member_joined(room, user)
+            });
         }
         Ok(added)
     }
@@ -222,6 +245,11 @@ impl Store for MemoryStore {
         state.record.info.member_count = state.members.len() as u64;
         if removed && let Some(rooms) = inner.memberships.get_mut(user) {
             rooms.remove(room);
+        }
+        if removed {
+            self.emit(EventType::MemberLeft, Some(room), || {
+                WebhookEvent::member_left(room, user)
+            });
         }
         Ok(removed)
     }
@@ -305,6 +333,9 @@ impl Store for MemoryStore {
                     .remove(&(old.sender.id, old.client_msg_id));
             }
         }
+        self.emit(EventType::MessageCreated, Some(&stored.room_id), || {
+            WebhookEvent::message_created(&stored)
+        });
         Ok(Appended {
             message: stored,
             duplicate: false,
@@ -390,6 +421,9 @@ impl Store for MemoryStore {
             created_at: now_millis(),
             read_at: None,
         };
+        self.emit(EventType::NotificationCreated, None, || {
+            WebhookEvent::notification_created(&n.user, &notification)
+        });
         let list = inner.notifications.entry(n.user).or_default();
         list.push_back(notification.clone());
         if list.len() > MAX_NOTIFICATIONS {

@@ -44,8 +44,10 @@ use tokio_postgres::types::ToSql;
 
 use super::error::{TimedOut, is_race, timed_out};
 use super::rows::{self, message_columns, to_i64, to_u64};
+use super::webhooks;
 use crate::error::Chain;
 use crate::store::{Appended, NewMessage, StoreError};
+use crate::webhooks::{EventSink, EventType, WebhookEvent};
 
 /// Transactions committed by the group committers: with the messages stored
 /// (`switchboard_messages_stored_total`), how many messages share a commit.
@@ -83,6 +85,8 @@ pub(super) struct Committer {
     /// Bounds one batch's transaction, retries included.
     pub(super) timeout: Duration,
     pub(super) stats: Arc<Stats>,
+    /// With webhooks: `message.created` events written in each batch's transaction.
+    pub(super) events: Option<EventSink>,
 }
 
 impl Committer {
@@ -276,18 +280,56 @@ impl Committer {
                 &rows.client_msg_id,
                 &rows.created_at,
             ];
-            let (_, inserted) = tokio::try_join!(
+            // Each new message's webhook commits with it (or not at all).
+            let events = self.message_events(&assigned.outcomes);
+            let insert_events = tx.prepare_cached(webhooks::INSERT_EVENTS).await?;
+            let event_params: [&(dyn ToSql + Sync); 3] =
+                [&events.ids, &events.kinds, &events.bodies];
+            let (_, inserted, _) = tokio::try_join!(
                 tx.execute(&update, &update_params),
                 tx.execute(&insert, &insert_params),
+                async {
+                    if events.is_empty() {
+                        Ok(0)
+                    } else {
+                        tx.execute(&insert_events, &event_params).await
+                    }
+                },
             )?;
             if inserted != rows.seq.len() as u64 {
                 // Dropping the transaction rolls it back: no seq was taken.
                 return Err(CommitError::KeyStored);
             }
+            committing.store(true, Ordering::Release);
+            tx.commit().await.map_err(CommitError::Commit)?;
+            if !events.is_empty()
+                && let Some(sink) = &self.events
+            {
+                sink.committed();
+            }
+            return Ok(assigned.outcomes);
         }
         committing.store(true, Ordering::Release);
         tx.commit().await.map_err(CommitError::Commit)?;
         Ok(assigned.outcomes)
+    }
+}
+
+impl Committer {
+    /// The `message.created` events of a batch's new messages, for the rooms subscribed to.
+    fn message_events(&self, outcomes: &[Outcome]) -> webhooks::EventRows {
+        let mut events = webhooks::EventRows::default();
+        let Some(sink) = &self.events else {
+            return events;
+        };
+        for outcome in outcomes {
+            if let Outcome::New { message, .. } = outcome
+                && sink.wants(EventType::MessageCreated, Some(&message.room_id))
+            {
+                events.push(WebhookEvent::message_created(message));
+            }
+        }
+        events
     }
 }
 

@@ -41,6 +41,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "outbox",
         sql: include_str!("../../../migrations/0004_outbox.sql"),
     },
+    Migration {
+        version: 5,
+        name: "webhooks",
+        sql: include_str!("../../../migrations/0005_webhooks.sql"),
+    },
 ];
 
 /// The advisory lock key serializing migrations (any constant; "switchboard" in ASCII).

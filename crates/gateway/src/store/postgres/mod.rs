@@ -5,6 +5,8 @@
 //! - `queries.rs` — every other [`Store`](crate::store::Store) method, one statement each (or
 //!   one short transaction).
 //! - `rows.rs` — rows to domain values; `error.rs` — failures to [`StoreError`].
+//! - `webhooks.rs` — the webhook outbox table: what the changes' transactions write, and
+//!   [`WebhookOutbox`](crate::webhooks::WebhookOutbox) for the delivery workers.
 //!
 //! **Invariant:** no call waits longer than about the configured timeout: pool checkout, connect
 //! and recycle are bounded by it, every connection runs with `statement_timeout` set to it, and
@@ -18,6 +20,7 @@ mod migrate;
 mod outbox;
 mod queries;
 mod rows;
+mod webhooks;
 
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
@@ -35,6 +38,7 @@ use self::error::{TimedOut, timed_out, unavailable};
 pub use self::outbox::Outbox;
 use super::{Appended, NewMessage, StoreError};
 use crate::config::Config;
+use crate::webhooks::EventSink;
 
 /// Messages queued per committer lane (at least), beyond the batch being written.
 const MIN_QUEUE: usize = 1_024;
@@ -59,6 +63,8 @@ pub struct PgConfig {
     /// Group-commit lanes, each with its own queue and committer task. A room always uses the
     /// same lane, so its messages are sequenced in arrival order.
     pub committers: usize,
+    /// With webhooks: the events to write with the changes that cause them.
+    pub events: Option<EventSink>,
 }
 
 impl PgConfig {
@@ -72,6 +78,7 @@ impl PgConfig {
             batch_max_messages: config.batch_max_messages.max(1),
             batch_max_delay: Duration::from_micros(config.batch_max_delay_us),
             committers: 1,
+            events: None,
         };
         pg.committers = pg.default_committers();
         Some(pg)
@@ -104,6 +111,8 @@ pub struct PgStore {
     /// Created once by the first migration; cached, it never changes.
     epoch: String,
     stats: Arc<Stats>,
+    /// With webhooks: the events written with memberships and notifications.
+    events: Option<EventSink>,
 }
 
 impl PgStore {
@@ -142,6 +151,7 @@ impl PgStore {
                     max_delay: config.batch_max_delay,
                     timeout: config.timeout,
                     stats: Arc::clone(&stats),
+                    events: config.events.clone(),
                 };
                 tokio::spawn(committer.run());
                 queue
@@ -164,6 +174,7 @@ impl PgStore {
             batch_max_delay: config.batch_max_delay,
             epoch,
             stats,
+            events: config.events.clone(),
         })
     }
 

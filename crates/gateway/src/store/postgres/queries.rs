@@ -12,10 +12,12 @@ use tokio_postgres::types::ToSql;
 use super::PgStore;
 use super::error::unavailable;
 use super::rows::{self, get, message_columns, notification_columns, room_columns, to_i64, to_u64};
+use super::webhooks::event_columns;
 use crate::store::{
     Appended, Ban, NewMessage, NewNotification, NewRoom, RoomRecord, RoomSettings, Store,
     StoreError,
 };
+use crate::webhooks::{EventType, WebhookEvent};
 
 /// Reads one room (and its member count) by id.
 const ROOM_BY_ID: &str = concat!("SELECT ", room_columns!(), " FROM rooms r WHERE r.id = $1");
@@ -237,6 +239,11 @@ impl Store for PgStore {
     }
 
     async fn add_member(&self, room: &RoomId, user: &UserId) -> Result<bool, StoreError> {
+        // The webhook row, if any, is inserted by the same statement, only when the member is.
+        let event = self.event_for(EventType::MemberJoined, Some(room), || {
+            WebhookEvent::member_joined(room, user)
+        });
+        let (id, body) = event_columns(event.as_ref());
         let row = self
             .query_one(
                 "WITH room AS (
@@ -244,32 +251,44 @@ impl Store for PgStore {
                  ), added AS (
                      INSERT INTO room_members (room, user_id) SELECT id, $2 FROM room
                      ON CONFLICT DO NOTHING RETURNING 1
+                 ), event AS (
+                     INSERT INTO switchboard_webhooks (event_id, type, body)
+                     SELECT $3, 'room.member_joined', $4 FROM added WHERE $3 IS NOT NULL
                  )
                  SELECT EXISTS (SELECT 1 FROM room), (SELECT count(*) FROM added)",
-                &[&room.as_str(), &user.as_str()],
+                &[&room.as_str(), &user.as_str(), &id, &body],
             )
             .await?;
         let (exists, added): (bool, i64) = (get(&row, 0)?, get(&row, 1)?);
         if !exists {
             return Err(StoreError::RoomNotFound(room.clone()));
         }
+        self.events_committed(added > 0 && event.is_some());
         Ok(added > 0)
     }
 
     async fn remove_member(&self, room: &RoomId, user: &UserId) -> Result<bool, StoreError> {
+        let event = self.event_for(EventType::MemberLeft, Some(room), || {
+            WebhookEvent::member_left(room, user)
+        });
+        let (id, body) = event_columns(event.as_ref());
         let row = self
             .query_one(
                 "WITH removed AS (
                      DELETE FROM room_members WHERE room = $1 AND user_id = $2 RETURNING 1
+                 ), event AS (
+                     INSERT INTO switchboard_webhooks (event_id, type, body)
+                     SELECT $3, 'room.member_left', $4 FROM removed WHERE $3 IS NOT NULL
                  )
                  SELECT EXISTS (SELECT 1 FROM rooms WHERE id = $1), (SELECT count(*) FROM removed)",
-                &[&room.as_str(), &user.as_str()],
+                &[&room.as_str(), &user.as_str(), &id, &body],
             )
             .await?;
         let (exists, removed): (bool, i64) = (get(&row, 0)?, get(&row, 1)?);
         if !exists {
             return Err(StoreError::RoomNotFound(room.clone()));
         }
+        self.events_committed(removed > 0 && event.is_some());
         Ok(removed > 0)
     }
 
@@ -391,23 +410,45 @@ impl Store for PgStore {
         &self,
         notification: NewNotification,
     ) -> Result<Notification, StoreError> {
-        let row = self
-            .query_one(
-                concat!(
-                    "INSERT INTO notifications AS n (user_id, kind, title, body, data) ",
-                    "VALUES ($1, $2, $3, $4, $5) RETURNING ",
-                    notification_columns!()
-                ),
-                &[
-                    &notification.user.as_str(),
-                    &notification.kind,
-                    &notification.title,
-                    &notification.body,
-                    &notification.data,
-                ],
-            )
+        const INSERT: &str = concat!(
+            "INSERT INTO notifications AS n (user_id, kind, title, body, data) ",
+            "VALUES ($1, $2, $3, $4, $5) RETURNING ",
+            notification_columns!()
+        );
+        let params: [&(dyn ToSql + Sync); 5] = [
+            &notification.user.as_str(),
+            &notification.kind,
+            &notification.title,
+            &notification.body,
+            &notification.data,
+        ];
+        if !self.wants_event(EventType::NotificationCreated, None) {
+            return rows::notification(&self.query_one(INSERT, &params).await?);
+        }
+        // The event holds the notification as stored (its id, its time): written after it, in
+        // its transaction.
+        let created = self
+            .bounded(async {
+                let mut client = self.client().await?;
+                let tx = client.transaction().await.map_err(unavailable)?;
+                let insert = tx.prepare_cached(INSERT).await.map_err(unavailable)?;
+                let row = tx.query_one(&insert, &params).await.map_err(unavailable)?;
+                let created = rows::notification(&row)?;
+                let event = WebhookEvent::notification_created(&notification.user, &created);
+                let (id, body) = event_columns(Some(&event));
+                tx.execute(
+                    "INSERT INTO switchboard_webhooks (event_id, type, body) \
+                     VALUES ($1, 'notification.created', $2)",
+                    &[&id, &body],
+                )
+                .await
+                .map_err(unavailable)?;
+                tx.commit().await.map_err(unavailable)?;
+                Ok(created)
+            })
             .await?;
-        rows::notification(&row)
+        self.events_committed(true);
+        Ok(created)
     }
 
     async fn notifications(

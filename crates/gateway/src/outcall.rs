@@ -1,0 +1,96 @@
+//! Requests Switchboard makes to the app's backend (hooks and webhooks): one pooled keep-alive
+//! HTTP/1.1 client per node, and every request signed as Standard Webhooks says (`signing.rs`).
+//! Timeouts, concurrency and retries belong to the callers, which differ: a hook fails fast, a
+//! webhook is retried for hours.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::signing::Signer;
+
+/// Largest answer read; a larger one is a failed request.
+pub const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// Why a request got no answer to read.
+#[derive(Debug, thiserror::Error)]
+pub enum OutcallError {
+    #[error("the request failed")]
+    Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The client and the signing keys.
+#[derive(Debug, Clone)]
+pub struct Outcall {
+    client: Client<HttpConnector, Full<Bytes>>,
+    signer: Signer,
+}
+
+/// A backend URL: `http://host[:port]/path`.
+pub fn parse_url(url: &str) -> Result<Uri, String> {
+    let uri: Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http"), Some(_)) => Ok(uri),
+        (Some("https"), _) => Err(format!(
+            "{url:?}: https is not supported yet; call the backend over http inside your network \
+             (or through a TLS sidecar)"
+        )),
+        _ => Err(format!("{url:?} must be an http:// URL with a host")),
+    }
+}
+
+impl Outcall {
+    /// `idle` connections are kept per host; a connect gives up after `connect_timeout`.
+    pub fn new(signer: Signer, idle: usize, connect_timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(connect_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(idle.min(1_024))
+            .build(connector);
+        Self { client, signer }
+    }
+
+    /// POSTs the JSON `body` under the Standard Webhooks id `id`, signed now; the answer's status
+    /// and body (at most [`MAX_ANSWER_BYTES`]).
+    pub async fn post(
+        &self,
+        url: &Uri,
+        id: &str,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes), OutcallError> {
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let signature = self.signer.sign(id, timestamp, &body);
+        let request = Request::post(url.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(
+                header::USER_AGENT,
+                concat!("switchboard/", env!("CARGO_PKG_VERSION")),
+            )
+            .header("webhook-id", id)
+            .header("webhook-timestamp", timestamp)
+            .header("webhook-signature", signature)
+            .body(Full::new(body))
+            .map_err(|e| OutcallError::Failed(e.into()))?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| OutcallError::Failed(e.into()))?;
+        let status = response.status();
+        let answer = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(OutcallError::Failed)?
+            .to_bytes();
+        Ok((status, answer))
+    }
+}

@@ -1,0 +1,296 @@
+//! Webhooks: what happened, told to the app's backend at least once, signed (docs/webhooks.md).
+//!
+//! - `mod.rs` — the events ([`EventType`], [`WebhookEvent`]: a stable id and the exact body
+//!   every attempt sends) and [`EventSink`], through which the stores write an event **with the
+//!   change that caused it**: PostgreSQL in the same transaction (a message's webhook commits with
+//!   the message), the in-memory store into the memory outbox under the same call;
+//! - `outbox.rs` — the [`WebhookOutbox`] trait: claim due webhooks under a lease, settle them;
+//!   `memory.rs` the bounded embedded outbox; with PostgreSQL, `store/postgres/webhooks.rs`, the
+//!   table every node claims from with `FOR UPDATE SKIP LOCKED`;
+//! - `delivery.rs` — the worker: signed POSTs, retries with exponential backoff and full jitter
+//!   for a bounded time, then kept as failed.
+//!
+//! **Invariant:** an event is delivered at least once, under one id for all its attempts: the
+//! app deduplicates by `webhook-id`. Nothing is retried forever and nothing waits unbounded.
+
+mod delivery;
+pub mod memory;
+mod outbox;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use switchboard_protocol::{Message, Notification, RoomId, UserId};
+use tokio::sync::Notify;
+
+pub use self::delivery::Deliveries;
+pub use self::memory::MemoryOutbox;
+pub use self::outbox::{Claimed, FailedWebhook, WebhookOutbox};
+use crate::config::Config;
+use crate::room_pattern::RoomPatterns;
+
+/// Every event a webhook can carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, strum::EnumIter)]
+pub enum EventType {
+    MessageCreated,
+    MemberJoined,
+    MemberLeft,
+    NotificationCreated,
+}
+
+impl EventType {
+    /// The `type` of the payload, and the name in `SWITCHBOARD_WEBHOOK_EVENTS`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MessageCreated => "message.created",
+            Self::MemberJoined => "room.member_joined",
+            Self::MemberLeft => "room.member_left",
+            Self::NotificationCreated => "notification.created",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        <Self as strum::IntoEnumIterator>::iter().find(|e| e.as_str() == name)
+    }
+}
+
+/// One event, ready to send: its body is fixed when it is made, so every attempt sends (and
+/// signs) the same bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookEvent {
+    /// `webhook-id`: the same for every attempt.
+    pub id: String,
+    pub kind: EventType,
+    /// `{"type", "timestamp", "data"}`.
+    pub body: String,
+}
+
+impl WebhookEvent {
+    fn new(kind: EventType, data: Value) -> Self {
+        let body = json!({
+            "type": kind.as_str(),
+            "timestamp": rfc3339(SystemTime::now()),
+            "data": data,
+        });
+        Self {
+            id: format!("evt_{}", uuid::Uuid::now_v7().simple()),
+            kind,
+            body: body.to_string(),
+        }
+    }
+
+    pub fn message_created(message: &Message) -> Self {
+        Self::new(EventType::MessageCreated, json!({ "message": message }))
+    }
+
+    pub fn member_joined(room: &RoomId, user: &UserId) -> Self {
+        Self::new(
+            EventType::MemberJoined,
+            json!({ "roomId": room, "userId": user }),
+        )
+    }
+
+    pub fn member_left(room: &RoomId, user: &UserId) -> Self {
+        Self::new(
+            EventType::MemberLeft,
+            json!({ "roomId": room, "userId": user }),
+        )
+    }
+
+    pub fn notification_created(user: &UserId, notification: &Notification) -> Self {
+        Self::new(
+            EventType::NotificationCreated,
+            json!({ "userId": user, "notification": notification }),
+        )
+    }
+}
+
+/// Which events the app subscribed to (`SWITCHBOARD_WEBHOOK_EVENTS`, `SWITCHBOARD_WEBHOOK_ROOMS`).
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    events: BTreeSet<EventType>,
+    /// Room events only for these rooms.
+    rooms: RoomPatterns,
+}
+
+impl Subscription {
+    pub fn new(events: &[String], rooms: &[String]) -> Result<Self, String> {
+        let events = if events.is_empty() {
+            <EventType as strum::IntoEnumIterator>::iter().collect()
+        } else {
+            events
+                .iter()
+                .map(|name| {
+                    EventType::parse(name.trim())
+                        .ok_or_else(|| format!("{name:?} is not an event type"))
+                })
+                .collect::<Result<_, _>>()?
+        };
+        Ok(Self {
+            events,
+            rooms: RoomPatterns::parse(rooms)?,
+        })
+    }
+
+    /// Whether the app wants `kind`; `room` is the room it is about, if any.
+    pub fn wants(&self, kind: EventType, room: Option<&RoomId>) -> bool {
+        self.events.contains(&kind) && room.is_none_or(|r| self.rooms.matches(r.as_str()))
+    }
+}
+
+/// Where the stores write the events of their changes. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct EventSink {
+    subscription: Arc<Subscription>,
+    /// Embedded mode: the outbox the in-memory store writes to. With PostgreSQL the store writes
+    /// rows in its own transactions.
+    memory: Option<Arc<MemoryOutbox>>,
+    /// Wakes this node's delivery worker when events were written.
+    wake: Arc<Notify>,
+}
+
+impl EventSink {
+    pub fn new(
+        subscription: Subscription,
+        memory: Option<Arc<MemoryOutbox>>,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Self {
+            subscription: Arc::new(subscription),
+            memory,
+            wake,
+        }
+    }
+
+    pub fn wants(&self, kind: EventType, room: Option<&RoomId>) -> bool {
+        self.subscription.wants(kind, room)
+    }
+
+    /// Embedded mode: keeps the events in the memory outbox (a full outbox drops them, counted
+    /// and logged there) and wakes the worker.
+    pub fn keep(&self, events: impl IntoIterator<Item = WebhookEvent>) {
+        if let Some(outbox) = &self.memory {
+            let mut any = false;
+            for event in events {
+                outbox.push(event);
+                any = true;
+            }
+            if any {
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// PostgreSQL: events were committed; the worker looks now instead of at its next poll.
+    pub fn committed(&self) {
+        self.wake.notify_one();
+    }
+}
+
+/// The webhook settings of a node, checked.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    pub url: http::Uri,
+    pub timeout: Duration,
+    pub concurrency: usize,
+    pub retry_for: Duration,
+    pub backoff: Duration,
+    pub backoff_max: Duration,
+    pub poll: Duration,
+}
+
+impl WebhookSettings {
+    /// `None` when no webhook URL is configured.
+    pub fn from_config(config: &Config) -> Result<Option<Self>, String> {
+        let Some(url) = &config.webhook_url else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            url: crate::outcall::parse_url(url)?,
+            timeout: Duration::from_millis(config.webhook_timeout_ms),
+            concurrency: config.webhook_concurrency.max(1),
+            retry_for: Duration::from_millis(config.webhook_retry_for_ms),
+            backoff: Duration::from_millis(config.webhook_backoff_ms.max(1)),
+            backoff_max: Duration::from_millis(config.webhook_backoff_max_ms.max(1)),
+            poll: Duration::from_millis(config.webhook_poll_ms.max(10)),
+        }))
+    }
+
+    /// How long a claimed webhook stays this node's: longer than an attempt can take, so a live
+    /// node settles it first; a dead node's lease runs out and another node takes it.
+    pub fn lease(&self) -> Duration {
+        self.timeout * 2 + Duration::from_secs(1)
+    }
+}
+
+/// `2026-11-28T01:15:10.123Z`, from a time (UTC, milliseconds).
+pub fn rfc3339(time: SystemTime) -> String {
+    let millis = time
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let (secs, ms) = (millis / 1_000, millis % 1_000);
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        rest / 3_600,
+        rest % 3_600 / 60,
+        rest % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_614_265_330_123);
+        assert_eq!(rfc3339(t), "2021-02-25T15:02:10.123Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn subscriptions_filter_by_type_and_room() {
+        let all = Subscription::new(&[], &["*".to_owned()]).expect("valid");
+        let room = RoomId::parse("lobby").expect("valid id");
+        assert!(all.wants(EventType::MessageCreated, Some(&room)));
+        assert!(all.wants(EventType::NotificationCreated, None));
+
+        let some = Subscription::new(
+            &["message.created".to_owned()],
+            &["game-*".to_owned()],
+        )
+        .expect("valid");
+        assert!(!some.wants(EventType::MessageCreated, Some(&room)));
+        let game = RoomId::parse("game-1").expect("valid id");
+        assert!(some.wants(EventType::MessageCreated, Some(&game)));
+        assert!(!some.wants(EventType::MemberJoined, Some(&game)));
+        assert!(Subscription::new(&["message.sent".to_owned()], &[]).is_err());
+    }
+
+    #[test]
+    fn an_event_has_a_stable_id_and_the_documented_shape() {
+        let room = RoomId::parse("lobby").expect("valid id");
+        let user = UserId::parse("bob").expect("valid id");
+        let event = WebhookEvent::member_joined(&room, &user);
+        assert!(event.id.starts_with("evt_"));
+        let body: Value = serde_json::from_str(&event.body).expect("JSON");
+        assert_eq!(body["type"], "room.member_joined");
+        assert_eq!(body["data"], json!({"roomId": "lobby", "userId": "bob"}));
+        assert!(body["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+    }
+}
