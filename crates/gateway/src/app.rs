@@ -16,12 +16,12 @@ use switchboard_protocol::{FriendStatus, ServerFrame, UserId};
 use crate::broker::{Broker, ConnId, Envelope, Topic};
 use crate::config::Config;
 use crate::hooks::Hooks;
-use crate::webhooks::Deliveries;
 use crate::hub::Hub;
 use crate::metrics;
 use crate::presence::Presence;
 use crate::store::postgres::Outbox;
 use crate::store::{Store, StoreError};
+use crate::webhooks::Deliveries;
 
 pub struct App {
     pub config: Config,

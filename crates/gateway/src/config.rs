@@ -395,7 +395,11 @@ pub struct Config {
     pub webhook_poll_ms: u64,
     /// Embedded mode: most webhooks the in-memory outbox holds (pending, and failed ones
     /// separately); a new event finding it full is dropped.
-    #[arg(long, env = "SWITCHBOARD_WEBHOOK_MEMORY_LIMIT", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_WEBHOOK_MEMORY_LIMIT",
+        default_value_t = 10_000
+    )]
     pub webhook_memory_limit: usize,
     /// Standard Webhooks secrets (`whsec_<base64>`), comma-separated, the current one first:
     /// every hook call and webhook is signed with each. Required with hooks or webhooks.
@@ -676,8 +680,12 @@ impl Config {
         {
             problems.push(format!("SWITCHBOARD_WEBHOOK_URL: {problem}"));
         }
-        if let Err(problem) = crate::webhooks::Subscription::new(&self.webhook_events, &self.webhook_rooms) {
-            problems.push(format!("SWITCHBOARD_WEBHOOK_EVENTS / SWITCHBOARD_WEBHOOK_ROOMS: {problem}"));
+        if let Err(problem) =
+            crate::webhooks::Subscription::new(&self.webhook_events, &self.webhook_rooms)
+        {
+            problems.push(format!(
+                "SWITCHBOARD_WEBHOOK_EVENTS / SWITCHBOARD_WEBHOOK_ROOMS: {problem}"
+            ));
         }
         let mut require = |ok: bool, problem: &str| {
             if !ok {

@@ -15,8 +15,8 @@ pub mod http;
 pub mod hub;
 pub mod limiter;
 pub mod metrics;
-pub mod outcall;
 pub mod outbound;
+pub mod outcall;
 pub mod passwords;
 pub mod presence;
 pub mod room_pattern;
@@ -41,19 +41,19 @@ use crate::broker::memory::MemoryBroker;
 use crate::broker::redis::RedisBroker;
 use crate::config::{Config, ConfigError};
 use crate::hooks::Hooks;
-use crate::outcall::Outcall;
-use crate::signing::Signer;
-use crate::webhooks::{
-    Deliveries, EventSink, MemoryOutbox, Subscription, WebhookOutbox, WebhookSettings,
-};
 use crate::hub::{Hub, HubInbox};
+use crate::outcall::Outcall;
 use crate::presence::Presence;
 use crate::presence::memory::MemoryPresence;
 use crate::presence::redis::RedisPresence;
 use crate::server::Role;
+use crate::signing::Signer;
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
 use crate::store::postgres::{Outbox, PgConfig, PgStore};
+use crate::webhooks::{
+    Deliveries, EventSink, MemoryOutbox, Subscription, WebhookOutbox, WebhookSettings,
+};
 
 /// How often `/readyz` re-checks the store and the broker.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
@@ -113,9 +113,11 @@ pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
     let outcall = Outcall::new(
         signer,
         config.hook_concurrency.max(config.webhook_concurrency),
-        config
-            .hook_timeout()
-            .max(webhook_settings.as_ref().map_or(Duration::ZERO, |w| w.timeout)),
+        config.hook_timeout().max(
+            webhook_settings
+                .as_ref()
+                .map_or(Duration::ZERO, |w| w.timeout),
+        ),
     );
     let subscription = match &webhook_settings {
         Some(_) => Some(
@@ -125,7 +127,10 @@ pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
         None => None,
     };
     let wake = Arc::new(tokio::sync::Notify::new());
-    let opened = with_patience("PostgreSQL", || open_store(&config, subscription.clone(), &wake)).await?;
+    let opened = with_patience("PostgreSQL", || {
+        open_store(&config, subscription.clone(), &wake)
+    })
+    .await?;
     let (store, outbox) = (opened.store, opened.relay);
     let webhooks = webhook_settings
         .zip(opened.webhooks)

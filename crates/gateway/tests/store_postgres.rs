@@ -23,6 +23,7 @@ fn config(url: String) -> PgConfig {
         batch_max_messages: 256,
         batch_max_delay: Duration::from_millis(2),
         committers: 2,
+        events: None,
     }
 }
 

@@ -767,7 +767,10 @@ async fn failed_webhooks(app: &App, query: &str) -> Answer {
             })
         })
         .collect();
-    Ok(responses::json(StatusCode::OK, &json!({ "webhooks": webhooks })))
+    Ok(responses::json(
+        StatusCode::OK,
+        &json!({ "webhooks": webhooks }),
+    ))
 }
 
 async fn retry_webhook(app: &App, id: &str) -> Answer {

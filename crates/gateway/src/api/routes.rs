@@ -116,7 +116,9 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
             delete.then(|| user_id(user).map(Route::DeleteConnections))
         }
         ["webhooks", "failed"] => get.then_some(Ok(Route::FailedWebhooks)),
-        ["webhooks", "failed", id, "retry"] => post.then(|| webhook_id(id).map(Route::RetryWebhook)),
+        ["webhooks", "failed", id, "retry"] => {
+            post.then(|| webhook_id(id).map(Route::RetryWebhook))
+        }
         ["bans", user] => match () {
             () if put => Some(user_id(user).map(Route::PutBan)),
             () if delete => Some(user_id(user).map(Route::DeleteBan)),

@@ -148,7 +148,14 @@ mod tests {
             backoff_max: Duration::from_millis(1_000),
             poll: Duration::from_secs(1),
         };
-        for (attempts, cap) in [(1, 100), (2, 200), (3, 400), (4, 800), (5, 1_000), (40, 1_000)] {
+        for (attempts, cap) in [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1_000),
+            (40, 1_000),
+        ] {
             let waits: Vec<Duration> = (0..200).map(|_| backoff(&settings, attempts)).collect();
             assert!(
                 waits.iter().all(|w| *w <= Duration::from_millis(cap)),

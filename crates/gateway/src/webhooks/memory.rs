@@ -158,7 +158,14 @@ impl WebhookOutbox for MemoryOutbox {
     }
 
     async fn failed(&self, limit: usize) -> Result<Vec<FailedWebhook>, StoreError> {
-        Ok(self.lock().failed.iter().rev().take(limit).cloned().collect())
+        Ok(self
+            .lock()
+            .failed
+            .iter()
+            .rev()
+            .take(limit)
+            .cloned()
+            .collect())
     }
 
     async fn retry_failed(&self, id: &str) -> Result<bool, StoreError> {
@@ -209,8 +216,14 @@ mod tests {
         let lease = Duration::from_secs(5);
         let first = outbox.claim(10, lease).await.expect("claim");
         assert_eq!(first.len(), 1);
-        assert_eq!((first[0].id.as_str(), first[0].attempts), (e.id.as_str(), 1));
-        assert!(outbox.claim(10, lease).await.expect("claim").is_empty(), "leased");
+        assert_eq!(
+            (first[0].id.as_str(), first[0].attempts),
+            (e.id.as_str(), 1)
+        );
+        assert!(
+            outbox.claim(10, lease).await.expect("claim").is_empty(),
+            "leased"
+        );
 
         tokio::time::advance(lease).await;
         let again = outbox.claim(10, lease).await.expect("claim");
@@ -236,11 +249,17 @@ mod tests {
         outbox.push(event());
         assert_eq!(outbox.len(), 2, "the third was dropped");
 
-        outbox.claim(1, Duration::from_secs(5)).await.expect("claim");
+        outbox
+            .claim(1, Duration::from_secs(5))
+            .await
+            .expect("claim");
         outbox.give_up(&a.id, "HTTP 410").await.expect("settle");
         let failed = outbox.failed(10).await.expect("list");
         assert_eq!(failed.len(), 1);
-        assert_eq!((failed[0].id.as_str(), failed[0].last_error.as_str()), (a.id.as_str(), "HTTP 410"));
+        assert_eq!(
+            (failed[0].id.as_str(), failed[0].last_error.as_str()),
+            (a.id.as_str(), "HTTP 410")
+        );
         assert!(outbox.retry_failed(&a.id).await.expect("retry"));
         assert!(!outbox.retry_failed(&a.id).await.expect("retry"), "once");
         assert!(outbox.failed(10).await.expect("list").is_empty());

@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Value, json};
+use serde::Serialize;
 use switchboard_protocol::{Message, Notification, RoomId, UserId};
 use tokio::sync::Notify;
 
@@ -67,42 +67,71 @@ pub struct WebhookEvent {
     pub body: String,
 }
 
+/// The payload every webhook carries, as Standard Webhooks suggests.
+#[derive(Serialize)]
+struct Payload<'a, T: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    timestamp: String,
+    data: &'a T,
+}
+
+#[derive(Serialize)]
+struct MessageData<'a> {
+    message: &'a Message,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MembershipData<'a> {
+    room_id: &'a RoomId,
+    user_id: &'a UserId,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NotificationData<'a> {
+    user_id: &'a UserId,
+    notification: &'a Notification,
+}
+
 impl WebhookEvent {
-    fn new(kind: EventType, data: Value) -> Self {
-        let body = json!({
-            "type": kind.as_str(),
-            "timestamp": rfc3339(SystemTime::now()),
-            "data": data,
-        });
+    fn new(kind: EventType, data: &impl Serialize) -> Self {
+        let payload = Payload {
+            kind: kind.as_str(),
+            timestamp: rfc3339(SystemTime::now()),
+            data,
+        };
         Self {
             id: format!("evt_{}", uuid::Uuid::now_v7().simple()),
             kind,
-            body: body.to_string(),
+            // Our own types with string keys: serializing them cannot fail.
+            body: serde_json::to_string(&payload).unwrap_or_default(),
         }
     }
 
     pub fn message_created(message: &Message) -> Self {
-        Self::new(EventType::MessageCreated, json!({ "message": message }))
+        Self::new(EventType::MessageCreated, &MessageData { message })
     }
 
-    pub fn member_joined(room: &RoomId, user: &UserId) -> Self {
+    pub fn member_joined(room_id: &RoomId, user_id: &UserId) -> Self {
         Self::new(
             EventType::MemberJoined,
-            json!({ "roomId": room, "userId": user }),
+            &MembershipData { room_id, user_id },
         )
     }
 
-    pub fn member_left(room: &RoomId, user: &UserId) -> Self {
-        Self::new(
-            EventType::MemberLeft,
-            json!({ "roomId": room, "userId": user }),
-        )
+    pub fn member_left(room_id: &RoomId, user_id: &UserId) -> Self {
+        Self::new(EventType::MemberLeft, &MembershipData { room_id, user_id })
     }
 
-    pub fn notification_created(user: &UserId, notification: &Notification) -> Self {
+    pub fn notification_created(user_id: &UserId, notification: &Notification) -> Self {
         Self::new(
             EventType::NotificationCreated,
-            json!({ "userId": user, "notification": notification }),
+            &NotificationData {
+                user_id,
+                notification,
+            },
         )
     }
 }
@@ -253,6 +282,7 @@ pub fn rfc3339(time: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
 
     #[test]
     fn timestamps_are_rfc3339_utc() {
@@ -270,11 +300,8 @@ mod tests {
         assert!(all.wants(EventType::MessageCreated, Some(&room)));
         assert!(all.wants(EventType::NotificationCreated, None));
 
-        let some = Subscription::new(
-            &["message.created".to_owned()],
-            &["game-*".to_owned()],
-        )
-        .expect("valid");
+        let some = Subscription::new(&["message.created".to_owned()], &["game-*".to_owned()])
+            .expect("valid");
         assert!(!some.wants(EventType::MessageCreated, Some(&room)));
         let game = RoomId::parse("game-1").expect("valid id");
         assert!(some.wants(EventType::MessageCreated, Some(&game)));

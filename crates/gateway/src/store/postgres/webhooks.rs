@@ -41,15 +41,14 @@ pub(super) const INSERT_EVENTS: &str = "INSERT INTO switchboard_webhooks (event_
 
 /// An event's id and body as statement parameters; both NULL for none.
 pub(super) fn event_columns(event: Option<&WebhookEvent>) -> (Option<&str>, Option<&str>) {
-    (
-        event.map(|e| e.id.as_str()),
-        event.map(|e| e.body.as_str()),
-    )
+    (event.map(|e| e.id.as_str()), event.map(|e| e.body.as_str()))
 }
 
 impl PgStore {
     pub(super) fn wants_event(&self, kind: EventType, room: Option<&RoomId>) -> bool {
-        self.events.as_ref().is_some_and(|sink| sink.wants(kind, room))
+        self.events
+            .as_ref()
+            .is_some_and(|sink| sink.wants(kind, room))
     }
 
     /// `make`'s event when the app subscribed to `kind` (in `room`).
@@ -81,7 +80,7 @@ impl WebhookOutbox for PgStore {
         let rows = self
             .query(
                 "UPDATE switchboard_webhooks w
-                 SET locked_until = now() + $2 * interval '1 millisecond',
+                 SET locked_until = now() + $2::bigint * interval '1 millisecond',
                      attempts = w.attempts + 1
                  FROM (SELECT id FROM switchboard_webhooks
                        WHERE failed_at IS NULL AND next_attempt_at <= now()
@@ -121,7 +120,7 @@ impl WebhookOutbox for PgStore {
     async fn retry_later(&self, id: &str, delay: Duration, error: &str) -> Result<(), StoreError> {
         self.execute(
             "UPDATE switchboard_webhooks
-             SET next_attempt_at = now() + $2 * interval '1 millisecond',
+             SET next_attempt_at = now() + $2::bigint * interval '1 millisecond',
                  locked_until = NULL, last_error = $3
              WHERE event_id = $1",
             &[&id, &millis(delay), &error],

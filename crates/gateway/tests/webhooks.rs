@@ -1,0 +1,400 @@
+//! Webhooks through the real binary to a real HTTP receiver (testkit's `Receiver`): every event
+//! signed as Standard Webhooks says and shaped as docs/webhooks.md says; a receiver that fails
+//! gets the webhook again under the same id until it answers; one out of retries is kept as
+//! failed, listed and sent again through the server API; with PostgreSQL the webhook commits
+//! with its message, and a node killed while delivering leaves its webhooks to another node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchboard_testkit::receiver::{Receiver, Recorded, Reply};
+use switchboard_testkit::{Gateway, GatewayBuilder, Postgres, http_request};
+
+use common::{builder, connect};
+
+const SIGNING_SECRET: &str = "whsec_c3dpdGNoYm9hcmQtaG9va3MtdGVzdC1rZXktMzJieSE=";
+const API_KEY: &str = "webhook-test-api-key-0123456789";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn with_webhooks(receiver: &Receiver, extra: &[(&str, &str)]) -> GatewayBuilder {
+    extra.iter().fold(
+        builder()
+            .env("SWITCHBOARD_WEBHOOK_URL", receiver.url("/webhooks"))
+            .env("SWITCHBOARD_SIGNING_SECRETS", SIGNING_SECRET)
+            .env("SWITCHBOARD_API_KEYS", API_KEY),
+        |b, (k, v)| b.env(*k, *v),
+    )
+}
+
+async fn api(gw: &Gateway, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let auth = format!("Bearer {API_KEY}");
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let response = http_request(
+        gw.addr(),
+        method,
+        path,
+        &[
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_bytes(),
+    )
+    .await
+    .unwrap();
+    (response.status, response.json().unwrap_or(Value::Null))
+}
+
+fn payload(request: &Recorded) -> Value {
+    request.json().unwrap()
+}
+
+/// Waits until `done` holds for the failed webhooks the server API lists.
+async fn failed_until(gw: &Gateway, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, answer) = api(gw, "GET", "/api/v1/webhooks/failed", None).await;
+        assert_eq!(status, 200, "{answer}");
+        let list = answer["webhooks"].as_array().cloned().unwrap_or_default();
+        if done(&list) {
+            return list;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "failed webhooks never became as expected: {list:?}"
+        );
+        // The API is polled: nothing tells a test that a retry window ran out.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn each_event_arrives_signed_once_with_the_documented_shape() {
+    let receiver = Receiver::start(|_: &Recorded| Reply::status(204))
+        .await
+        .unwrap();
+    let gw = with_webhooks(&receiver, &[("SWITCHBOARD_WEBHOOK_ROOMS", "lobby")])
+        .start()
+        .await
+        .unwrap();
+    let mut alice = connect(&gw, "alice").await;
+    let mut bob = connect(&gw, "bob").await;
+
+    // A room outside SWITCHBOARD_WEBHOOK_ROOMS: its events are not sent.
+    alice.create_room("backstage").await.unwrap();
+    alice
+        .send_text("backstage", "not for the app", "m-0")
+        .await
+        .unwrap();
+
+    alice.create_room("lobby").await.unwrap();
+    bob.join_room("lobby").await.unwrap();
+    let sent = alice.send_text("lobby", "hello", "m-1").await.unwrap();
+    assert!(matches!(
+        sent,
+        switchboard_protocol::ServerFrame::Ack { error: None, .. }
+    ));
+    let (status, _) = api(
+        &gw,
+        "POST",
+        "/api/v1/users/bob/notifications",
+        Some(json!({"kind": "order:shipped", "title": "Your order shipped"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let leave = switchboard_protocol::ClientFrame::RoomLeave {
+        id: bob.next_id(),
+        room_id: common::room("lobby"),
+    };
+    bob.request_ok(&leave).await.unwrap();
+
+    let requests = receiver.wait_for(4, WAIT).await.unwrap();
+    let by_type: BTreeMap<String, &Recorded> = requests
+        .iter()
+        .map(|r| (payload(r)["type"].as_str().unwrap().to_owned(), r))
+        .collect();
+    assert_eq!(
+        by_type.keys().map(String::as_str).collect::<Vec<_>>(),
+        [
+            "message.created",
+            "notification.created",
+            "room.member_joined",
+            "room.member_left"
+        ],
+        "one of each, and nothing from backstage: {requests:?}"
+    );
+    for request in &requests {
+        assert_eq!(request.method, "POST");
+        assert_eq!(request.path, "/webhooks");
+        assert!(request.signed_with(SIGNING_SECRET), "{request:?}");
+        let body = payload(request);
+        assert!(body["timestamp"].as_str().unwrap().ends_with('Z'), "{body}");
+        assert!(request.header("webhook-id").unwrap().starts_with("evt_"));
+    }
+    let ids: BTreeSet<&str> = requests
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap())
+        .collect();
+    assert_eq!(ids.len(), 4, "a distinct id per event");
+
+    let message = &payload(by_type["message.created"])["data"]["message"];
+    assert_eq!(message["roomId"], "lobby");
+    assert_eq!(message["seq"], 1);
+    assert_eq!(message["content"], "hello");
+    assert_eq!(message["sender"], json!({"id": "alice", "name": "Alice"}));
+    assert_eq!(message["clientMsgId"], "m-1");
+    assert_eq!(
+        payload(by_type["room.member_joined"])["data"],
+        json!({"roomId": "lobby", "userId": "bob"})
+    );
+    assert_eq!(
+        payload(by_type["room.member_left"])["data"],
+        json!({"roomId": "lobby", "userId": "bob"})
+    );
+    let notification = &payload(by_type["notification.created"])["data"];
+    assert_eq!(notification["userId"], "bob");
+    assert_eq!(notification["notification"]["kind"], "order:shipped");
+    assert_eq!(notification["notification"]["title"], "Your order shipped");
+    assert!(notification["notification"]["id"].as_u64().is_some());
+    assert_eq!(
+        gw.metric("switchboard_webhook_attempts_total{outcome=\"delivered\"}")
+            .await
+            .unwrap(),
+        Some(4.0)
+    );
+}
+
+#[tokio::test]
+async fn a_failing_receiver_gets_the_webhook_again_under_the_same_id_until_it_answers() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    // The first two attempts fail (an error status, then a hang past the timeout).
+    let receiver =
+        Receiver::start(
+            move |_: &Recorded| match counted.fetch_add(1, Ordering::SeqCst) {
+                0 => Reply::status(500),
+                1 => Reply::status(200).after(Duration::from_secs(30)),
+                _ => Reply::status(200),
+            },
+        )
+        .await
+        .unwrap();
+    let gw = with_webhooks(
+        &receiver,
+        &[
+            ("SWITCHBOARD_WEBHOOK_EVENTS", "message.created"),
+            ("SWITCHBOARD_WEBHOOK_TIMEOUT_MS", "300"),
+            ("SWITCHBOARD_WEBHOOK_BACKOFF_MS", "20"),
+            ("SWITCHBOARD_WEBHOOK_BACKOFF_MAX_MS", "100"),
+        ],
+    )
+    .start()
+    .await
+    .unwrap();
+    let mut alice = connect(&gw, "alice").await;
+    alice.create_room("lobby").await.unwrap();
+    alice.send_text("lobby", "hello", "m-1").await.unwrap();
+
+    let requests = receiver.wait_for(3, WAIT).await.unwrap();
+    let first = &requests[0];
+    for again in &requests[1..3] {
+        assert_eq!(again.header("webhook-id"), first.header("webhook-id"));
+        assert_eq!(again.body, first.body, "the same bytes every attempt");
+        assert!(again.signed_with(SIGNING_SECRET));
+    }
+    let attempts =
+        |outcome: &str| format!("switchboard_webhook_attempts_total{{outcome=\"{outcome}\"}}");
+    assert_eq!(gw.metric(&attempts("retry")).await.unwrap(), Some(2.0));
+    assert_eq!(gw.metric(&attempts("delivered")).await.unwrap(), Some(1.0));
+    // Delivered: no fourth attempt is made (a second message's webhook is the next request).
+    alice.send_text("lobby", "again", "m-2").await.unwrap();
+    let requests = receiver.wait_for(4, WAIT).await.unwrap();
+    assert_ne!(requests[3].header("webhook-id"), first.header("webhook-id"));
+    assert_eq!(payload(&requests[3])["data"]["message"]["content"], "again");
+}
+
+#[tokio::test]
+async fn a_webhook_out_of_retries_is_kept_as_failed_listed_and_sent_again() {
+    let up = Arc::new(AtomicBool::new(false));
+    let receiving = Arc::clone(&up);
+    let receiver = Receiver::start(move |_: &Recorded| {
+        if receiving.load(Ordering::SeqCst) {
+            Reply::status(200)
+        } else {
+            Reply::status(503)
+        }
+    })
+    .await
+    .unwrap();
+    let gw = with_webhooks(
+        &receiver,
+        &[
+            ("SWITCHBOARD_WEBHOOK_RETRY_FOR_MS", "300"),
+            ("SWITCHBOARD_WEBHOOK_BACKOFF_MS", "20"),
+            ("SWITCHBOARD_WEBHOOK_BACKOFF_MAX_MS", "50"),
+        ],
+    )
+    .start()
+    .await
+    .unwrap();
+    let (status, _) = api(
+        &gw,
+        "POST",
+        "/api/v1/users/bob/notifications",
+        Some(json!({"kind": "reminder", "title": "Stand-up in 5"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+
+    let failed = failed_until(&gw, |list| !list.is_empty()).await;
+    assert_eq!(failed.len(), 1);
+    let webhook = &failed[0];
+    assert_eq!(webhook["type"], "notification.created");
+    assert_eq!(webhook["lastError"], "HTTP 503");
+    assert!(webhook["attempts"].as_u64().unwrap() >= 2, "{webhook}");
+    assert_eq!(
+        webhook["payload"]["data"]["notification"]["title"],
+        "Stand-up in 5"
+    );
+    assert_eq!(
+        gw.metric("switchboard_webhooks_failed_total")
+            .await
+            .unwrap(),
+        Some(1.0)
+    );
+    let id = webhook["id"].as_str().unwrap().to_owned();
+    let seen = receiver.requests().len();
+
+    up.store(true, Ordering::SeqCst);
+    let (status, answer) = api(
+        &gw,
+        "POST",
+        &format!("/api/v1/webhooks/failed/{id}/retry"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, &answer["retrying"]),
+        (200, &json!(true)),
+        "{answer}"
+    );
+    let requests = receiver.wait_for(seen + 1, WAIT).await.unwrap();
+    assert_eq!(requests[seen].header("webhook-id"), Some(id.as_str()));
+    failed_until(&gw, <[Value]>::is_empty).await;
+    let (status, answer) = api(
+        &gw,
+        "POST",
+        &format!("/api/v1/webhooks/failed/{id}/retry"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "delivered, so no longer failed: {answer}");
+    let (status, _) = api(&gw, "POST", "/api/v1/webhooks/failed/nope/retry", None).await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn with_postgresql_webhooks_commit_with_their_messages_and_survive_a_killed_node() {
+    let pg = Postgres::start().await.unwrap();
+    let stalled = Arc::new(AtomicBool::new(true));
+    let stall = Arc::clone(&stalled);
+    // While stalled the receiver holds every request far past the webhook timeout: the node
+    // that claimed them is mid-delivery when it is killed.
+    let receiver = Receiver::start(move |_: &Recorded| {
+        if stall.load(Ordering::SeqCst) {
+            Reply::status(200).after(Duration::from_secs(60))
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await
+    .unwrap();
+    let node = |name: &str| {
+        with_webhooks(
+            &receiver,
+            &[
+                ("SWITCHBOARD_WEBHOOK_EVENTS", "message.created"),
+                ("SWITCHBOARD_WEBHOOK_TIMEOUT_MS", "2000"),
+                ("SWITCHBOARD_WEBHOOK_POLL_MS", "100"),
+            ],
+        )
+        .env("DATABASE_URL", pg.url())
+        .name(name)
+    };
+    let mut a = node("gateway-a").start().await.unwrap();
+    let mut alice = connect(&a, "alice").await;
+    alice.create_room("orders").await.unwrap();
+    for i in 1..=5 {
+        let ack = alice
+            .send_text("orders", &format!("order {i}"), &format!("o-{i}"))
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                ack,
+                switchboard_protocol::ServerFrame::Ack { error: None, .. }
+            ),
+            "{ack:?}"
+        );
+    }
+    // Acknowledged means committed, and each message's webhook with it.
+    let rows = pg
+        .psql("SELECT count(*) FROM switchboard_webhooks WHERE type = 'message.created'")
+        .await
+        .unwrap();
+    let stalled_requests = receiver.wait_for(5, WAIT).await.unwrap();
+    assert!(rows.trim() == "5", "rows: {rows}");
+    let ids: BTreeSet<String> = stalled_requests
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        5,
+        "node A claimed all five and is delivering them"
+    );
+
+    a.kill_hard().await.unwrap();
+    stalled.store(false, Ordering::SeqCst);
+    let b = node("gateway-b").start().await.unwrap();
+    // B takes them once A's leases run out, and delivers each.
+    let requests = receiver.wait_for(10, WAIT).await.unwrap();
+    let redelivered: BTreeSet<String> = requests[5..]
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_owned())
+        .collect();
+    assert_eq!(redelivered, ids, "every webhook, under its own id");
+    let contents: BTreeSet<String> = requests[5..]
+        .iter()
+        .map(|r| {
+            payload(r)["data"]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(contents.len(), 5, "{contents:?}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = pg
+            .psql("SELECT count(*) FROM switchboard_webhooks")
+            .await
+            .unwrap();
+        if left.trim() == "0" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{left} rows left");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        b.metric("switchboard_webhook_attempts_total{outcome=\"delivered\"}")
+            .await
+            .unwrap(),
+        Some(5.0)
+    );
+}
