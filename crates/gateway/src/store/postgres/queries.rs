@@ -253,7 +253,7 @@ impl Store for PgStore {
                      ON CONFLICT DO NOTHING RETURNING 1
                  ), event AS (
                      INSERT INTO switchboard_webhooks (event_id, type, body)
-                     SELECT $3, 'room.member_joined', $4 FROM added WHERE $3 IS NOT NULL
+                     SELECT $3::text, 'room.member_joined', $4::text FROM added WHERE $3::text IS NOT NULL
                  )
                  SELECT EXISTS (SELECT 1 FROM room), (SELECT count(*) FROM added)",
                 &[&room.as_str(), &user.as_str(), &id, &body],
@@ -278,7 +278,7 @@ impl Store for PgStore {
                      DELETE FROM room_members WHERE room = $1 AND user_id = $2 RETURNING 1
                  ), event AS (
                      INSERT INTO switchboard_webhooks (event_id, type, body)
-                     SELECT $3, 'room.member_left', $4 FROM removed WHERE $3 IS NOT NULL
+                     SELECT $3::text, 'room.member_left', $4::text FROM removed WHERE $3::text IS NOT NULL
                  )
                  SELECT EXISTS (SELECT 1 FROM rooms WHERE id = $1), (SELECT count(*) FROM removed)",
                 &[&room.as_str(), &user.as_str(), &id, &body],
