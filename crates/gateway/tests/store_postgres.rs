@@ -121,7 +121,7 @@ async fn gateways_starting_together_migrate_once_and_share_the_epoch() {
         pg.psql("SELECT count(*) FROM schema_migrations")
             .await
             .unwrap(),
-        "4"
+        "5"
     );
 }
 
