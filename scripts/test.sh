@@ -95,6 +95,8 @@ scripts/readme-test.sh
 # The server API's recipes in docs/api.md, typed as written (a gateway on port 8080 again).
 step "server API recipes (scripts/docs-recipes.sh docs/api.md)"
 scripts/docs-recipes.sh docs/api.md
+step "webhook recipes (scripts/docs-recipes.sh docs/webhooks.md)"
+scripts/docs-recipes.sh docs/webhooks.md
 
 # Hook: the browser test (Node), added by scripts/browser-test.sh when present.
 [ -x scripts/browser-test.sh ] && scripts/browser-test.sh
