@@ -15,6 +15,7 @@ use switchboard_protocol::{FriendStatus, ServerFrame, UserId};
 
 use crate::broker::{Broker, ConnId, Envelope, Topic};
 use crate::config::Config;
+use crate::connect_limit::{Cidr, ConnectLimiter};
 use crate::hooks::Hooks;
 use crate::hub::Hub;
 use crate::metrics;
@@ -52,6 +53,8 @@ pub struct App {
     pub store_healthy: AtomicBool,
     /// The broker answered its last health check; `/readyz` fails while it does not.
     pub broker_healthy: AtomicBool,
+    /// New connections per client address (`SWITCHBOARD_CONNECT_RATE_PER_IP`).
+    pub connect_limiter: ConnectLimiter,
     /// Connections open on this node, counted before the upgrade so the limit holds.
     pub open: AtomicUsize,
     /// Admission to a session's start-up calls (`SWITCHBOARD_MAX_STARTING_SESSIONS`): fair, so
@@ -115,7 +118,18 @@ impl App {
             config.api_rate_per_sec,
             config.api_rate_burst,
         );
+        let trusted = config
+            .trusted_proxies
+            .iter()
+            .filter_map(|p| Cidr::parse(p).ok())
+            .collect();
+        let connect_limiter = ConnectLimiter::new(
+            config.connect_rate_per_ip,
+            config.connect_burst_per_ip,
+            trusted,
+        );
         Self {
+            connect_limiter,
             config,
             node_id,
             store: parts.store,

@@ -291,6 +291,17 @@ pub struct Config {
     /// Burst size of the `room:emit` token bucket.
     #[arg(long, env = "SWITCHBOARD_EVENT_RATE_BURST", default_value_t = 60)]
     pub event_rate_burst: u32,
+    /// New connections (WebSockets, SSE streams) one client address may open per second,
+    /// sustained; more are refused with HTTP 429 before the upgrade. 0 turns the limit off.
+    #[arg(long, env = "SWITCHBOARD_CONNECT_RATE_PER_IP", default_value_t = 0)]
+    pub connect_rate_per_ip: u32,
+    /// Connections one address may open in a burst, above its sustained rate.
+    #[arg(long, env = "SWITCHBOARD_CONNECT_BURST_PER_IP", default_value_t = 20)]
+    pub connect_burst_per_ip: u32,
+    /// Proxies (addresses or CIDR ranges, comma-separated) whose `X-Forwarded-For` / `X-Real-IP`
+    /// name the client, for the per-address limit.
+    #[arg(long, env = "SWITCHBOARD_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
     /// Server API keys (`Authorization: Bearer <key>` on `/api/v1/`), comma-separated: several
     /// at once for rotation. The API is off when none is set; in dev mode a random key is made
     /// and logged.
@@ -674,6 +685,14 @@ impl Config {
         }
         if self.hook_breaker_failures == 0 {
             problems.push("SWITCHBOARD_HOOK_BREAKER_FAILURES must be > 0".to_owned());
+        }
+        for proxy in &self.trusted_proxies {
+            if let Err(problem) = crate::connect_limit::Cidr::parse(proxy) {
+                problems.push(format!("SWITCHBOARD_TRUSTED_PROXIES: {problem}"));
+            }
+        }
+        if self.connect_burst_per_ip == 0 {
+            problems.push("SWITCHBOARD_CONNECT_BURST_PER_IP must be > 0".to_owned());
         }
         if let Some(url) = &self.webhook_url
             && let Err(problem) = crate::outcall::parse_url(url)

@@ -64,7 +64,7 @@ struct Head {
 
 /// Reads and checks the request, then refuses it with an HTTP status or answers 200 and starts
 /// the stream's session.
-pub(crate) async fn serve(app: Arc<App>, mut stream: TcpStream) {
+pub(crate) async fn serve(app: Arc<App>, mut stream: TcpStream, peer: std::net::IpAddr) {
     let head = match tokio::time::timeout(app.config.auth_timeout(), read_head(&mut stream)).await {
         Ok(Ok(head)) => head,
         Ok(Err(reason)) => {
@@ -80,7 +80,7 @@ pub(crate) async fn serve(app: Arc<App>, mut stream: TcpStream) {
         Err(_) => return,
     };
     let (identity, rooms, positions, guard) =
-        match check_event_stream(&app, &head.headers, head.query.as_deref()) {
+        match check_event_stream(&app, &head.headers, head.query.as_deref(), peer) {
             Ok(checked) => checked,
             Err(refusal) => {
                 respond(&app, &mut stream, refusal).await;
@@ -112,8 +112,12 @@ pub(crate) async fn serve(app: Arc<App>, mut stream: TcpStream) {
 
 /// `GET /sse` on a connection hyper serves: the same checks and session, the events written
 /// into a streamed response body.
-pub(crate) fn through_hyper(app: &Arc<App>, req: &http::Request<Incoming>) -> Response<Body> {
-    let checked = match check_event_stream(app, req.headers(), req.uri().query()) {
+pub(crate) fn through_hyper(
+    app: &Arc<App>,
+    req: &http::Request<Incoming>,
+    peer: std::net::IpAddr,
+) -> Response<Body> {
+    let checked = match check_event_stream(app, req.headers(), req.uri().query(), peer) {
         Ok(checked) => checked,
         Err(refusal) => return refusal.into_response(),
     };
@@ -205,6 +209,9 @@ async fn respond(app: &App, stream: &mut TcpStream, refusal: Refusal) {
     );
     if status == StatusCode::UNAUTHORIZED {
         response.push_str("www-authenticate: Bearer\r\n");
+    }
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        response.push_str("retry-after: 1\r\n");
     }
     response.push_str("\r\n");
     response.push_str(&body);

@@ -8,6 +8,7 @@ pub mod app;
 pub mod auth;
 pub mod broker;
 pub mod config;
+pub mod connect_limit;
 pub mod error;
 pub mod event_stream;
 pub mod hooks;

@@ -1,6 +1,6 @@
 //! Rate limits: a token bucket, plus strikes that end a connection which keeps sending after
-//! being told to slow down. Each connection has one (and one for its room events), and so has
-//! each server API key.
+//! being told to slow down. Each connection has one (and one for its room events), and so have
+//! each server API key and each client address opening connections (`connect_limit.rs`).
 
 use std::time::Duration;
 
@@ -54,6 +54,14 @@ impl RateLimiter {
         self.strikes += 1;
         self.first_strike.get_or_insert(now);
         false
+    }
+
+    /// Whether the bucket has refilled completely by `now`: its owner has been idle.
+    pub(crate) fn is_full(&self, now: Instant) -> bool {
+        let refill = self.last.map_or(0.0, |last| {
+            now.saturating_duration_since(last).as_secs_f64() * self.rate
+        });
+        self.tokens + refill >= self.burst
     }
 
     /// The connection struck out: close it.

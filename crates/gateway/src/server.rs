@@ -2,6 +2,7 @@
 //! opens, hand good ones to a session task, and drain on shutdown.
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -55,7 +56,7 @@ pub async fn accept_loop(
         let app = Arc::clone(&app);
         tokio::spawn(async move {
             if role != Role::Admin && crate::event_stream::requested(&stream).await {
-                crate::event_stream::serve(app, stream).await;
+                crate::event_stream::serve(app, stream, peer.ip()).await;
                 return;
             }
             let service = service_fn(move |req: Request<Incoming>| {
@@ -64,7 +65,7 @@ pub async fn accept_loop(
                     let response = if role.serves_admin() && req.uri().path().starts_with("/api/") {
                         crate::api::handle(app, req).await
                     } else {
-                        route(&app, req, role)
+                        route(&app, req, role, peer.ip())
                     };
                     Ok::<_, Infallible>(response)
                 }
@@ -90,7 +91,7 @@ impl Role {
     }
 }
 
-fn route(app: &Arc<App>, req: Request<Incoming>, role: Role) -> Response<Body> {
+fn route(app: &Arc<App>, req: Request<Incoming>, role: Role, peer: IpAddr) -> Response<Body> {
     let path = req.uri().path().to_owned();
     if role.serves_admin()
         && let Some(response) = routes::admin_route(app, &path)
@@ -101,12 +102,12 @@ fn route(app: &Arc<App>, req: Request<Incoming>, role: Role) -> Response<Body> {
         return routes::text(StatusCode::NOT_FOUND, "not found\n");
     }
     if path == "/ws" {
-        return upgrade(app, req);
+        return upgrade(app, req, peer);
     }
     if path == "/sse" {
         // A stream asked for on a connection hyper already serves (a reused keep-alive
         // connection); one that opens its connection never gets here (`event_stream.rs`).
-        return crate::event_stream::through_hyper(app, &req);
+        return crate::event_stream::through_hyper(app, &req, peer);
     }
     let query = req.uri().query().map(str::to_owned);
     routes::dev_route(app, &path, query.as_deref())
@@ -114,8 +115,8 @@ fn route(app: &Arc<App>, req: Request<Incoming>, role: Role) -> Response<Body> {
 }
 
 /// Checks an upgrade request and, when it passes, answers 101 and spawns the session.
-fn upgrade(app: &Arc<App>, mut req: Request<Incoming>) -> Response<Body> {
-    let (codec, identity, key) = match check_upgrade(app, req.headers()) {
+fn upgrade(app: &Arc<App>, mut req: Request<Incoming>, peer: IpAddr) -> Response<Body> {
+    let (codec, identity, key) = match check_upgrade(app, req.headers(), peer) {
         Ok(checked) => checked,
         Err(refusal) => return refusal.into_response(),
     };
@@ -183,7 +184,7 @@ impl Drop for OpenGuard {
 
 type Checked = (Option<Codec>, Option<Identity>, String);
 
-fn check_upgrade(app: &App, headers: &HeaderMap) -> Result<Checked, Refusal> {
+fn check_upgrade(app: &App, headers: &HeaderMap, peer: IpAddr) -> Result<Checked, Refusal> {
     if app.is_draining() {
         return Err(Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -191,6 +192,7 @@ fn check_upgrade(app: &App, headers: &HeaderMap) -> Result<Checked, Refusal> {
             "this node is shutting down",
         ));
     }
+    check_rate(app, headers, peer)?;
     let has = |name: header::HeaderName, token: &str| {
         headers
             .get_all(name)
@@ -253,6 +255,19 @@ fn verify(app: &App, token: &str) -> Result<Identity, Refusal> {
     })
 }
 
+/// Refuses a client address opening connections faster than `SWITCHBOARD_CONNECT_RATE_PER_IP`.
+fn check_rate(app: &App, headers: &HeaderMap, peer: IpAddr) -> Result<(), Refusal> {
+    if app.connect_limiter.admit(peer, headers) {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            "too many connections from this address; retry later",
+        ))
+    }
+}
+
 /// Refuses a browser page from an origin the node does not allow (when it restricts them).
 fn check_origin(app: &App, headers: &HeaderMap) -> Result<(), Refusal> {
     if !app.config.allowed_origins.is_empty()
@@ -301,6 +316,7 @@ pub(crate) fn check_event_stream(
     app: &Arc<App>,
     headers: &HeaderMap,
     query: Option<&str>,
+    peer: IpAddr,
 ) -> Result<CheckedStream, Refusal> {
     if app.is_draining() {
         return Err(Refusal::new(
@@ -309,6 +325,7 @@ pub(crate) fn check_event_stream(
             "this node is shutting down",
         ));
     }
+    check_rate(app, headers, peer)?;
     check_origin(app, headers)?;
     let query = routes::parse_query(query.unwrap_or_default());
     let param = |name: &str| {
@@ -406,6 +423,11 @@ impl Refusal {
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Bearer"),
             );
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         }
         response
     }

@@ -271,14 +271,14 @@ async fn rpc_round_trips_to_the_backend_and_a_slow_one_times_out_with_the_connec
 }
 
 #[tokio::test]
-async fn rpc_without_a_hook_is_refused_as_unknown() {
+async fn rpc_without_a_hook_is_refused_as_not_supported() {
     let gw = gateway_with_hooks(&[]).await;
     let mut alice = connect(&gw, "alice").await;
     let frame = rpc(&mut alice, "move", json!(null));
     let reply = alice.request(&frame).await.unwrap();
     assert_eq!(
         error_code(&reply).map(|(code, _)| code),
-        Some(ErrorCode::UnknownType)
+        Some(ErrorCode::NotSupported)
     );
 }
 

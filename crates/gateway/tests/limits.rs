@@ -204,3 +204,80 @@ async fn a_client_that_stops_reading_is_closed_as_a_slow_consumer_and_memory_sta
         ServerFrame::Pong { .. }
     ));
 }
+
+/// Opens a WebSocket for `user`, as if from `forwarded_for` when set; the HTTP status of a
+/// refused upgrade.
+async fn connect_from(
+    gw: &switchboard_testkit::Gateway,
+    user: &str,
+    forwarded_for: Option<&str>,
+) -> Result<WsClient, switchboard_testkit::ConnectError> {
+    let mut options = ConnectOptions::bearer(token(user));
+    if let Some(address) = forwarded_for {
+        options = options.with_header("X-Forwarded-For", address);
+    }
+    WsClient::connect(&gw.ws_url(), options).await
+}
+
+#[tokio::test]
+async fn an_address_opening_connections_too_fast_is_answered_429_before_the_upgrade() {
+    // A sustained rate so low that no token comes back during the test.
+    let gw = gateway_with(&[
+        ("SWITCHBOARD_CONNECT_RATE_PER_IP", "1"),
+        ("SWITCHBOARD_CONNECT_BURST_PER_IP", "2"),
+    ])
+    .await;
+    let _first = connect_from(&gw, "alice", None).await.unwrap();
+    let _second = connect_from(&gw, "bob", None).await.unwrap();
+    let refused = connect_from(&gw, "carol", None).await.unwrap_err();
+    let switchboard_testkit::ConnectError::Http {
+        status,
+        headers,
+        body,
+    } = refused
+    else {
+        panic!("an HTTP refusal: {refused}")
+    };
+    assert_eq!(status, 429);
+    assert!(
+        headers
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("retry-after") && v == "1"),
+        "{headers:?}"
+    );
+    assert!(body.contains("RATE_LIMITED"), "{body}");
+    // A stream counts against the same address.
+    let sse = gw
+        .http_get(&format!("/sse?token={}", token("dave")))
+        .await
+        .unwrap();
+    assert_eq!(sse.status, 429);
+    // Headers from a client that is not a trusted proxy change nothing.
+    let spoofed = connect_from(&gw, "erin", Some("203.0.113.9")).await;
+    assert_eq!(spoofed.err().and_then(|e| e.status()), Some(429));
+    assert_eq!(
+        gw.metric("switchboard_handshakes_refused_total{status=\"429\"}")
+            .await
+            .unwrap(),
+        Some(3.0)
+    );
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
+    let gw = gateway_with(&[
+        ("SWITCHBOARD_CONNECT_RATE_PER_IP", "1"),
+        ("SWITCHBOARD_CONNECT_BURST_PER_IP", "1"),
+        ("SWITCHBOARD_TRUSTED_PROXIES", "127.0.0.0/8"),
+    ])
+    .await;
+    let _a = connect_from(&gw, "alice", Some("203.0.113.1"))
+        .await
+        .unwrap();
+    let refused = connect_from(&gw, "alice", Some("203.0.113.1")).await;
+    assert_eq!(refused.err().and_then(|e| e.status()), Some(429));
+    // Another client behind the same proxy is not limited by the first one's connections, and
+    // neither is the proxy's own address.
+    let _b = connect_from(&gw, "bob", Some("203.0.113.2")).await.unwrap();
+    let _proxy = connect_from(&gw, "carol", None).await.unwrap();
+}

@@ -60,6 +60,8 @@ pub enum ErrorCode {
     /// The app's backend did not answer a hook in time, failed, or is being given a rest after
     /// failing (circuit breaker). Nothing was done; retry later.
     HookUnavailable,
+    /// This server does not offer the request: `rpc` without an rpc hook.
+    NotSupported,
 }
 
 impl ErrorCode {
@@ -88,6 +90,7 @@ impl ErrorCode {
             Self::NotFound => "NOT_FOUND",
             Self::Denied => "DENIED",
             Self::HookUnavailable => "HOOK_UNAVAILABLE",
+            Self::NotSupported => "NOT_SUPPORTED",
         }
     }
 

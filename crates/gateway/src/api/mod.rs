@@ -234,7 +234,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::AlreadyAuthenticated
         | ErrorCode::ContentEmpty
         | ErrorCode::ContentTooLong
-        | ErrorCode::InvalidRecipient => StatusCode::BAD_REQUEST,
+        | ErrorCode::InvalidRecipient
+        | ErrorCode::NotSupported => StatusCode::BAD_REQUEST,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::Forbidden | ErrorCode::WrongPassword | ErrorCode::Denied => {
             StatusCode::FORBIDDEN

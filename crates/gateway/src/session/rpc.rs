@@ -21,7 +21,7 @@ impl<C: Connection> Session<C> {
         let conn = self.conn.to_string();
         let Some(answer) = self.app.hooks.rpc(&self.user, &conn, &method, &data).await else {
             return Err(SessionError::refused(
-                ErrorCode::UnknownType,
+                ErrorCode::NotSupported,
                 "rpc is not enabled on this server (no SWITCHBOARD_HOOK_RPC_URL)",
             ));
         };
