@@ -50,10 +50,13 @@ struct Claims {
     iat: Option<u64>,
 }
 
-/// Verifies JWTs with one pinned algorithm and key.
+/// Verifies JWTs with one pinned algorithm and key, and during an HS256 rotation the previous
+/// secret until its end.
 pub struct JwtAuthenticator {
     key: DecodingKey,
     validation: Validation,
+    /// The secret being rotated out, and when it stops being accepted.
+    previous: Option<(DecodingKey, SystemTime)>,
 }
 
 impl std::fmt::Debug for JwtAuthenticator {
@@ -105,7 +108,13 @@ impl JwtAuthenticator {
             dev_secret,
         ) {
             (JwtAlgorithm::Hs256, Some(secret), _, _) => {
-                Ok(Self::hs256(secret.as_bytes(), issuer, audience))
+                let mut auth = Self::hs256(secret.as_bytes(), issuer, audience);
+                if let (Some(previous), Some(until)) =
+                    (&config.jwt_previous_secret, config.previous_secret_until())
+                {
+                    auth.previous = Some((DecodingKey::from_secret(previous.as_bytes()), until));
+                }
+                Ok(auth)
             }
             (JwtAlgorithm::Hs256, None, _, Some(secret)) => {
                 Ok(Self::hs256(secret, issuer, audience))
@@ -143,20 +152,29 @@ impl JwtAuthenticator {
             }
             None => validation.validate_aud = false,
         }
-        Self { key, validation }
+        Self {
+            key,
+            validation,
+            previous: None,
+        }
     }
 }
 
 impl Authenticator for JwtAuthenticator {
     fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
-            |e| match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-                _ => AuthError::Invalid(e.to_string()),
-            },
-        )?;
+        let mut decoded = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation);
+        if let (Err(e), Some((previous, until))) = (&decoded, &self.previous)
+            && matches!(e.kind(), ErrorKind::InvalidSignature)
+            && SystemTime::now() < *until
+        {
+            decoded = jsonwebtoken::decode::<Claims>(token, previous, &self.validation);
+        }
+        let data = decoded.map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+            _ => AuthError::Invalid(e.to_string()),
+        })?;
         let claims = data.claims;
         let id = UserId::parse(claims.sub)?;
         if id.as_str() == crate::actions::SYSTEM_USER_ID {

@@ -191,6 +191,13 @@ pub struct Config {
     /// HS256 shared secret. With no key at all the gateway runs in dev mode.
     #[arg(long, env = "SWITCHBOARD_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// HS256 secret being rotated out: tokens signed with it are still accepted until
+    /// `SWITCHBOARD_JWT_PREVIOUS_SECRET_UNTIL`, then refused (no restart needed).
+    #[arg(long, env = "SWITCHBOARD_JWT_PREVIOUS_SECRET", hide_env_values = true)]
+    pub jwt_previous_secret: Option<String>,
+    /// When the previous secret stops being accepted: RFC 3339 UTC, like `2026-12-01T00:00:00Z`.
+    #[arg(long, env = "SWITCHBOARD_JWT_PREVIOUS_SECRET_UNTIL")]
+    pub jwt_previous_secret_until: Option<String>,
     /// Token algorithm; pinned, tokens signed otherwise are refused.
     #[arg(
         long,
@@ -778,7 +785,33 @@ impl Config {
                 "SWITCHBOARD_JWT_SECRET must be at least 32 bytes",
             );
         }
+        if let Some(previous) = &self.jwt_previous_secret {
+            require(
+                self.jwt_secret.is_some(),
+                "SWITCHBOARD_JWT_PREVIOUS_SECRET needs SWITCHBOARD_JWT_SECRET (HS256), the secret replacing it",
+            );
+            require(
+                previous.len() >= 32,
+                "SWITCHBOARD_JWT_PREVIOUS_SECRET must be at least 32 bytes",
+            );
+            require(
+                self.previous_secret_until().is_some(),
+                "SWITCHBOARD_JWT_PREVIOUS_SECRET needs SWITCHBOARD_JWT_PREVIOUS_SECRET_UNTIL, an RFC 3339 UTC time like 2026-12-01T00:00:00Z",
+            );
+        } else {
+            require(
+                self.jwt_previous_secret_until.is_none(),
+                "SWITCHBOARD_JWT_PREVIOUS_SECRET_UNTIL is set without SWITCHBOARD_JWT_PREVIOUS_SECRET",
+            );
+        }
         problems
+    }
+
+    /// When the previous HS256 secret stops being accepted.
+    pub fn previous_secret_until(&self) -> Option<std::time::SystemTime> {
+        self.jwt_previous_secret_until
+            .as_deref()
+            .and_then(crate::rfc3339::parse)
     }
 
     /// Dev mode: no key configured, so the node makes one up and serves the chat page.
@@ -927,6 +960,50 @@ mod tests {
         config.validate().expect("a valid hook configuration");
         assert!(config.any_hook());
         assert!(!parse(&[]).any_hook());
+    }
+
+    #[test]
+    fn a_previous_secret_needs_a_current_one_and_an_end() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let problems = |env: &[(&str, &str)]| {
+            parse_with(&[], env)
+                .validate()
+                .err()
+                .map(|e| e.0)
+                .unwrap_or_default()
+        };
+        let alone = problems(&[("SWITCHBOARD_JWT_PREVIOUS_SECRET", secret)]);
+        assert!(
+            alone
+                .iter()
+                .any(|p| p.contains("needs SWITCHBOARD_JWT_SECRET")),
+            "{alone:?}"
+        );
+        assert!(
+            alone
+                .iter()
+                .any(|p| p.contains("needs SWITCHBOARD_JWT_PREVIOUS_SECRET_UNTIL"))
+        );
+        let bad_time = problems(&[
+            ("SWITCHBOARD_JWT_SECRET", secret),
+            ("SWITCHBOARD_JWT_PREVIOUS_SECRET", secret),
+            ("SWITCHBOARD_JWT_PREVIOUS_SECRET_UNTIL", "next tuesday"),
+        ]);
+        assert_eq!(bad_time.len(), 1, "{bad_time:?}");
+        let fine = problems(&[
+            ("SWITCHBOARD_JWT_SECRET", secret),
+            ("SWITCHBOARD_JWT_PREVIOUS_SECRET", secret),
+            (
+                "SWITCHBOARD_JWT_PREVIOUS_SECRET_UNTIL",
+                "2026-12-01T00:00:00Z",
+            ),
+        ]);
+        assert!(fine.is_empty(), "{fine:?}");
+        let orphan = problems(&[(
+            "SWITCHBOARD_JWT_PREVIOUS_SECRET_UNTIL",
+            "2026-12-01T00:00:00Z",
+        )]);
+        assert_eq!(orphan.len(), 1, "{orphan:?}");
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod outbound;
 pub mod outcall;
 pub mod passwords;
 pub mod presence;
+pub mod rfc3339;
 pub mod room_pattern;
 pub mod server;
 pub mod session;

@@ -277,3 +277,52 @@ async fn gateway_token_refuses_a_secret_the_server_refuses_in_the_same_words() {
     let message = |stderr: &str| stderr.split("\n\n").next().unwrap_or_default().to_owned();
     assert_eq!(message(&token.stderr), message(&server.stderr));
 }
+
+#[tokio::test]
+async fn a_rotated_out_secret_is_accepted_until_its_end_then_refused() {
+    const PREVIOUS: &str = "the-previous-hs256-secret-0123456789abcdef";
+    let with_previous = |until: &str| {
+        builder()
+            .env("SWITCHBOARD_JWT_PREVIOUS_SECRET", PREVIOUS)
+            .env("SWITCHBOARD_JWT_PREVIOUS_SECRET_UNTIL", until)
+    };
+    let old_token = jwt::mint_hs256(PREVIOUS, "alice", "Alice", 3_600);
+    let stranger = jwt::mint_hs256(
+        "some-other-secret-0123456789abcdefghij",
+        "eve",
+        "Eve",
+        3_600,
+    );
+
+    let rotating = with_previous("2999-01-01T00:00:00Z").start().await.unwrap();
+    assert_eq!(
+        refused_status(&rotating, &old_token).await,
+        None,
+        "still accepted"
+    );
+    assert_eq!(
+        refused_status(&rotating, &token("bob")).await,
+        None,
+        "the new secret"
+    );
+    assert_eq!(refused_status(&rotating, &stranger).await, Some(401));
+    let (_client, ready) = WsClient::connect_with_auth_frame(
+        &rotating.ws_url(),
+        &old_token,
+        ConnectOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(ready, ServerFrame::SessionReady { .. }),
+        "{ready:?}"
+    );
+
+    let rotated = with_previous("2020-01-01T00:00:00Z").start().await.unwrap();
+    assert_eq!(
+        refused_status(&rotated, &old_token).await,
+        Some(401),
+        "past its end"
+    );
+    assert_eq!(refused_status(&rotated, &token("bob")).await, None);
+}

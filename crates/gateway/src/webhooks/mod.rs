@@ -19,7 +19,7 @@ mod outbox;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use switchboard_protocol::{Message, Notification, RoomId, UserId};
@@ -99,7 +99,7 @@ impl WebhookEvent {
     fn new(kind: EventType, data: &impl Serialize) -> Self {
         let payload = Payload {
             kind: kind.as_str(),
-            timestamp: rfc3339(SystemTime::now()),
+            timestamp: crate::rfc3339::format(SystemTime::now()),
             data,
         };
         Self {
@@ -254,44 +254,10 @@ impl WebhookSettings {
     }
 }
 
-/// `2026-11-28T01:15:10.123Z`, from a time (UTC, milliseconds).
-pub fn rfc3339(time: SystemTime) -> String {
-    let millis = time
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let (secs, ms) = (millis / 1_000, millis % 1_000);
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        rest / 3_600,
-        rest % 3_600 / 60,
-        rest % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::{Value, json};
-
-    #[test]
-    fn timestamps_are_rfc3339_utc() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        let t = UNIX_EPOCH + Duration::from_millis(1_614_265_330_123);
-        assert_eq!(rfc3339(t), "2021-02-25T15:02:10.123Z");
-        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
-        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
-    }
 
     #[test]
     fn subscriptions_filter_by_type_and_room() {
