@@ -152,9 +152,17 @@ async fn the_join_hook_decides_for_matching_rooms_with_the_apps_reason_and_signe
 
 #[tokio::test]
 async fn a_failing_hook_is_hook_unavailable_and_the_breaker_stops_calling_it() {
-    let backend = Receiver::start(|_: &Recorded| Reply::status(500))
-        .await
-        .unwrap();
+    // First an answer that is not the documented JSON (an empty 200), then an error status:
+    // both are failures.
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let backend = Receiver::start(move |_: &Recorded| {
+        match calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            0 => Reply::status(200),
+            _ => Reply::status(500),
+        }
+    })
+    .await
+    .unwrap();
     let gw = gateway_with_hooks(&[
         ("SWITCHBOARD_HOOK_JOIN_URL", backend.url("/join")),
         ("SWITCHBOARD_HOOK_BREAKER_FAILURES", "2".to_owned()),

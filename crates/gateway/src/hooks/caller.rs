@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -39,9 +40,14 @@ impl Caller {
         }
     }
 
-    /// POSTs `body` (JSON) to the hook and returns its answer's body. Everything, the wait for a
-    /// slot included, ends within the hook timeout.
-    pub(super) async fn call(&self, hook: &Endpoint, body: Vec<u8>) -> Result<Bytes, HookError> {
+    /// POSTs `body` (JSON) to the hook and reads its answer as an `A`. Everything, the wait for a
+    /// slot included, ends within the hook timeout. An answer that does not read is a failure,
+    /// for the breaker and the metrics as for the client.
+    pub(super) async fn call<A: DeserializeOwned>(
+        &self,
+        hook: &Endpoint,
+        body: Vec<u8>,
+    ) -> Result<A, HookError> {
         let started = Instant::now();
         if !hook.breaker.admit(started) {
             metrics::hook_call(hook.name, "breaker_open");
@@ -49,7 +55,8 @@ impl Caller {
         }
         let outcome = tokio::time::timeout(self.timeout, self.post(hook, body))
             .await
-            .unwrap_or(Err(HookError::Timeout(self.timeout)));
+            .unwrap_or(Err(HookError::Timeout(self.timeout)))
+            .and_then(|answer| serde_json::from_slice(&answer).map_err(HookError::BadAnswer));
         metrics::hook_duration(hook.name, started.elapsed());
         match &outcome {
             Ok(_) => {

@@ -129,6 +129,8 @@ enum RpcAnswer {
 
 /// Longest reason or rpc error passed on to a client, in characters.
 const MAX_REASON_CHARS: usize = 500;
+/// Most rooms one connect hook answer grants.
+const MAX_GRANTED_ROOMS: usize = 100;
 
 impl Hooks {
     /// The hooks `config` names (none is fine: every call then allows, and `rpc` is refused).
@@ -173,10 +175,17 @@ impl Hooks {
                 ..ConnectVerdict::default()
             });
         }
+        if verdict.rooms.len() > MAX_GRANTED_ROOMS {
+            tracing::warn!(
+                user = %user.id,
+                granted = verdict.rooms.len(),
+                "connect hook granted more rooms than a connection takes: the first {MAX_GRANTED_ROOMS} kept"
+            );
+        }
         Ok(ConnectVerdict {
             denied: None,
             name: verdict.name,
-            rooms: verdict.rooms,
+            rooms: verdict.rooms.into_iter().take(MAX_GRANTED_ROOMS).collect(),
         })
     }
 
@@ -242,8 +251,7 @@ impl Hooks {
             about,
         };
         let body = serde_json::to_vec(&call).map_err(HookError::Encode)?;
-        let answer = self.caller.call(hook, body).await?;
-        serde_json::from_slice(&answer).map_err(HookError::BadAnswer)
+        self.caller.call(hook, body).await
     }
 }
 
