@@ -50,6 +50,19 @@ async fn api(gw: &Gateway, method: &str, path: &str, body: Option<Value>) -> (u1
     (response.status, response.json().unwrap_or(Value::Null))
 }
 
+/// The app's backend creates a notification for `user` (a `notification.created` event).
+async fn notify(gw: &Gateway, user: &str, kind: &str, title: &str) {
+    let path = format!("/api/v1/users/{user}/notifications");
+    let (status, answer) = api(
+        gw,
+        "POST",
+        &path,
+        Some(json!({"kind": kind, "title": title})),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+}
+
 fn payload(request: &Recorded) -> Value {
     request.json().unwrap()
 }
@@ -99,14 +112,7 @@ async fn each_event_arrives_signed_once_with_the_documented_shape() {
         sent,
         switchboard_protocol::ServerFrame::Ack { error: None, .. }
     ));
-    let (status, _) = api(
-        &gw,
-        "POST",
-        "/api/v1/users/bob/notifications",
-        Some(json!({"kind": "order:shipped", "title": "Your order shipped"})),
-    )
-    .await;
-    assert_eq!(status, 201);
+    notify(&gw, "bob", "order:shipped", "Your order shipped").await;
     let leave = switchboard_protocol::ClientFrame::RoomLeave {
         id: bob.next_id(),
         room_id: common::room("lobby"),
@@ -242,14 +248,7 @@ async fn a_webhook_out_of_retries_is_kept_as_failed_listed_and_sent_again() {
     .start()
     .await
     .unwrap();
-    let (status, _) = api(
-        &gw,
-        "POST",
-        "/api/v1/users/bob/notifications",
-        Some(json!({"kind": "reminder", "title": "Stand-up in 5"})),
-    )
-    .await;
-    assert_eq!(status, 201);
+    notify(&gw, "bob", "reminder", "Stand-up in 5").await;
 
     let failed = failed_until(&gw, |list| !list.is_empty()).await;
     assert_eq!(failed.len(), 1);
