@@ -207,11 +207,8 @@ async fn respond(app: &App, stream: &mut TcpStream, refusal: Refusal) {
         status.canonical_reason().unwrap_or(""),
         body.len()
     );
-    if status == StatusCode::UNAUTHORIZED {
-        response.push_str("www-authenticate: Bearer\r\n");
-    }
-    if status == StatusCode::TOO_MANY_REQUESTS {
-        response.push_str("retry-after: 1\r\n");
+    for (name, value) in crate::server::extra_headers(status) {
+        response.push_str(&format!("{name}: {value}\r\n"));
     }
     response.push_str("\r\n");
     response.push_str(&body);

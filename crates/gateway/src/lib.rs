@@ -121,13 +121,11 @@ pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
                 .map_or(Duration::ZERO, |w| w.timeout),
         ),
     );
-    let subscription = match &webhook_settings {
-        Some(_) => Some(
-            Subscription::new(&config.webhook_events, &config.webhook_rooms)
-                .map_err(|p| ConfigError(vec![p]))?,
-        ),
-        None => None,
-    };
+    let subscription = webhook_settings
+        .as_ref()
+        .map(|_| Subscription::new(&config.webhook_events, &config.webhook_rooms))
+        .transpose()
+        .map_err(|p| ConfigError(vec![p]))?;
     let wake = Arc::new(tokio::sync::Notify::new());
     let opened = with_patience("PostgreSQL", || {
         open_store(&config, subscription.clone(), &wake)

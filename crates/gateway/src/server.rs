@@ -388,6 +388,16 @@ pub(crate) fn check_event_stream(
     Ok((identity, rooms, positions, guard))
 }
 
+/// The headers a refusal with `status` carries besides its body: how to authenticate, when to
+/// retry. Lowercase names, for hyper and for the raw `/sse` answer alike.
+pub(crate) fn extra_headers(status: StatusCode) -> &'static [(&'static str, &'static str)] {
+    match status {
+        StatusCode::UNAUTHORIZED => &[("www-authenticate", "Bearer")],
+        StatusCode::TOO_MANY_REQUESTS => &[("retry-after", "1")],
+        _ => &[],
+    }
+}
+
 /// An upgrade (or a stream) refused before it opens: an HTTP status and a JSON error body.
 #[derive(Debug)]
 pub(crate) struct Refusal {
@@ -418,16 +428,11 @@ impl Refusal {
     pub(crate) fn into_response(self) -> Response<Body> {
         let (status, body) = self.into_parts();
         let mut response = routes::respond(status, "application/json", body);
-        if status == StatusCode::UNAUTHORIZED {
+        for (name, value) in extra_headers(status) {
             response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
+                header::HeaderName::from_static(name),
+                header::HeaderValue::from_static(value),
             );
-        }
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         }
         response
     }

@@ -21,6 +21,7 @@ use switchboard_protocol::{RoomId, UserRef};
 
 use self::breaker::Breaker;
 use self::caller::{Caller, Endpoint};
+use crate::broker::ConnId;
 use crate::config::Config;
 use crate::outcall::{Outcall, OutcallError, parse_url};
 use crate::room_pattern::RoomPatterns;
@@ -85,7 +86,7 @@ pub enum Decision<T> {
 struct Call<'a, T: Serialize> {
     hook: &'static str,
     node: &'a str,
-    conn_id: &'a str,
+    conn_id: String,
     user: &'a UserRef,
     #[serde(flatten)]
     about: T,
@@ -164,7 +165,11 @@ impl Hooks {
     }
 
     /// Asks the connect hook about a new connection; allowed as is when there is none.
-    pub async fn connect(&self, user: &UserRef, conn: &str) -> Result<ConnectVerdict, HookError> {
+    pub async fn connect(
+        &self,
+        user: &UserRef,
+        conn: &ConnId,
+    ) -> Result<ConnectVerdict, HookError> {
         let Some(hook) = &self.connect else {
             return Ok(ConnectVerdict::default());
         };
@@ -194,7 +199,7 @@ impl Hooks {
     pub async fn join(
         &self,
         user: &UserRef,
-        conn: &str,
+        conn: &ConnId,
         room: &RoomId,
         action: JoinAction,
     ) -> Result<Decision<()>, HookError> {
@@ -221,7 +226,7 @@ impl Hooks {
     pub async fn rpc(
         &self,
         user: &UserRef,
-        conn: &str,
+        conn: &ConnId,
         method: &str,
         data: &serde_json::Value,
     ) -> Option<Result<Decision<serde_json::Value>, HookError>> {
@@ -240,13 +245,13 @@ impl Hooks {
         &self,
         hook: &Endpoint,
         user: &UserRef,
-        conn: &str,
+        conn: &ConnId,
         about: T,
     ) -> Result<A, HookError> {
         let call = Call {
             hook: hook.name,
             node: &self.node,
-            conn_id: conn,
+            conn_id: conn.to_string(),
             user,
             about,
         };

@@ -13,8 +13,7 @@ use crate::{actions, auth};
 impl<C: Connection> Session<C> {
     /// Asks the connect hook; returns the rooms it grants.
     pub(super) async fn admit(&mut self) -> Result<Vec<RoomId>, SessionError> {
-        let conn = self.conn.to_string();
-        let verdict = match self.app.hooks.connect(&self.user, &conn).await {
+        let verdict = match self.app.hooks.connect(&self.user, &self.conn).await {
             Ok(verdict) => verdict,
             Err(error) => {
                 tracing::warn!(user = %self.user.id, error = %crate::error::Chain(&error), "connect hook failed: closing 1013");

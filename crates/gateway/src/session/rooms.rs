@@ -122,11 +122,10 @@ impl<C: Connection> Session<C> {
         room: &RoomId,
         action: JoinAction,
     ) -> Result<(), SessionError> {
-        let conn = self.conn.to_string();
         match self
             .app
             .hooks
-            .join(&self.user, &conn, room, action)
+            .join(&self.user, &self.conn, room, action)
             .await
             .map_err(|e| BackendError::Hook("join", e))?
         {

@@ -18,8 +18,12 @@ impl<C: Connection> Session<C> {
                 "method must match [a-z][a-z0-9:_-]{0,63}",
             ));
         }
-        let conn = self.conn.to_string();
-        let Some(answer) = self.app.hooks.rpc(&self.user, &conn, &method, &data).await else {
+        let Some(answer) = self
+            .app
+            .hooks
+            .rpc(&self.user, &self.conn, &method, &data)
+            .await
+        else {
             return Err(SessionError::refused(
                 ErrorCode::NotSupported,
                 "rpc is not enabled on this server (no SWITCHBOARD_HOOK_RPC_URL)",

@@ -75,15 +75,12 @@ impl Deliveries {
     }
 
     /// One attempt, settled in the outbox.
-    async fn attempt(&self, webhook: Claimed) {
+    async fn attempt(&self, mut webhook: Claimed) {
         let settings = &self.settings;
+        let body = Bytes::from(std::mem::take(&mut webhook.body).into_bytes());
         let sent = tokio::time::timeout(
             settings.timeout,
-            self.outcall.post(
-                &settings.url,
-                &webhook.id,
-                Bytes::from(webhook.body.clone().into_bytes()),
-            ),
+            self.outcall.post(&settings.url, &webhook.id, body),
         )
         .await;
         let error = match sent {
