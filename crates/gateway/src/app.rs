@@ -22,7 +22,7 @@ use crate::metrics;
 use crate::presence::Presence;
 use crate::store::postgres::Outbox;
 use crate::store::{Store, StoreError};
-use crate::webhooks::Deliveries;
+use crate::webhooks::{Deliveries, PresenceAnnouncer};
 
 pub struct App {
     pub config: Config,
@@ -37,6 +37,8 @@ pub struct App {
     pub hooks: Hooks,
     /// With webhooks: the delivery worker's parts, and the outbox the server API lists.
     pub webhooks: Option<Deliveries>,
+    /// With `user.online` / `user.offline` webhooks: hears this node's presence changes.
+    pub announcer: Option<PresenceAnnouncer>,
     /// Dev mode only: signs tokens for the chat page.
     pub dev_signer: Option<TokenSigner>,
     /// The server API; `None` when it is off (no key).
@@ -76,6 +78,7 @@ impl std::fmt::Debug for App {
 pub struct Parts {
     pub hooks: Hooks,
     pub webhooks: Option<Deliveries>,
+    pub announcer: Option<PresenceAnnouncer>,
     pub store: Arc<dyn Store>,
     pub broker: Arc<dyn Broker>,
     pub presence: Arc<dyn Presence>,
@@ -139,6 +142,7 @@ impl App {
             auth: parts.auth,
             hooks: parts.hooks,
             webhooks: parts.webhooks,
+            announcer: parts.announcer,
             dev_signer: parts.dev_signer,
             api,
             outbox: parts.outbox,
@@ -237,6 +241,8 @@ impl App {
                 Ok(departed) => {
                     for gone in departed {
                         tracing::info!(user = %gone.user, "offline: their node stopped answering");
+                        self.presence_changed(&gone.user, Some(gone.last_seen))
+                            .await;
                         let frame = ServerFrame::UserOffline {
                             user_id: gone.user.clone(),
                             last_seen: gone.last_seen,
@@ -256,6 +262,14 @@ impl App {
                 () = self.shutdown.cancelled() => return,
                 () = tokio::time::sleep(interval) => {}
             }
+        }
+    }
+
+    /// Tells the presence webhooks, if any, that `user` came online (`None`) or went
+    /// (`Some(last_seen)`).
+    pub async fn presence_changed(&self, user: &UserId, offline_since: Option<u64>) {
+        if let Some(announcer) = &self.announcer {
+            announcer.changed(user, offline_since).await;
         }
     }
 

@@ -482,6 +482,11 @@ pub struct Config {
     /// How often a node refreshes its lease and looks for dead nodes.
     #[arg(long, env = "SWITCHBOARD_PRESENCE_REFRESH_MS", default_value_t = 5_000)]
     pub presence_refresh_ms: u64,
+    /// How long a user may be gone (a page reload, a node failing over) before the
+    /// `user.offline` webhook: back within it, on any node, and neither it nor a new
+    /// `user.online` is sent.
+    #[arg(long, env = "SWITCHBOARD_PRESENCE_GRACE_MS", default_value_t = 5_000)]
+    pub presence_grace_ms: u64,
 
     /// Log filter, in `tracing` EnvFilter syntax.
     #[arg(long, env = "SWITCHBOARD_LOG", default_value = "info")]
@@ -847,6 +852,9 @@ impl Config {
     }
     pub fn presence_ttl(&self) -> Duration {
         Duration::from_millis(self.presence_ttl_ms)
+    }
+    pub fn presence_grace(&self) -> Duration {
+        Duration::from_millis(self.presence_grace_ms)
     }
     pub fn presence_refresh(&self) -> Duration {
         Duration::from_millis(self.presence_refresh_ms)

@@ -54,7 +54,8 @@ use crate::store::Store;
 use crate::store::memory::MemoryStore;
 use crate::store::postgres::{Outbox, PgConfig, PgStore};
 use crate::webhooks::{
-    Deliveries, EventSink, MemoryOutbox, Subscription, WebhookOutbox, WebhookSettings,
+    Deliveries, EventSink, MemoryOutbox, PresenceAnnouncer, Subscription, WebhookOutbox,
+    WebhookSettings,
 };
 
 /// How often `/readyz` re-checks the store and the broker.
@@ -171,9 +172,23 @@ pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
             }
         };
     let hooks = Hooks::new(&config, &node_id, outcall).map_err(|p| ConfigError(vec![p]))?;
+    let announcer = webhooks
+        .as_ref()
+        .zip(subscription)
+        .filter(|(_, subscription)| subscription.wants_presence())
+        .map(|(deliveries, subscription)| {
+            PresenceAnnouncer::new(
+                Arc::clone(&presence),
+                Arc::clone(&deliveries.outbox),
+                subscription,
+                config.presence_grace(),
+                Arc::clone(&deliveries.wake),
+            )
+        });
     let parts = Parts {
         hooks,
         webhooks,
+        announcer,
         store,
         broker,
         presence,
@@ -331,6 +346,9 @@ pub async fn serve(app: Arc<App>) -> Result<(), StartError> {
     }
     if let Some(deliveries) = app.webhooks.clone() {
         tokio::spawn(deliveries.run(stop_accepting.clone()));
+    }
+    if let Some(announcer) = app.announcer.clone() {
+        tokio::spawn(announcer.run(stop_accepting.clone()));
     }
 
     wait_for_signal().await;

@@ -5,9 +5,11 @@
 //! the same instance and every case still holds. Each case uses its own user ids (from
 //! `prefix`), so the suite can share a backend with other runs.
 
+use std::time::Duration;
+
 use switchboard_protocol::{PresenceStatus, UserId, UserRef};
 
-use super::Presence;
+use super::{Announcement, Presence};
 use crate::broker::ConnId;
 
 fn user(prefix: &str, name: &str) -> UserRef {
@@ -29,6 +31,7 @@ pub async fn run_all(a: &dyn Presence, b: &dyn Presence, prefix: &str) {
     online_answers_for_a_large_room(a, b, prefix).await;
     an_unknown_connection_changes_nothing(a, prefix).await;
     live_nodes_depart_no_one(a, b, prefix).await;
+    announcements_are_debounced_across_nodes(a, b, prefix).await;
 }
 
 pub async fn first_and_last_connection_are_reported_across_nodes(
@@ -210,6 +213,84 @@ pub async fn live_nodes_depart_no_one(a: &dyn Presence, b: &dyn Presence, prefix
         1
     );
     a.disconnect(&frank.id, &c).await.expect("disconnect");
+}
+
+/// `node`'s due announcements about `user`.
+async fn due_for(
+    node: &dyn Presence,
+    user: &UserId,
+    grace: Duration,
+    lease: Duration,
+) -> Vec<Announcement> {
+    let due = node
+        .due_announcements(1_000, grace, lease)
+        .await
+        .expect("due announcements");
+    due.into_iter().filter(|a| &a.user == user).collect()
+}
+
+pub async fn announcements_are_debounced_across_nodes(
+    a: &dyn Presence,
+    b: &dyn Presence,
+    prefix: &str,
+) {
+    let gina = user(prefix, "gina");
+    let (c1, c2) = (conn(prefix, 50), conn(prefix, 51));
+    let long = Duration::from_secs(600);
+    assert!(a.connect(&gina, &c1).await.expect("connect").first);
+    a.watch(&gina.id, None).await.expect("watch");
+    let online = due_for(b, &gina.id, long, long).await;
+    assert_eq!(online.len(), 1, "{online:?}");
+    assert!(online[0].online);
+    assert!(
+        due_for(a, &gina.id, long, long).await.is_empty(),
+        "leased to b"
+    );
+    b.settled(&online[0]).await.expect("settle");
+    assert!(due_for(a, &gina.id, long, long).await.is_empty());
+
+    // Gone from a, back on b within the grace: nothing to announce.
+    let last = a.disconnect(&gina.id, &c1).await.expect("disconnect");
+    a.watch(&gina.id, last).await.expect("watch");
+    assert!(
+        due_for(b, &gina.id, long, long).await.is_empty(),
+        "in grace"
+    );
+    assert!(b.connect(&gina, &c2).await.expect("connect").first);
+    b.watch(&gina.id, None).await.expect("watch");
+    assert!(
+        due_for(a, &gina.id, long, long).await.is_empty(),
+        "came back"
+    );
+
+    // Gone for good: offline under the same generation, last seen when the connection went;
+    // an announcement not settled within its lease is handed out again, the same one.
+    let last = b.disconnect(&gina.id, &c2).await.expect("disconnect");
+    let last_seen = last.expect("her last connection");
+    b.watch(&gina.id, last).await.expect("watch");
+    let offline = due_for(a, &gina.id, Duration::ZERO, Duration::ZERO).await;
+    let expected = Announcement {
+        online: false,
+        at: last_seen,
+        ..online[0].clone()
+    };
+    assert_eq!(offline, vec![expected.clone()]);
+    assert_eq!(
+        due_for(b, &gina.id, Duration::ZERO, long).await,
+        vec![expected.clone()],
+        "the lease ran out"
+    );
+    b.settled(&expected).await.expect("settle");
+    assert!(due_for(a, &gina.id, Duration::ZERO, long).await.is_empty());
+
+    // Back later: a new generation.
+    assert!(a.connect(&gina, &c1).await.expect("connect").first);
+    a.watch(&gina.id, None).await.expect("watch");
+    let again = due_for(b, &gina.id, long, long).await;
+    assert_eq!(again.len(), 1);
+    assert!(again[0].online && again[0].generation > online[0].generation);
+    b.settled(&again[0]).await.expect("settle");
+    a.disconnect(&gina.id, &c1).await.expect("disconnect");
 }
 
 #[cfg(test)]

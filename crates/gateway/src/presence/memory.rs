@@ -2,17 +2,20 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use switchboard_protocol::{PresenceStatus, UserId, UserRef};
 
-use super::{ClusterStats, Connected, Departed, NodeStats, Presence, PresenceError};
+use super::announcements::Announcements;
+use super::{Announcement, ClusterStats, Connected, Departed, NodeStats, Presence, PresenceError};
 use crate::broker::{ConnId, ConnIds};
 
 #[derive(Debug, Default)]
 pub struct MemoryPresence {
     users: Mutex<HashMap<UserId, Entry>>,
+    /// Taken after `users` when both are needed.
+    announcements: Mutex<Announcements>,
 }
 
 /// One online user; the map's key is the id (held once: one entry per user, so every byte of it
@@ -35,6 +38,22 @@ impl MemoryPresence {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    fn announcements(&self) -> std::sync::MutexGuard<'_, Announcements> {
+        self.announcements
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[async_trait]
@@ -63,10 +82,7 @@ impl Presence for MemoryPresence {
         entry.connections.retain(|c| c != conn);
         if before > 0 && entry.connections.is_empty() {
             users.remove(user);
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
-            return Ok(Some(now));
+            return Ok(Some(now_ms()));
         }
         Ok(None)
     }
@@ -112,6 +128,30 @@ impl Presence for MemoryPresence {
                 (user, e.status)
             })
             .collect())
+    }
+
+    async fn watch(&self, user: &UserId, offline_since: Option<u64>) -> Result<(), PresenceError> {
+        self.announcements().watch(user, offline_since, now_ms());
+        Ok(())
+    }
+
+    async fn due_announcements(
+        &self,
+        max: usize,
+        grace: Duration,
+        lease: Duration,
+    ) -> Result<Vec<Announcement>, PresenceError> {
+        let users = self.lock();
+        Ok(self
+            .announcements()
+            .due(now_ms(), max, millis(grace), millis(lease), |user| {
+                users.contains_key(user)
+            }))
+    }
+
+    async fn settled(&self, announcement: &Announcement) -> Result<(), PresenceError> {
+        self.announcements().settled(announcement);
+        Ok(())
     }
 }
 

@@ -3,11 +3,18 @@
 //! A user is online while any of their connections is; `user:online` goes out on the first,
 //! `user:offline` on the last. Cluster implementations hold entries under node leases that expire
 //! unless refreshed, so a crashed node's users go offline without anyone cleaning up.
+//!
+//! Presence also keeps what the app's backend was told (`user.online` / `user.offline`
+//! webhooks), debounced: a user who comes back within the grace, on any node, was never gone
+//! (`announcements.rs`).
 
+mod announcements;
 #[doc(hidden)]
 pub mod contract;
 pub mod memory;
 pub mod redis;
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use switchboard_protocol::{PresenceStatus, UserId, UserRef};
@@ -48,6 +55,19 @@ pub struct ClusterStats {
     pub users: u64,
 }
 
+/// A change of a user's presence the app's backend is owed (`user.online` / `user.offline`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announcement {
+    pub user: UserId,
+    pub online: bool,
+    /// Numbers each time the user is announced online; their offline carries the same number.
+    /// With `at` it names the announcement, so a repeat (its node died before settling it) is
+    /// the same webhook.
+    pub generation: u64,
+    /// Unix ms: when they were found online, or when they were last seen.
+    pub at: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PresenceError {
     /// The backend did not answer; the cause is kept for the log.
@@ -79,4 +99,22 @@ pub trait Presence: Send + Sync + 'static {
         &self,
         users: &[UserId],
     ) -> Result<Vec<(UserRef, PresenceStatus)>, PresenceError>;
+
+    /// Asks for a look at `user`'s announced presence: after their first connection
+    /// (`offline_since: None`), or after their last went away (`Some(last_seen)`, Unix ms).
+    async fn watch(&self, user: &UserId, offline_since: Option<u64>) -> Result<(), PresenceError>;
+
+    /// Up to `max` announcements due, cluster-wide: a user online and not announced is due at
+    /// once; one announced and without a connection for `grace` is due as offline (back within
+    /// the grace, they never were). Each is leased to the caller for `lease`: one not
+    /// [`settled`](Self::settled) by then (its node died) is returned again, unchanged.
+    async fn due_announcements(
+        &self,
+        max: usize,
+        grace: Duration,
+        lease: Duration,
+    ) -> Result<Vec<Announcement>, PresenceError>;
+
+    /// The announcement is in the webhook outbox: it is not due again.
+    async fn settled(&self, announcement: &Announcement) -> Result<(), PresenceError>;
 }

@@ -15,6 +15,9 @@
 //! Every change is one Lua script, atomic across nodes; times come from Redis (`TIME`), so
 //! node clocks do not matter.
 //!
+//! Announced presence (`user.online` / `user.offline` webhooks) has its own keys:
+//! `redis/announce.rs`.
+//!
 //! **Invariant:** a connection counts only while its node's lease is alive. A node killed
 //! without warning stops refreshing; within its TTL its connections stop counting, and the next
 //! `maintain` of another node reports its users who are left with no live connection — once
@@ -22,6 +25,8 @@
 //!
 //! **Invariant:** Redis may forget (restart, or this node's lease expired while it stalled):
 //! `maintain` notices the lost lease and writes this node's connections back.
+
+mod announce;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,7 +41,7 @@ use fred::types::scripts::Script;
 use metrics::counter;
 use switchboard_protocol::{PresenceStatus, UserId, UserRef};
 
-use super::{ClusterStats, Connected, Departed, NodeStats, Presence, PresenceError};
+use super::{Announcement, ClusterStats, Connected, Departed, NodeStats, Presence, PresenceError};
 use crate::broker::ConnId;
 
 /// Nodes found dead and cleared by this node.
@@ -725,6 +730,23 @@ impl Presence for RedisPresence {
                 ))
             })
             .collect())
+    }
+
+    async fn watch(&self, user: &UserId, offline_since: Option<u64>) -> Result<(), PresenceError> {
+        self.watch_announced(user, offline_since).await
+    }
+
+    async fn due_announcements(
+        &self,
+        max: usize,
+        grace: Duration,
+        lease: Duration,
+    ) -> Result<Vec<Announcement>, PresenceError> {
+        self.due_announced(max, grace, lease).await
+    }
+
+    async fn settled(&self, announcement: &Announcement) -> Result<(), PresenceError> {
+        self.settle_announced(announcement).await
     }
 }
 

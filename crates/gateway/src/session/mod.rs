@@ -190,6 +190,9 @@ impl<C: Connection> Session<C> {
         }
         self.enter_granted(granted).await?;
         let connected = app.presence.connect(&self.user, &self.conn).await?;
+        if connected.first {
+            app.presence_changed(&self.user.id, None).await;
+        }
         let excess = connected
             .connections
             .len()
@@ -496,6 +499,7 @@ impl<C: Connection> Session<C> {
         app.hub.unregister(&self.conn).await;
         match app.presence.disconnect(&self.user.id, &self.conn).await {
             Ok(Some(last_seen)) => {
+                app.presence_changed(&self.user.id, Some(last_seen)).await;
                 let frame = ServerFrame::UserOffline {
                     user_id: self.user.id.clone(),
                     last_seen,

@@ -99,6 +99,14 @@ impl MemoryOutbox {
 
 #[async_trait]
 impl WebhookOutbox for MemoryOutbox {
+    async fn enqueue(&self, events: Vec<WebhookEvent>) -> Result<(), StoreError> {
+        // One process, no other writer: nothing here is written twice.
+        for event in events {
+            self.push(event);
+        }
+        Ok(())
+    }
+
     async fn claim(&self, max: usize, lease: Duration) -> Result<Vec<Claimed>, StoreError> {
         let now = Instant::now();
         let mut state = self.lock();

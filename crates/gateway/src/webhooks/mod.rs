@@ -7,6 +7,8 @@
 //! - `outbox.rs` — the [`WebhookOutbox`] trait: claim due webhooks under a lease, settle them;
 //!   `memory.rs` the bounded embedded outbox; with PostgreSQL, `store/postgres/webhooks.rs`, the
 //!   table every node claims from with `FOR UPDATE SKIP LOCKED`;
+//! - `presence.rs` — `user.online` / `user.offline`, decided by the presence backend
+//!   (debounced cluster-wide) and written to the outbox under ids that name the announcement;
 //! - `delivery.rs` — the worker: signed POSTs, retries with exponential backoff and full jitter
 //!   for a bounded time, then kept as failed.
 //!
@@ -16,19 +18,23 @@
 mod delivery;
 pub mod memory;
 mod outbox;
+mod presence;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use switchboard_protocol::{Message, Notification, RoomId, UserId};
 use tokio::sync::Notify;
 
 pub use self::delivery::Deliveries;
 pub use self::memory::MemoryOutbox;
 pub use self::outbox::{Claimed, FailedWebhook, WebhookOutbox};
+pub use self::presence::PresenceAnnouncer;
 use crate::config::Config;
+use crate::presence::Announcement;
 use crate::room_pattern::RoomPatterns;
 
 /// Every event a webhook can carry.
@@ -38,6 +44,8 @@ pub enum EventType {
     MemberJoined,
     MemberLeft,
     NotificationCreated,
+    UserOnline,
+    UserOffline,
 }
 
 impl EventType {
@@ -48,6 +56,8 @@ impl EventType {
             Self::MemberJoined => "room.member_joined",
             Self::MemberLeft => "room.member_left",
             Self::NotificationCreated => "notification.created",
+            Self::UserOnline => "user.online",
+            Self::UserOffline => "user.offline",
         }
     }
 
@@ -95,19 +105,65 @@ struct NotificationData<'a> {
     notification: &'a Notification,
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PresenceData<'a> {
+    user_id: &'a UserId,
+    /// Offline only: Unix ms, as in `user:offline`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_seen: Option<u64>,
+}
+
 impl WebhookEvent {
     fn new(kind: EventType, data: &impl Serialize) -> Self {
+        let id = format!("evt_{}", uuid::Uuid::now_v7().simple());
+        Self::with_id(id, kind, SystemTime::now(), data)
+    }
+
+    fn with_id(id: String, kind: EventType, at: SystemTime, data: &impl Serialize) -> Self {
         let payload = Payload {
             kind: kind.as_str(),
-            timestamp: crate::rfc3339::format(SystemTime::now()),
+            timestamp: crate::rfc3339::format(at),
             data,
         };
         Self {
-            id: format!("evt_{}", uuid::Uuid::now_v7().simple()),
+            id,
             kind,
             // Our own types with string keys: serializing them cannot fail.
             body: serde_json::to_string(&payload).unwrap_or_default(),
         }
+    }
+
+    /// `user.online` / `user.offline`. The id is derived from the announcement, so a node that
+    /// writes it again (the one that decided it died first) writes the same webhook; the time is
+    /// when it happened.
+    pub fn presence(announcement: &Announcement) -> Self {
+        let (kind, last_seen) = if announcement.online {
+            (EventType::UserOnline, None)
+        } else {
+            (EventType::UserOffline, Some(announcement.at))
+        };
+        let name = format!(
+            "{}|{}|{}|{}",
+            announcement.user,
+            kind.as_str(),
+            announcement.generation,
+            announcement.at
+        );
+        let digest = Sha256::digest(name.as_bytes());
+        let id = digest[..16]
+            .iter()
+            .fold(String::from("evt_"), |mut id, byte| {
+                use std::fmt::Write as _;
+                let _ = write!(id, "{byte:02x}");
+                id
+            });
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(announcement.at);
+        let data = PresenceData {
+            user_id: &announcement.user,
+            last_seen,
+        };
+        Self::with_id(id, kind, at, &data)
     }
 
     pub fn message_created(message: &Message) -> Self {
@@ -166,6 +222,11 @@ impl Subscription {
     /// Whether the app wants `kind`; `room` is the room it is about, if any.
     pub fn wants(&self, kind: EventType, room: Option<&RoomId>) -> bool {
         self.events.contains(&kind) && room.is_none_or(|r| self.rooms.matches(r.as_str()))
+    }
+
+    /// Whether presence must keep what the app was told (`user.online` / `user.offline`).
+    pub fn wants_presence(&self) -> bool {
+        self.wants(EventType::UserOnline, None) || self.wants(EventType::UserOffline, None)
     }
 }
 
@@ -285,5 +346,37 @@ mod tests {
         assert_eq!(body["type"], "room.member_joined");
         assert_eq!(body["data"], json!({"roomId": "lobby", "userId": "bob"}));
         assert!(body["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+    }
+
+    #[test]
+    fn a_presence_event_is_named_by_its_announcement() {
+        let user = UserId::parse("bob").expect("valid id");
+        let gone = Announcement {
+            user,
+            online: false,
+            generation: 3,
+            at: 1_795_782_708_123,
+        };
+        let event = WebhookEvent::presence(&gone);
+        assert_eq!(
+            event,
+            WebhookEvent::presence(&gone),
+            "written again, the same webhook"
+        );
+        assert_eq!(event.id.len(), 4 + 32);
+        let body: Value = serde_json::from_str(&event.body).expect("JSON");
+        assert_eq!(body["type"], "user.offline");
+        assert_eq!(body["timestamp"], "2026-11-27T12:31:48.123Z");
+        assert_eq!(
+            body["data"],
+            json!({"userId": "bob", "lastSeen": 1_795_782_708_123_u64})
+        );
+        let back = WebhookEvent::presence(&Announcement {
+            online: true,
+            ..gone
+        });
+        assert_ne!(back.id, event.id);
+        let body: Value = serde_json::from_str(&back.body).expect("JSON");
+        assert_eq!(body["data"], json!({"userId": "bob"}));
     }
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
+use super::WebhookEvent;
 use crate::store::StoreError;
 
 /// A webhook leased to this node for one attempt.
@@ -39,6 +40,10 @@ pub struct FailedWebhook {
 /// and the PostgreSQL store's table (`store/postgres/webhooks.rs`, shared by every node).
 #[async_trait]
 pub trait WebhookOutbox: Send + Sync + std::fmt::Debug {
+    /// Writes events that no store change carries (presence). An event whose id is already
+    /// there is not written twice.
+    async fn enqueue(&self, events: Vec<WebhookEvent>) -> Result<(), StoreError>;
+
     /// Up to `max` webhooks due now, each leased to the caller for `lease`: nobody else claims
     /// it before the lease ends, and a lease that ends unsettled (its node died) makes it due
     /// again. Each claim counts as an attempt.

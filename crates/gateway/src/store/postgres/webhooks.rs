@@ -39,6 +39,11 @@ impl EventRows {
 pub(super) const INSERT_EVENTS: &str = "INSERT INTO switchboard_webhooks (event_id, type, body) \
      SELECT * FROM unnest($1::text[], $2::text[], $3::text[])";
 
+/// As [`INSERT_EVENTS`], leaving out events already there.
+const INSERT_NEW_EVENTS: &str = "INSERT INTO switchboard_webhooks (event_id, type, body) \
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) \
+     ON CONFLICT (event_id) DO NOTHING";
+
 /// An event's id and body as statement parameters; both NULL for none.
 pub(super) fn event_columns(event: Option<&WebhookEvent>) -> (Option<&str>, Option<&str>) {
     (event.map(|e| e.id.as_str()), event.map(|e| e.body.as_str()))
@@ -75,6 +80,19 @@ fn millis(duration: Duration) -> i64 {
 
 #[async_trait]
 impl WebhookOutbox for PgStore {
+    async fn enqueue(&self, events: Vec<WebhookEvent>) -> Result<(), StoreError> {
+        let mut rows = EventRows::default();
+        for event in events {
+            rows.push(event);
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.execute(INSERT_NEW_EVENTS, &[&rows.ids, &rows.kinds, &rows.bodies])
+            .await
+            .map(drop)
+    }
+
     async fn claim(&self, max: usize, lease: Duration) -> Result<Vec<Claimed>, StoreError> {
         let max = i64::try_from(max).unwrap_or(i64::MAX);
         let rows = self
