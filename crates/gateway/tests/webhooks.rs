@@ -2,7 +2,8 @@
 //! signed as Standard Webhooks says and shaped as docs/webhooks.md says; a receiver that fails
 //! gets the webhook again under the same id until it answers; one out of retries is kept as
 //! failed, listed and sent again through the server API; with PostgreSQL the webhook commits
-//! with its message, and a node killed while delivering leaves its webhooks to another node.
+//! with its message, and a node killed while delivering leaves its webhooks to another node;
+//! presence webhooks are debounced across a reload and across a node's death.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchboard_testkit::receiver::{Receiver, Recorded, Reply};
-use switchboard_testkit::{Gateway, GatewayBuilder, Postgres, http_request};
+use switchboard_testkit::{Gateway, GatewayBuilder, Postgres, Redis, http_request};
 
 use common::{builder, connect};
 
@@ -109,10 +110,17 @@ async fn each_event_arrives_signed_once_with_the_documented_shape() {
     let receiver = Receiver::start(|_: &Recorded| Reply::status(204))
         .await
         .unwrap();
-    let gw = with_webhooks(&receiver, &[("SWITCHBOARD_WEBHOOK_ROOMS", "lobby")])
-        .start()
-        .await
-        .unwrap();
+    let events = "message.created,room.member_joined,room.member_left,notification.created";
+    let gw = with_webhooks(
+        &receiver,
+        &[
+            ("SWITCHBOARD_WEBHOOK_ROOMS", "lobby"),
+            ("SWITCHBOARD_WEBHOOK_EVENTS", events),
+        ],
+    )
+    .start()
+    .await
+    .unwrap();
     let mut alice = connect(&gw, "alice").await;
     let mut bob = connect(&gw, "bob").await;
 
@@ -414,4 +422,171 @@ async fn with_postgresql_webhooks_commit_with_their_messages_and_survive_a_kille
             .unwrap(),
         Some(5.0)
     );
+}
+
+/// Unix milliseconds now, as `lastSeen` counts.
+fn unix_ms() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    u64::try_from(since.unwrap().as_millis()).unwrap()
+}
+
+/// `(type, userId)` of each presence webhook, in arrival order.
+fn presence_events(requests: &[Recorded]) -> Vec<(String, String)> {
+    requests
+        .iter()
+        .map(|r| {
+            let body = payload(r);
+            let kind = body["type"].as_str().unwrap().to_owned();
+            (kind, body["data"]["userId"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_reload_within_the_grace_sends_no_offline_online_pair() {
+    let receiver = Receiver::start(|_: &Recorded| Reply::status(204))
+        .await
+        .unwrap();
+    let gw = with_webhooks(
+        &receiver,
+        &[("SWITCHBOARD_WEBHOOK_EVENTS", "user.online,user.offline")],
+    )
+    .start()
+    .await
+    .unwrap();
+    let mut alice = connect(&gw, "alice").await;
+    let online = receiver.wait_for(1, WAIT).await.unwrap();
+    assert_eq!(
+        presence_events(&online),
+        [("user.online".to_owned(), "alice".to_owned())]
+    );
+    assert!(online[0].signed_with(SIGNING_SECRET), "{:?}", online[0]);
+    assert_eq!(payload(&online[0])["data"], json!({"userId": "alice"}));
+
+    // Two page reloads: the connection goes and a new one comes, well within the 5 s grace.
+    for _ in 0..2 {
+        alice.close().await.unwrap();
+        alice = connect(&gw, "alice").await;
+    }
+    // Bob comes and goes for good; his pair is the only one before Alice's offline.
+    let mut bob = connect(&gw, "bob").await;
+    bob.close().await.unwrap();
+    let alice_left = unix_ms();
+    alice.close().await.unwrap();
+
+    let requests = receiver.wait_for(4, WAIT).await.unwrap();
+    // Deliveries run side by side: the order holds per user.
+    let events = presence_events(&requests);
+    for user in ["alice", "bob"] {
+        let kinds: Vec<&str> = events
+            .iter()
+            .filter(|(_, u)| u == user)
+            .map(|(kind, _)| kind.as_str())
+            .collect();
+        assert_eq!(
+            kinds,
+            ["user.online", "user.offline"],
+            "{user}: no offline/online pair for the reloads: {events:?}"
+        );
+    }
+    let offline = requests
+        .iter()
+        .map(payload)
+        .find(|p| p["type"] == "user.offline" && p["data"]["userId"] == "alice")
+        .unwrap();
+    let last_seen = offline["data"]["lastSeen"].as_u64().unwrap();
+    assert!(last_seen >= alice_left, "{offline}: she left at {alice_left}");
+    assert!(requests.iter().all(|r| r.signed_with(SIGNING_SECRET)));
+    metric_reaches(
+        &gw,
+        "switchboard_webhook_attempts_total{outcome=\"delivered\"}",
+        4.0,
+    )
+    .await;
+    assert_eq!(receiver.requests().len(), 4, "nothing else was sent");
+}
+
+#[tokio::test]
+async fn a_user_back_on_another_node_after_their_node_died_was_never_offline() {
+    let pg = Postgres::start().await.unwrap();
+    let redis = Redis::start().await.unwrap();
+    let receiver = Receiver::start(|_: &Recorded| Reply::status(204))
+        .await
+        .unwrap();
+    let node = |name: &str| {
+        with_webhooks(
+            &receiver,
+            &[
+                ("SWITCHBOARD_WEBHOOK_EVENTS", "user.online,user.offline"),
+                ("SWITCHBOARD_WEBHOOK_POLL_MS", "100"),
+                // A's claims run out 5 s after it died.
+                ("SWITCHBOARD_WEBHOOK_TIMEOUT_MS", "2000"),
+                ("SWITCHBOARD_PRESENCE_TTL_MS", "2000"),
+                ("SWITCHBOARD_PRESENCE_REFRESH_MS", "500"),
+                ("SWITCHBOARD_PRESENCE_GRACE_MS", "8000"),
+            ],
+        )
+        .env("DATABASE_URL", pg.url())
+        .env("REDIS_URL", redis.url())
+        .name(name)
+    };
+    let mut a = node("gateway-a").start().await.unwrap();
+    let b = node("gateway-b").start().await.unwrap();
+    let _alice_on_a = connect(&a, "alice").await;
+    let online = receiver.wait_for(1, WAIT).await.unwrap();
+    assert_eq!(
+        presence_events(&online),
+        [("user.online".to_owned(), "alice".to_owned())]
+    );
+
+    // Her node dies; B finds it dead and her gone, and she reconnects to B within the grace.
+    a.kill_hard().await.unwrap();
+    metric_reaches(&b, "switchboard_presence_departed_total", 1.0).await;
+    let mut alice = connect(&b, "alice").await;
+    let left = unix_ms();
+    alice.close().await.unwrap();
+
+    // At least once: A may have died after the receiver had the online webhook but before it
+    // recorded the delivery, and B sends it again under its id. The app dedupes by id.
+    let requests = distinct(&receiver, 2).await;
+    assert_eq!(
+        presence_events(&requests),
+        [
+            ("user.online".to_owned(), "alice".to_owned()),
+            ("user.offline".to_owned(), "alice".to_owned()),
+        ],
+        "the failover was no offline/online pair"
+    );
+    let offline = payload(&requests[1]);
+    assert!(offline["data"]["lastSeen"].as_u64().unwrap() >= left, "{offline}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = pg
+            .psql("SELECT count(*) FROM switchboard_webhooks")
+            .await
+            .unwrap();
+        if left.trim() == "0" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{left} rows left");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(distinct(&receiver, 2).await.len(), 2, "nothing else was sent");
+}
+
+/// The first `n` webhooks with distinct ids, each as first received.
+async fn distinct(receiver: &Receiver, n: usize) -> Vec<Recorded> {
+    let mut wanted = n;
+    loop {
+        let requests = receiver.wait_for(wanted, WAIT).await.unwrap();
+        let mut seen = BTreeSet::new();
+        let firsts: Vec<Recorded> = requests
+            .into_iter()
+            .filter(|r| seen.insert(r.header("webhook-id").unwrap().to_owned()))
+            .collect();
+        if firsts.len() >= n {
+            return firsts;
+        }
+        wanted += n - firsts.len();
+    }
 }
