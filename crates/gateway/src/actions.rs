@@ -218,6 +218,7 @@ pub async fn member_joined(
     since_seq: u64,
     skip_conn: Option<ConnId>,
 ) {
+    app.membership_changed(&user.id, room, true).await;
     app.publish(Envelope {
         topics: vec![Topic::User(user.id.clone())],
         event: Event::MemberJoined {
@@ -248,6 +249,7 @@ pub async fn member_joined(
 /// Tells the room's connections and the user's (but `skip_conn`) that `user` left, then makes
 /// every connection of the user stop following the room.
 pub async fn member_left(app: &App, room: &RoomId, user: &UserId, skip_conn: Option<ConnId>) {
+    app.membership_changed(user, room, false).await;
     app.publish(Envelope {
         topics: vec![Topic::Room(room.clone()), Topic::User(user.clone())],
         event: Event::Frame {

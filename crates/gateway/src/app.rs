@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::Api;
 use crate::auth::{Authenticator, TokenSigner};
-use switchboard_protocol::{FriendStatus, ServerFrame, UserId};
+use switchboard_protocol::{FriendStatus, RoomId, ServerFrame, UserId};
 
 use crate::broker::{Broker, ConnId, Envelope, Topic};
 use crate::config::Config;
@@ -270,6 +270,14 @@ impl App {
     pub async fn presence_changed(&self, user: &UserId, offline_since: Option<u64>) {
         if let Some(announcer) = &self.announcer {
             announcer.changed(user, offline_since).await;
+        }
+    }
+
+    /// Tells the presence webhooks, if any, that `user` became a member of `room` (`joined`) or
+    /// stopped being one: a room is occupied while a member is online.
+    pub async fn membership_changed(&self, user: &UserId, room: &RoomId, joined: bool) {
+        if let Some(announcer) = &self.announcer {
+            announcer.membership_changed(user, room, joined).await;
         }
     }
 

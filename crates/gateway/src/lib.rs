@@ -179,6 +179,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
         .map(|(deliveries, subscription)| {
             PresenceAnnouncer::new(
                 Arc::clone(&presence),
+                Arc::clone(&store),
                 Arc::clone(&deliveries.outbox),
                 subscription,
                 config.presence_grace(),

@@ -430,6 +430,14 @@ fn unix_ms() -> u64 {
     u64::try_from(since.unwrap().as_millis()).unwrap()
 }
 
+/// The `type` of each webhook, in arrival order.
+fn presence_kinds(requests: &[Recorded]) -> Vec<String> {
+    requests
+        .iter()
+        .map(|r| payload(r)["type"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// `(type, userId)` of each presence webhook, in arrival order.
 fn presence_events(requests: &[Recorded]) -> Vec<(String, String)> {
     requests
@@ -600,4 +608,91 @@ async fn distinct(receiver: &Receiver, n: usize) -> Vec<Recorded> {
         }
         wanted += n - firsts.len();
     }
+}
+
+#[tokio::test]
+async fn a_room_is_vacated_only_when_no_member_is_connected_on_any_node() {
+    let pg = Postgres::start().await.unwrap();
+    let redis = Redis::start().await.unwrap();
+    let receiver = Receiver::start(|_: &Recorded| Reply::status(204))
+        .await
+        .unwrap();
+    let node = |name: &str| {
+        with_webhooks(
+            &receiver,
+            &[
+                (
+                    "SWITCHBOARD_WEBHOOK_EVENTS",
+                    "user.online,user.offline,room.occupied,room.vacated",
+                ),
+                ("SWITCHBOARD_WEBHOOK_POLL_MS", "100"),
+                ("SWITCHBOARD_PRESENCE_GRACE_MS", "1000"),
+            ],
+        )
+        .env("DATABASE_URL", pg.url())
+        .env("REDIS_URL", redis.url())
+        .name(name)
+    };
+    let a = node("gateway-a").start().await.unwrap();
+    let b = node("gateway-b").start().await.unwrap();
+    let mut alice = connect(&a, "alice").await;
+    let online = distinct(&receiver, 1).await;
+    assert_eq!(presence_kinds(&online), ["user.online"]);
+    alice.create_room("lobby").await.unwrap();
+    let occupied = distinct(&receiver, 2).await;
+    assert_eq!(payload(&occupied[1])["type"], "room.occupied");
+    assert_eq!(payload(&occupied[1])["data"], json!({"roomId": "lobby"}));
+
+    // Bob, online through node B before he joins, keeps the room occupied after Alice is gone.
+    let mut bob = connect(&b, "bob").await;
+    let bob_online = distinct(&receiver, 3).await;
+    assert_eq!(
+        presence_events(&bob_online[2..]),
+        [("user.online".to_owned(), "bob".to_owned())]
+    );
+    bob.join_room("lobby").await.unwrap();
+    alice.close().await.unwrap();
+    let alice_gone = distinct(&receiver, 4).await;
+    assert_eq!(
+        presence_events(&alice_gone[3..]),
+        [("user.offline".to_owned(), "alice".to_owned())]
+    );
+    bob.close().await.unwrap();
+
+    let requests = distinct(&receiver, 6).await;
+    let mut events = presence_kinds(&requests);
+    events.sort();
+    assert_eq!(
+        events,
+        [
+            "room.occupied",
+            "room.vacated",
+            "user.offline",
+            "user.offline",
+            "user.online",
+            "user.online"
+        ],
+        "each once"
+    );
+    let bodies: Vec<Value> = requests.iter().map(payload).collect();
+    let bob_offline = bodies
+        .iter()
+        .find(|p| p["type"] == "user.offline" && p["data"]["userId"] == "bob")
+        .expect("bob's user.offline");
+    let vacated = bodies
+        .iter()
+        .find(|p| p["type"] == "room.vacated")
+        .expect("room.vacated");
+    assert_eq!(vacated["data"], json!({"roomId": "lobby"}));
+    let vacated_at = switchboard_gateway::rfc3339::parse(vacated["timestamp"].as_str().unwrap())
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    // Bob counts until he is announced offline, the grace after his last connection went.
+    let bob_gone = u128::from(bob_offline["data"]["lastSeen"].as_u64().unwrap()) + 1_000;
+    assert!(
+        vacated_at >= bob_gone,
+        "vacated at {vacated_at}, while Bob counted until {bob_gone}"
+    );
 }

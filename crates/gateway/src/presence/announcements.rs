@@ -1,21 +1,26 @@
 //! What the app's backend was told about who is online, debounced, for one process: the rules
 //! the Redis presence keeps in its scripts (`redis.rs`), kept here for the in-memory presence.
 //!
-//! Per user: the generation they were announced online under (none: announced offline, or never
-//! announced), since when they have had no connection, and the announcement owed to the
-//! outbox while its lease runs. Users with something to look at are in `due`, by time.
+//! Per subject (a user, a room): the generation it was announced online (occupied) under (none:
+//! announced offline, or never announced), since when it has been without a connection (a room:
+//! without a user counted toward it), and the announcement owed to the outbox while its lease
+//! runs. Subjects with something to look at are in `due`, by time. Rooms have no grace: the
+//! users counted toward them already had theirs.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
-use switchboard_protocol::UserId;
+use switchboard_protocol::{RoomId, UserId};
 
-use super::Announcement;
+use super::{Announcement, Subject};
 
 #[derive(Debug, Default)]
 pub(super) struct Announcements {
-    users: HashMap<UserId, State>,
-    due: BTreeSet<(u64, UserId)>,
+    subjects: HashMap<Subject, State>,
+    due: BTreeSet<(u64, Subject)>,
     generation: u64,
+    /// Room → the users counted toward its occupancy, and the reverse.
+    occupants: HashMap<RoomId, HashSet<UserId>>,
+    rooms_of: HashMap<UserId, HashSet<RoomId>>,
 }
 
 #[derive(Debug, Default)]
@@ -36,52 +41,110 @@ struct Owed {
 
 impl Announcements {
     pub(super) fn watch(&mut self, user: &UserId, offline_since: Option<u64>, now: u64) {
-        let state = self.users.entry(user.clone()).or_default();
+        let subject = Subject::User(user.clone());
+        let state = self.subjects.entry(subject.clone()).or_default();
         if offline_since.is_some() {
             state.offline_since = offline_since;
         }
         let at = offline_since.unwrap_or(now);
-        Self::schedule(&mut self.due, user, state, at);
+        Self::schedule(&mut self.due, &subject, state, at);
     }
 
-    fn schedule(due: &mut BTreeSet<(u64, UserId)>, user: &UserId, state: &mut State, at: u64) {
-        if let Some(old) = state.due.replace(at) {
-            due.remove(&(old, user.clone()));
+    pub(super) fn enter_rooms(&mut self, user: &UserId, rooms: &[RoomId], now: u64) {
+        let announced = self
+            .subjects
+            .get(&Subject::User(user.clone()))
+            .is_some_and(|s| s.generation.is_some());
+        if !announced {
+            return;
         }
-        due.insert((at, user.clone()));
+        for room in rooms {
+            self.occupants
+                .entry(room.clone())
+                .or_default()
+                .insert(user.clone());
+            self.rooms_of
+                .entry(user.clone())
+                .or_default()
+                .insert(room.clone());
+            self.look_at_room(room, now);
+        }
     }
 
-    /// Up to `max` announcements due at `now`; `live` says whether a user has a connection.
+    pub(super) fn leave_rooms(&mut self, user: &UserId, rooms: Option<&[RoomId]>, now: u64) {
+        let left: Vec<RoomId> = match rooms {
+            Some(rooms) => rooms.to_vec(),
+            None => self
+                .rooms_of
+                .get(user)
+                .map(|r| r.iter().cloned().collect())
+                .unwrap_or_default(),
+        };
+        for room in &left {
+            if let Some(users) = self.occupants.get_mut(room) {
+                users.remove(user);
+                if users.is_empty() {
+                    self.occupants.remove(room);
+                }
+            }
+            if let Some(rooms) = self.rooms_of.get_mut(user) {
+                rooms.remove(room);
+                if rooms.is_empty() {
+                    self.rooms_of.remove(user);
+                }
+            }
+            self.look_at_room(room, now);
+        }
+    }
+
+    fn look_at_room(&mut self, room: &RoomId, now: u64) {
+        let subject = Subject::Room(room.clone());
+        let state = self.subjects.entry(subject.clone()).or_default();
+        Self::schedule(&mut self.due, &subject, state, now);
+    }
+
+    fn schedule(due: &mut BTreeSet<(u64, Subject)>, subject: &Subject, state: &mut State, at: u64) {
+        if let Some(old) = state.due.replace(at) {
+            due.remove(&(old, subject.clone()));
+        }
+        due.insert((at, subject.clone()));
+    }
+
+    /// Up to `max` announcements due at `now`; `online` says whether a user has a connection.
     pub(super) fn due(
         &mut self,
         now: u64,
         max: usize,
         grace_ms: u64,
         lease_ms: u64,
-        live: impl Fn(&UserId) -> bool,
+        online: impl Fn(&UserId) -> bool,
     ) -> Vec<Announcement> {
-        let ready: Vec<UserId> = self
+        let ready: Vec<Subject> = self
             .due
             .iter()
             .take_while(|(at, _)| *at <= now)
             .take(max)
-            .map(|(_, user)| user.clone())
+            .map(|(_, subject)| subject.clone())
             .collect();
         let mut out = Vec::new();
-        for user in ready {
-            let Some(state) = self.users.get_mut(&user) else {
+        for subject in ready {
+            let (live, grace_ms) = match &subject {
+                Subject::User(user) => (online(user), grace_ms),
+                Subject::Room(room) => (self.occupants.contains_key(room), 0),
+            };
+            let Some(state) = self.subjects.get_mut(&subject) else {
                 continue;
             };
             if let Some(due) = state.due.take() {
-                self.due.remove(&(due, user.clone()));
+                self.due.remove(&(due, subject.clone()));
             }
             let owed = match state.owed {
                 Some(owed) if owed.leased_until > now => {
-                    Self::schedule(&mut self.due, &user, state, owed.leased_until);
+                    Self::schedule(&mut self.due, &subject, state, owed.leased_until);
                     continue;
                 }
                 Some(owed) => Some(owed),
-                None if live(&user) => {
+                None if live => {
                     state.offline_since = None;
                     match state.generation {
                         Some(_) => None,
@@ -110,7 +173,7 @@ impl Announcements {
                                 leased_until: 0,
                             })
                         } else {
-                            Self::schedule(&mut self.due, &user, state, since + grace_ms);
+                            Self::schedule(&mut self.due, &subject, state, since + grace_ms);
                             continue;
                         }
                     }
@@ -121,16 +184,16 @@ impl Announcements {
                 Some(mut owed) => {
                     owed.leased_until = now.saturating_add(lease_ms);
                     state.owed = Some(owed);
-                    Self::schedule(&mut self.due, &user, state, owed.leased_until);
+                    Self::schedule(&mut self.due, &subject, state, owed.leased_until);
                     out.push(Announcement {
-                        user,
+                        subject,
                         online: owed.online,
                         generation: owed.generation,
                         at: owed.at,
                     });
                 }
                 None if state.generation.is_none() => {
-                    self.users.remove(&user);
+                    self.subjects.remove(&subject);
                 }
                 None => {}
             }
@@ -139,7 +202,8 @@ impl Announcements {
     }
 
     pub(super) fn settled(&mut self, announcement: &Announcement) {
-        let Some(state) = self.users.get_mut(&announcement.user) else {
+        let subject = &announcement.subject;
+        let Some(state) = self.subjects.get_mut(subject) else {
             return;
         };
         if state.owed.is_some_and(|owed| {
@@ -147,7 +211,7 @@ impl Announcements {
         }) {
             state.owed = None;
             // What changed while it was owed is looked at now.
-            Self::schedule(&mut self.due, &announcement.user, state, 0);
+            Self::schedule(&mut self.due, subject, state, 0);
         }
     }
 }
@@ -158,7 +222,7 @@ pub(super) fn encode(online: bool, generation: u64, at: u64) -> String {
     format!("{}|{generation}|{at}", if online { "on" } else { "off" })
 }
 
-pub(super) fn decode(user: UserId, owed: &str) -> Option<Announcement> {
+pub(super) fn decode(subject: Subject, owed: &str) -> Option<Announcement> {
     let mut parts = owed.split('|');
     let online = match parts.next()? {
         "on" => true,
@@ -168,11 +232,27 @@ pub(super) fn decode(user: UserId, owed: &str) -> Option<Announcement> {
     let generation = parts.next()?.parse().ok()?;
     let at = parts.next()?.parse().ok()?;
     Some(Announcement {
-        user,
+        subject,
         online,
         generation,
         at,
     })
+}
+
+/// A subject as the Redis scripts name it: `u|<user>` or `r|<room>` (neither id holds a `|`).
+pub(super) fn subject_name(subject: &Subject) -> String {
+    match subject {
+        Subject::User(user) => format!("u|{user}"),
+        Subject::Room(room) => format!("r|{room}"),
+    }
+}
+
+pub(super) fn parse_subject(name: &str) -> Option<Subject> {
+    match name.split_once('|')? {
+        ("u", user) => UserId::parse(user).ok().map(Subject::User),
+        ("r", room) => RoomId::parse(room).ok().map(Subject::Room),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -183,17 +263,25 @@ mod tests {
         UserId::parse("alice").expect("valid id")
     }
 
+    fn lobby() -> RoomId {
+        RoomId::parse("lobby").expect("valid id")
+    }
+
     #[test]
-    fn owed_announcements_read_back_as_stored() {
+    fn owed_announcements_and_subjects_read_back_as_stored() {
         let stored = encode(false, 7, 1_795_782_708_123);
         assert_eq!(stored, "off|7|1795782708123");
-        let back = decode(alice(), &stored).expect("decodes");
+        let back = decode(Subject::User(alice()), &stored).expect("decodes");
         assert_eq!(
             (back.online, back.generation, back.at),
             (false, 7, 1_795_782_708_123)
         );
-        assert_eq!(decode(alice(), "maybe|1|2"), None);
-        assert_eq!(decode(alice(), "on|x|2"), None);
+        assert_eq!(decode(Subject::User(alice()), "maybe|1|2"), None);
+        assert_eq!(decode(Subject::User(alice()), "on|x|2"), None);
+        for subject in [Subject::User(alice()), Subject::Room(lobby())] {
+            assert_eq!(parse_subject(&subject_name(&subject)), Some(subject));
+        }
+        assert_eq!(parse_subject("x|alice"), None);
     }
 
     #[test]
@@ -229,8 +317,35 @@ mod tests {
         a.settled(&offline[0]);
         assert!(a.due(20_000, 10, 5_000, 100, |_| false).is_empty());
         assert!(
-            a.users.is_empty() && a.due.is_empty(),
+            a.subjects.is_empty() && a.due.is_empty(),
             "nothing kept: {a:?}"
         );
+    }
+
+    #[test]
+    fn a_room_is_occupied_while_an_announced_member_counts_toward_it() {
+        let mut a = Announcements::default();
+        let (user, room) = (alice(), lobby());
+        // Not announced online yet: does not count.
+        a.enter_rooms(&user, std::slice::from_ref(&room), 1_000);
+        assert!(a.occupants.is_empty());
+        a.watch(&user, None, 1_000);
+        let online = a.due(1_000, 10, 5_000, 100, |_| true);
+        a.settled(&online[0]);
+        a.enter_rooms(&user, std::slice::from_ref(&room), 1_000);
+        let occupied = a.due(1_000, 10, 5_000, 100, |_| true);
+        assert_eq!(occupied.len(), 1);
+        assert_eq!(occupied[0].subject, Subject::Room(room.clone()));
+        assert!(occupied[0].online);
+        a.settled(&occupied[0]);
+        // Leaving every room: vacated at once, rooms have no grace of their own.
+        a.leave_rooms(&user, None, 2_000);
+        let vacated = a.due(2_000, 10, 5_000, 100, |_| true);
+        assert_eq!(vacated.len(), 1);
+        assert!(!vacated[0].online);
+        assert_eq!(vacated[0].generation, occupied[0].generation);
+        a.settled(&vacated[0]);
+        assert!(a.due(2_000, 10, 5_000, 100, |_| true).is_empty());
+        assert!(a.occupants.is_empty() && a.rooms_of.is_empty());
     }
 }

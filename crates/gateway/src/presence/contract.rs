@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use switchboard_protocol::{PresenceStatus, UserId, UserRef};
+use switchboard_protocol::{PresenceStatus, RoomId, UserId, UserRef};
 
-use super::{Announcement, Presence};
+use super::{Announcement, Presence, Subject};
 use crate::broker::ConnId;
 
 fn user(prefix: &str, name: &str) -> UserRef {
@@ -32,6 +32,7 @@ pub async fn run_all(a: &dyn Presence, b: &dyn Presence, prefix: &str) {
     an_unknown_connection_changes_nothing(a, prefix).await;
     live_nodes_depart_no_one(a, b, prefix).await;
     announcements_are_debounced_across_nodes(a, b, prefix).await;
+    a_room_is_occupied_while_an_announced_member_counts_toward_it(a, b, prefix).await;
 }
 
 pub async fn first_and_last_connection_are_reported_across_nodes(
@@ -222,11 +223,20 @@ async fn due_for(
     grace: Duration,
     lease: Duration,
 ) -> Vec<Announcement> {
+    due_about(node, &Subject::User(user.clone()), grace, lease).await
+}
+
+async fn due_about(
+    node: &dyn Presence,
+    subject: &Subject,
+    grace: Duration,
+    lease: Duration,
+) -> Vec<Announcement> {
     let due = node
         .due_announcements(1_000, grace, lease)
         .await
         .expect("due announcements");
-    due.into_iter().filter(|a| &a.user == user).collect()
+    due.into_iter().filter(|a| &a.subject == subject).collect()
 }
 
 pub async fn announcements_are_debounced_across_nodes(
@@ -291,6 +301,47 @@ pub async fn announcements_are_debounced_across_nodes(
     assert!(again[0].online && again[0].generation > online[0].generation);
     b.settled(&again[0]).await.expect("settle");
     a.disconnect(&gina.id, &c1).await.expect("disconnect");
+}
+
+pub async fn a_room_is_occupied_while_an_announced_member_counts_toward_it(
+    a: &dyn Presence,
+    b: &dyn Presence,
+    prefix: &str,
+) {
+    let hank = user(prefix, "hank");
+    let ivy = user(prefix, "ivy");
+    let room = RoomId::parse(format!("{prefix}-lounge")).expect("room id");
+    let lounge = Subject::Room(room.clone());
+    let rooms = std::slice::from_ref(&room);
+    let long = Duration::from_secs(600);
+
+    // Ivy was never announced online: she does not count.
+    a.enter_rooms(&ivy.id, rooms).await.expect("enter");
+    assert!(due_about(b, &lounge, long, long).await.is_empty());
+
+    let c = conn(prefix, 60);
+    a.connect(&hank, &c).await.expect("connect");
+    a.watch(&hank.id, None).await.expect("watch");
+    let online = due_for(b, &hank.id, long, long).await;
+    b.settled(&online[0]).await.expect("settle");
+    a.enter_rooms(&hank.id, rooms).await.expect("enter");
+    let occupied = due_about(b, &lounge, long, long).await;
+    assert_eq!(occupied.len(), 1, "{occupied:?}");
+    assert!(occupied[0].online);
+    b.settled(&occupied[0]).await.expect("settle");
+    // Counted twice is counted once.
+    b.enter_rooms(&hank.id, rooms).await.expect("enter");
+    assert!(due_about(a, &lounge, long, long).await.is_empty());
+
+    // No longer counted anywhere: vacated at once, rooms have no grace of their own.
+    b.leave_rooms(&hank.id, None).await.expect("leave");
+    let vacated = due_about(a, &lounge, long, long).await;
+    assert_eq!(vacated.len(), 1, "{vacated:?}");
+    assert!(!vacated[0].online);
+    assert_eq!(vacated[0].generation, occupied[0].generation);
+    a.settled(&vacated[0]).await.expect("settle");
+    assert!(due_about(b, &lounge, long, long).await.is_empty());
+    a.disconnect(&hank.id, &c).await.expect("disconnect");
 }
 
 #[cfg(test)]

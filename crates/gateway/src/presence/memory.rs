@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use switchboard_protocol::{PresenceStatus, UserId, UserRef};
+use switchboard_protocol::{PresenceStatus, RoomId, UserId, UserRef};
 
 use super::announcements::Announcements;
 use super::{Announcement, ClusterStats, Connected, Departed, NodeStats, Presence, PresenceError};
@@ -132,6 +132,20 @@ impl Presence for MemoryPresence {
 
     async fn watch(&self, user: &UserId, offline_since: Option<u64>) -> Result<(), PresenceError> {
         self.announcements().watch(user, offline_since, now_ms());
+        Ok(())
+    }
+
+    async fn enter_rooms(&self, user: &UserId, rooms: &[RoomId]) -> Result<(), PresenceError> {
+        self.announcements().enter_rooms(user, rooms, now_ms());
+        Ok(())
+    }
+
+    async fn leave_rooms(
+        &self,
+        user: &UserId,
+        rooms: Option<&[RoomId]>,
+    ) -> Result<(), PresenceError> {
+        self.announcements().leave_rooms(user, rooms, now_ms());
         Ok(())
     }
 

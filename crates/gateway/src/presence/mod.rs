@@ -4,9 +4,10 @@
 //! `user:offline` on the last. Cluster implementations hold entries under node leases that expire
 //! unless refreshed, so a crashed node's users go offline without anyone cleaning up.
 //!
-//! Presence also keeps what the app's backend was told (`user.online` / `user.offline`
-//! webhooks), debounced: a user who comes back within the grace, on any node, was never gone
-//! (`announcements.rs`).
+//! Presence also keeps what the app's backend was told (`user.online` / `user.offline`,
+//! `room.occupied` / `room.vacated` webhooks), debounced: a user who comes back within the grace,
+//! on any node, was never gone, and a room is occupied while one of its members is announced
+//! online (`announcements.rs`).
 
 mod announcements;
 #[doc(hidden)]
@@ -17,7 +18,7 @@ pub mod redis;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use switchboard_protocol::{PresenceStatus, UserId, UserRef};
+use switchboard_protocol::{PresenceStatus, RoomId, UserId, UserRef};
 
 use crate::broker::ConnId;
 
@@ -55,16 +56,28 @@ pub struct ClusterStats {
     pub users: u64,
 }
 
-/// A change of a user's presence the app's backend is owed (`user.online` / `user.offline`).
+/// What an announcement is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Subject {
+    /// Online while they have a connection on any node, gone once they have had none for the
+    /// grace.
+    User(UserId),
+    /// Occupied while one of its members is announced online.
+    Room(RoomId),
+}
+
+/// A change the app's backend is owed: `user.online` / `user.offline`, `room.occupied` /
+/// `room.vacated`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Announcement {
-    pub user: UserId,
+    pub subject: Subject,
+    /// Online, or for a room occupied.
     pub online: bool,
-    /// Numbers each time the user is announced online; their offline carries the same number.
+    /// Numbers each time the subject is announced online; its offline carries the same number.
     /// With `at` it names the announcement, so a repeat (its node died before settling it) is
     /// the same webhook.
     pub generation: u64,
-    /// Unix ms: when they were found online, or when they were last seen.
+    /// Unix ms: when it was found online, or when it was last seen.
     pub at: u64,
 }
 
@@ -104,9 +117,20 @@ pub trait Presence: Send + Sync + 'static {
     /// (`offline_since: None`), or after their last went away (`Some(last_seen)`, Unix ms).
     async fn watch(&self, user: &UserId, offline_since: Option<u64>) -> Result<(), PresenceError>;
 
+    /// Counts `user` toward the rooms' occupancy, if they are announced online.
+    async fn enter_rooms(&self, user: &UserId, rooms: &[RoomId]) -> Result<(), PresenceError>;
+
+    /// Stops counting `user` toward these rooms' occupancy, or toward every room (`None`).
+    async fn leave_rooms(
+        &self,
+        user: &UserId,
+        rooms: Option<&[RoomId]>,
+    ) -> Result<(), PresenceError>;
+
     /// Up to `max` announcements due, cluster-wide: a user online and not announced is due at
     /// once; one announced and without a connection for `grace` is due as offline (back within
-    /// the grace, they never were). Each is leased to the caller for `lease`: one not
+    /// the grace, they never were); a room is due as occupied or vacated as soon as the users
+    /// counted toward it say so. Each is leased to the caller for `lease`: one not
     /// [`settled`](Self::settled) by then (its node died) is returned again, unchanged.
     async fn due_announcements(
         &self,

@@ -39,7 +39,7 @@ use fred::prelude::{
 };
 use fred::types::scripts::Script;
 use metrics::counter;
-use switchboard_protocol::{PresenceStatus, UserId, UserRef};
+use switchboard_protocol::{PresenceStatus, RoomId, UserId, UserRef};
 
 use super::{Announcement, ClusterStats, Connected, Departed, NodeStats, Presence, PresenceError};
 use crate::broker::ConnId;
@@ -734,6 +734,18 @@ impl Presence for RedisPresence {
 
     async fn watch(&self, user: &UserId, offline_since: Option<u64>) -> Result<(), PresenceError> {
         self.watch_announced(user, offline_since).await
+    }
+
+    async fn enter_rooms(&self, user: &UserId, rooms: &[RoomId]) -> Result<(), PresenceError> {
+        self.enter_announced_rooms(user, rooms).await
+    }
+
+    async fn leave_rooms(
+        &self,
+        user: &UserId,
+        rooms: Option<&[RoomId]>,
+    ) -> Result<(), PresenceError> {
+        self.leave_announced_rooms(user, rooms).await
     }
 
     async fn due_announcements(

@@ -131,6 +131,7 @@ impl<C: Connection> Session<C> {
             // the room before the message is published, so none of them misses it.
             let floor = self.follow_room(&room_id, room.info.last_seq).await?;
             for user in [&recipient, &self.user.id] {
+                app.membership_changed(user, &room_id, true).await;
                 app.publish(Envelope {
                     topics: vec![Topic::User(user.clone())],
                     event: Event::MemberJoined {

@@ -72,6 +72,10 @@ impl<C: Connection> Session<C> {
             })
             .await?;
         tracing::info!(room = %room_id, ?kind, user = %self.user.id, "room created");
+        // The creator is a member from the start: no member_joined, but the room is occupied.
+        self.app
+            .membership_changed(&self.user.id, &room_id, true)
+            .await;
         self.enter_room(record, None, true).await.map(Some)
     }
 

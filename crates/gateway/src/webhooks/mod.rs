@@ -34,7 +34,7 @@ pub use self::memory::MemoryOutbox;
 pub use self::outbox::{Claimed, FailedWebhook, WebhookOutbox};
 pub use self::presence::PresenceAnnouncer;
 use crate::config::Config;
-use crate::presence::Announcement;
+use crate::presence::{Announcement, Subject};
 use crate::room_pattern::RoomPatterns;
 
 /// Every event a webhook can carry.
@@ -46,6 +46,8 @@ pub enum EventType {
     NotificationCreated,
     UserOnline,
     UserOffline,
+    RoomOccupied,
+    RoomVacated,
 }
 
 impl EventType {
@@ -58,6 +60,8 @@ impl EventType {
             Self::NotificationCreated => "notification.created",
             Self::UserOnline => "user.online",
             Self::UserOffline => "user.offline",
+            Self::RoomOccupied => "room.occupied",
+            Self::RoomVacated => "room.vacated",
         }
     }
 
@@ -107,6 +111,12 @@ struct NotificationData<'a> {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
+struct RoomData<'a> {
+    room_id: &'a RoomId,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct PresenceData<'a> {
     user_id: &'a UserId,
     /// Offline only: Unix ms, as in `user:offline`.
@@ -134,18 +144,24 @@ impl WebhookEvent {
         }
     }
 
-    /// `user.online` / `user.offline`. The id is derived from the announcement, so a node that
-    /// writes it again (the one that decided it died first) writes the same webhook; the time is
-    /// when it happened.
+    /// `user.online` / `user.offline`, `room.occupied` / `room.vacated`. The id is derived from
+    /// the announcement, so a node that writes it again (the one that decided it died first)
+    /// writes the same webhook; the time is when it happened.
     pub fn presence(announcement: &Announcement) -> Self {
-        let (kind, last_seen) = if announcement.online {
-            (EventType::UserOnline, None)
-        } else {
-            (EventType::UserOffline, Some(announcement.at))
+        let kind = Self::presence_kind(announcement);
+        let (subject, data) = match &announcement.subject {
+            Subject::User(user_id) => {
+                let last_seen = (!announcement.online).then_some(announcement.at);
+                let data = PresenceData { user_id, last_seen };
+                (user_id.as_str(), serde_json::to_value(data))
+            }
+            Subject::Room(room_id) => {
+                let data = RoomData { room_id };
+                (room_id.as_str(), serde_json::to_value(data))
+            }
         };
         let name = format!(
-            "{}|{}|{}|{}",
-            announcement.user,
+            "{subject}|{}|{}|{}",
             kind.as_str(),
             announcement.generation,
             announcement.at
@@ -159,11 +175,18 @@ impl WebhookEvent {
                 id
             });
         let at = SystemTime::UNIX_EPOCH + Duration::from_millis(announcement.at);
-        let data = PresenceData {
-            user_id: &announcement.user,
-            last_seen,
-        };
-        Self::with_id(id, kind, at, &data)
+        // Our own types with string keys: serializing them cannot fail.
+        Self::with_id(id, kind, at, &data.unwrap_or_default())
+    }
+
+    /// The event type of a presence announcement.
+    pub fn presence_kind(announcement: &Announcement) -> EventType {
+        match (&announcement.subject, announcement.online) {
+            (Subject::User(_), true) => EventType::UserOnline,
+            (Subject::User(_), false) => EventType::UserOffline,
+            (Subject::Room(_), true) => EventType::RoomOccupied,
+            (Subject::Room(_), false) => EventType::RoomVacated,
+        }
     }
 
     pub fn message_created(message: &Message) -> Self {
@@ -224,11 +247,32 @@ impl Subscription {
         self.events.contains(&kind) && room.is_none_or(|r| self.rooms.matches(r.as_str()))
     }
 
-    /// Whether presence must keep what the app was told (`user.online` / `user.offline`).
+    /// Whether presence must keep who the app was told is online: for `user.online` /
+    /// `user.offline`, and for the rooms' occupancy.
     pub fn wants_presence(&self) -> bool {
-        self.wants(EventType::UserOnline, None) || self.wants(EventType::UserOffline, None)
+        [EventType::UserOnline, EventType::UserOffline]
+            .into_iter()
+            .chain(ROOM_PRESENCE)
+            .any(|kind| self.events.contains(&kind))
+    }
+
+    /// Whether `room`'s occupancy is wanted (`room.occupied` / `room.vacated`).
+    pub fn wants_occupancy(&self, room: &RoomId) -> bool {
+        ROOM_PRESENCE
+            .into_iter()
+            .any(|kind| self.wants(kind, Some(room)))
+    }
+
+    /// Whether any room's occupancy is wanted.
+    pub fn wants_presence_of_rooms(&self) -> bool {
+        ROOM_PRESENCE
+            .into_iter()
+            .any(|kind| self.events.contains(&kind))
     }
 }
+
+/// The events of a room's occupancy.
+const ROOM_PRESENCE: [EventType; 2] = [EventType::RoomOccupied, EventType::RoomVacated];
 
 /// Where the stores write the events of their changes. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -352,7 +396,7 @@ mod tests {
     fn a_presence_event_is_named_by_its_announcement() {
         let user = UserId::parse("bob").expect("valid id");
         let gone = Announcement {
-            user,
+            subject: Subject::User(user),
             online: false,
             generation: 3,
             at: 1_795_782_708_123,
@@ -378,5 +422,14 @@ mod tests {
         assert_ne!(back.id, event.id);
         let body: Value = serde_json::from_str(&back.body).expect("JSON");
         assert_eq!(body["data"], json!({"userId": "bob"}));
+
+        let room = RoomId::parse("lobby").expect("valid id");
+        let vacated = WebhookEvent::presence(&Announcement {
+            subject: Subject::Room(room),
+            ..gone
+        });
+        let body: Value = serde_json::from_str(&vacated.body).expect("JSON");
+        assert_eq!(body["type"], "room.vacated");
+        assert_eq!(body["data"], json!({"roomId": "lobby"}));
     }
 }
