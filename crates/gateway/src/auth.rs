@@ -1,11 +1,13 @@
 //! JWT authentication.
 //!
-//! The algorithm is pinned by configuration: a token whose header names any other algorithm —
-//! `none`, or HS256 signed with an RS256 public key (algorithm confusion) — is refused.
+//! The algorithm is pinned: by configuration here, by the key a token's `kid` names with a JWKS
+//! (`jwks.rs`). A token whose header names any other algorithm — `none`, or HS256 signed with an
+//! RS256 public key (algorithm confusion) — is refused.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use async_trait::async_trait;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, TokenData, Validation};
 use serde::{Deserialize, Serialize};
 use switchboard_protocol::{UserId, UserRef};
 
@@ -35,13 +37,16 @@ pub enum AuthError {
     BadSubject(#[from] switchboard_protocol::IdError),
 }
 
-/// Verifies bearer tokens. One implementation today (JWT); the seam keeps session code unaware.
+/// Verifies bearer tokens: with a configured key ([`JwtAuthenticator`]) or an identity
+/// provider's key set (`jwks::JwksAuthenticator`, which may fetch it first); session code never
+/// knows which.
+#[async_trait]
 pub trait Authenticator: Send + Sync + 'static {
-    fn verify(&self, token: &str) -> Result<Identity, AuthError>;
+    async fn verify(&self, token: &str) -> Result<Identity, AuthError>;
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct Claims {
+pub(crate) struct Claims {
     sub: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     name: Option<String>,
@@ -136,32 +141,66 @@ impl JwtAuthenticator {
     }
 
     fn new(alg: Algorithm, key: DecodingKey, issuer: Option<&str>, audience: Option<&str>) -> Self {
-        let mut validation = Validation::new(alg);
-        // The same leeway for `exp` and `nbf`: clocks of issuer and gateway may differ a little.
-        validation.leeway = 5;
-        validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        if let Some(iss) = issuer {
-            validation.set_issuer(&[iss]);
-            validation.required_spec_claims.insert("iss".into());
-        }
-        match audience {
-            Some(aud) => {
-                validation.set_audience(&[aud]);
-                validation.required_spec_claims.insert("aud".into());
-            }
-            None => validation.validate_aud = false,
-        }
         Self {
             key,
-            validation,
+            validation: validation(alg, issuer, audience),
             previous: None,
         }
     }
 }
 
+/// What every token must satisfy, signed with `alg`.
+pub(crate) fn validation(
+    alg: Algorithm,
+    issuer: Option<&str>,
+    audience: Option<&str>,
+) -> Validation {
+    let mut validation = Validation::new(alg);
+    // The same leeway for `exp` and `nbf`: clocks of issuer and gateway may differ a little.
+    validation.leeway = 5;
+    validation.validate_nbf = true;
+    validation.set_required_spec_claims(&["exp", "sub"]);
+    if let Some(iss) = issuer {
+        validation.set_issuer(&[iss]);
+        validation.required_spec_claims.insert("iss".into());
+    }
+    match audience {
+        Some(aud) => {
+            validation.set_audience(&[aud]);
+            validation.required_spec_claims.insert("aud".into());
+        }
+        None => validation.validate_aud = false,
+    }
+    validation
+}
+
+/// The identity a decoded token names, or why it is refused.
+pub(crate) fn identity(
+    decoded: jsonwebtoken::errors::Result<TokenData<Claims>>,
+) -> Result<Identity, AuthError> {
+    use jsonwebtoken::errors::ErrorKind;
+    let data = decoded.map_err(|e| match e.kind() {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        _ => AuthError::Invalid(e.to_string()),
+    })?;
+    let claims = data.claims;
+    let id = UserId::parse(claims.sub)?;
+    if id.as_str() == crate::actions::SYSTEM_USER_ID {
+        return Err(AuthError::Invalid(
+            "the user id \"system\" is reserved for the app's backend".into(),
+        ));
+    }
+    let name = display_name(claims.name.as_deref(), &id);
+    Ok(Identity {
+        user: UserRef { id, name },
+        expires_at: UNIX_EPOCH + Duration::from_secs(claims.exp),
+    })
+}
+
+#[async_trait]
 impl Authenticator for JwtAuthenticator {
-    fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+    async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
         let mut decoded = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation);
         if let (Err(e), Some((previous, until))) = (&decoded, &self.previous)
@@ -170,23 +209,7 @@ impl Authenticator for JwtAuthenticator {
         {
             decoded = jsonwebtoken::decode::<Claims>(token, previous, &self.validation);
         }
-        let data = decoded.map_err(|e| match e.kind() {
-            ErrorKind::ExpiredSignature => AuthError::Expired,
-            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-            _ => AuthError::Invalid(e.to_string()),
-        })?;
-        let claims = data.claims;
-        let id = UserId::parse(claims.sub)?;
-        if id.as_str() == crate::actions::SYSTEM_USER_ID {
-            return Err(AuthError::Invalid(
-                "the user id \"system\" is reserved for the app's backend".into(),
-            ));
-        }
-        let name = display_name(claims.name.as_deref(), &id);
-        Ok(Identity {
-            user: UserRef { id, name },
-            expires_at: UNIX_EPOCH + Duration::from_secs(claims.exp),
-        })
+        identity(decoded)
     }
 }
 
@@ -338,19 +361,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_signed_token_verifies() {
+    #[tokio::test]
+    async fn a_signed_token_verifies() {
         let token = TokenSigner::hs256(SECRET)
             .sign(&alice(), Duration::from_secs(60))
             .unwrap();
         let identity = JwtAuthenticator::hs256(SECRET, None, None)
             .verify(&token)
+            .await
             .unwrap();
         assert_eq!(identity.user, alice());
     }
 
-    #[test]
-    fn the_system_user_id_is_reserved_for_the_backend() {
+    #[tokio::test]
+    async fn the_system_user_id_is_reserved_for_the_backend() {
         let system = UserRef {
             id: UserId::parse(crate::actions::SYSTEM_USER_ID).unwrap(),
             name: "Impostor".into(),
@@ -358,7 +382,9 @@ mod tests {
         let token = TokenSigner::hs256(SECRET)
             .sign(&system, Duration::from_secs(60))
             .unwrap();
-        let refused = JwtAuthenticator::hs256(SECRET, None, None).verify(&token);
+        let refused = JwtAuthenticator::hs256(SECRET, None, None)
+            .verify(&token)
+            .await;
         assert!(matches!(refused, Err(AuthError::Invalid(why)) if why.contains("reserved")));
     }
 
@@ -374,17 +400,23 @@ mod tests {
         );
     }
 
-    #[test]
-    fn wrong_secret_and_alg_none_are_refused() {
+    #[tokio::test]
+    async fn wrong_secret_and_alg_none_are_refused() {
         let token = TokenSigner::hs256(b"another-secret-another-secret-xx")
             .sign(&alice(), Duration::from_secs(60))
             .unwrap();
         let auth = JwtAuthenticator::hs256(SECRET, None, None);
-        assert!(matches!(auth.verify(&token), Err(AuthError::Invalid(_))));
+        assert!(matches!(
+            auth.verify(&token).await,
+            Err(AuthError::Invalid(_))
+        ));
         // Header {"alg":"none"} with a valid payload and no signature.
         let payload = token.split('.').nth(1).unwrap();
         let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
-        assert!(matches!(auth.verify(&none), Err(AuthError::Invalid(_))));
+        assert!(matches!(
+            auth.verify(&none).await,
+            Err(AuthError::Invalid(_))
+        ));
     }
 
     #[test]
@@ -408,17 +440,17 @@ mod tests {
         assert!(TokenSigner::from_config(&long, None, None).is_ok());
     }
 
-    #[test]
-    fn issuer_and_audience_are_checked_when_configured() {
+    #[tokio::test]
+    async fn issuer_and_audience_are_checked_when_configured() {
         let auth = JwtAuthenticator::hs256(SECRET, Some("sb"), Some("chat"));
         let plain = TokenSigner::hs256(SECRET)
             .sign(&alice(), Duration::from_secs(60))
             .unwrap();
-        assert!(auth.verify(&plain).is_err());
+        assert!(auth.verify(&plain).await.is_err());
         let mut signer = TokenSigner::hs256(SECRET);
         signer.issuer = Some("sb".into());
         signer.audience = Some("chat".into());
         let token = signer.sign(&alice(), Duration::from_secs(60)).unwrap();
-        assert!(auth.verify(&token).is_ok());
+        assert!(auth.verify(&token).await.is_ok());
     }
 }

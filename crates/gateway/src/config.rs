@@ -215,6 +215,25 @@ pub struct Config {
     /// Required `aud` claim, checked when set.
     #[arg(long, env = "SWITCHBOARD_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
+    /// An identity provider's JSON Web Key Set (Auth0, Keycloak, Cognito...): tokens are
+    /// verified with the key their `kid` names (RS256, ES256, EdDSA), instead of a configured
+    /// secret or key file.
+    #[arg(long, env = "SWITCHBOARD_JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+    /// How often the key set is fetched again in the background.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_JWT_JWKS_REFRESH_MS",
+        default_value_t = 300_000
+    )]
+    pub jwt_jwks_refresh_ms: u64,
+    /// Least time between two fetches asked for by tokens naming a key the set lacks.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_JWT_JWKS_MIN_REFRESH_MS",
+        default_value_t = 10_000
+    )]
+    pub jwt_jwks_min_refresh_ms: u64,
     /// Time allowed for the first-frame `auth` when no Authorization header was sent.
     #[arg(long, env = "SWITCHBOARD_AUTH_TIMEOUT_MS", default_value_t = 5_000)]
     pub auth_timeout_ms: u64,
@@ -525,7 +544,7 @@ impl Config {
             }
         };
         // Only verifying needs the public key: `gateway token` signs with the private one.
-        if self.jwt_algorithm != JwtAlgorithm::Hs256 {
+        if self.jwt_algorithm != JwtAlgorithm::Hs256 && self.jwt_jwks_url.is_none() {
             require(
                 self.jwt_public_key_file.is_some(),
                 "SWITCHBOARD_JWT_ALGORITHM RS256/ES256 needs SWITCHBOARD_JWT_PUBLIC_KEY_FILE",
@@ -784,6 +803,29 @@ impl Config {
                 "SWITCHBOARD_JWT_SECRET is set but SWITCHBOARD_JWT_ALGORITHM is not HS256",
             ),
         }
+        if let Some(url) = &self.jwt_jwks_url {
+            if let Err(problem) = crate::outcall::parse_url(url) {
+                problems.push(format!("SWITCHBOARD_JWT_JWKS_URL: {problem}"));
+            }
+            let mut require = |ok: bool, problem: &str| {
+                if !ok {
+                    problems.push(problem.to_owned());
+                }
+            };
+            require(
+                self.jwt_secret.is_none() && self.jwt_public_key_file.is_none(),
+                "SWITCHBOARD_JWT_JWKS_URL replaces SWITCHBOARD_JWT_SECRET and SWITCHBOARD_JWT_PUBLIC_KEY_FILE: set one way to verify tokens",
+            );
+            require(
+                self.jwt_jwks_refresh_ms >= 1_000,
+                "SWITCHBOARD_JWT_JWKS_REFRESH_MS must be at least 1000",
+            );
+        }
+        let mut require = |ok: bool, problem: &str| {
+            if !ok {
+                problems.push(problem.to_owned());
+            }
+        };
         if let Some(secret) = &self.jwt_secret {
             require(
                 secret.len() >= 32,
@@ -821,7 +863,9 @@ impl Config {
 
     /// Dev mode: no key configured, so the node makes one up and serves the chat page.
     pub fn dev_mode(&self) -> bool {
-        self.jwt_secret.is_none() && self.jwt_public_key_file.is_none()
+        self.jwt_secret.is_none()
+            && self.jwt_public_key_file.is_none()
+            && self.jwt_jwks_url.is_none()
     }
 
     pub fn heartbeat_interval(&self) -> Duration {
@@ -852,6 +896,9 @@ impl Config {
     }
     pub fn presence_ttl(&self) -> Duration {
         Duration::from_millis(self.presence_ttl_ms)
+    }
+    pub fn jwks_refresh(&self) -> Duration {
+        Duration::from_millis(self.jwt_jwks_refresh_ms)
     }
     pub fn presence_grace(&self) -> Duration {
         Duration::from_millis(self.presence_grace_ms)
@@ -934,7 +981,7 @@ mod tests {
         let config = parse_with(
             &[],
             &[
-                ("SWITCHBOARD_HOOK_JOIN_URL", "https://backend.example/join"),
+                ("SWITCHBOARD_HOOK_JOIN_URL", "ftp://backend.example/join"),
                 ("SWITCHBOARD_HOOK_RPC_URL", "not a url"),
                 ("SWITCHBOARD_HOOK_JOIN_ROOMS", "table-*,a b"),
                 ("SWITCHBOARD_HOOK_TIMEOUT_MS", "0"),
@@ -942,7 +989,7 @@ mod tests {
         );
         let problems = config.validate().unwrap_err().0;
         for expected in [
-            "SWITCHBOARD_HOOK_JOIN_URL: \"https://backend.example/join\": https is not supported",
+            "SWITCHBOARD_HOOK_JOIN_URL: \"ftp://backend.example/join\" must be an http:// or https:// URL",
             "SWITCHBOARD_HOOK_RPC_URL: \"not a url\"",
             "SWITCHBOARD_HOOK_JOIN_ROOMS: room pattern \"a b\"",
             "SWITCHBOARD_SIGNING_SECRETS is required with hooks",

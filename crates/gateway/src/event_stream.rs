@@ -80,7 +80,7 @@ pub(crate) async fn serve(app: Arc<App>, mut stream: TcpStream, peer: std::net::
         Err(_) => return,
     };
     let (identity, rooms, positions, guard) =
-        match check_event_stream(&app, &head.headers, head.query.as_deref(), peer) {
+        match check_event_stream(&app, &head.headers, head.query.as_deref(), peer).await {
             Ok(checked) => checked,
             Err(refusal) => {
                 respond(&app, &mut stream, refusal).await;
@@ -112,12 +112,12 @@ pub(crate) async fn serve(app: Arc<App>, mut stream: TcpStream, peer: std::net::
 
 /// `GET /sse` on a connection hyper serves: the same checks and session, the events written
 /// into a streamed response body.
-pub(crate) fn through_hyper(
+pub(crate) async fn through_hyper(
     app: &Arc<App>,
     req: &http::Request<Incoming>,
     peer: std::net::IpAddr,
 ) -> Response<Body> {
-    let checked = match check_event_stream(app, req.headers(), req.uri().query(), peer) {
+    let checked = match check_event_stream(app, req.headers(), req.uri().query(), peer).await {
         Ok(checked) => checked,
         Err(refusal) => return refusal.into_response(),
     };

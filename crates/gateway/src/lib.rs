@@ -14,6 +14,7 @@ pub mod event_stream;
 pub mod hooks;
 pub mod http;
 pub mod hub;
+pub mod jwks;
 pub mod limiter;
 pub mod metrics;
 pub mod outbound;
@@ -37,13 +38,14 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, Parts};
-use crate::auth::{JwtAuthenticator, KeyError, TokenSigner};
+use crate::auth::{Authenticator, JwtAuthenticator, KeyError, TokenSigner};
 use crate::broker::Broker;
 use crate::broker::memory::MemoryBroker;
 use crate::broker::redis::RedisBroker;
 use crate::config::{Config, ConfigError};
 use crate::hooks::Hooks;
 use crate::hub::{Hub, HubInbox};
+use crate::jwks::JwksAuthenticator;
 use crate::outcall::Outcall;
 use crate::presence::Presence;
 use crate::presence::memory::MemoryPresence;
@@ -94,7 +96,6 @@ pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
     // First: backends resolve their metric handles when they start.
     let metrics = metrics::install()?;
     let dev_secret: Option<[u8; 32]> = config.dev_mode().then(rand::random);
-    let auth = JwtAuthenticator::from_config(&config, dev_secret.as_ref().map(|s| &s[..]))?;
     let dev_signer = dev_secret.as_ref().map(|secret| TokenSigner::hs256(secret));
     let api_keys = if config.api_keys.is_empty() && config.dev_mode() {
         let key: String = rand::random::<[u8; 16]>()
@@ -122,6 +123,20 @@ pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
                 .map_or(Duration::ZERO, |w| w.timeout),
         ),
     );
+    let auth: Arc<dyn Authenticator> = match &config.jwt_jwks_url {
+        Some(url) => {
+            let jwks = JwksAuthenticator::start(&config, url, outcall.clone())
+                .await
+                .map_err(|p| ConfigError(vec![p]))?;
+            let jwks = Arc::new(jwks);
+            tokio::spawn(Arc::clone(&jwks).refresh_every(config.jwks_refresh()));
+            jwks
+        }
+        None => Arc::new(JwtAuthenticator::from_config(
+            &config,
+            dev_secret.as_ref().map(|s| &s[..]),
+        )?),
+    };
     let subscription = webhook_settings
         .as_ref()
         .map(|_| Subscription::new(&config.webhook_events, &config.webhook_rooms))
@@ -194,7 +209,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
         broker,
         presence,
         hub,
-        auth: Arc::new(auth),
+        auth,
         dev_signer,
         api_keys,
         outbox,

@@ -32,6 +32,7 @@ pub const WEBHOOKS_DROPPED: &str = "switchboard_webhooks_dropped_total";
 pub const WEBHOOK_LATENCY: &str = "switchboard_webhook_latency_seconds";
 pub const HOOK_CALLS: &str = "switchboard_hook_calls_total";
 pub const HOOK_DURATION: &str = "switchboard_hook_duration_seconds";
+pub const JWKS_REFRESHES: &str = "switchboard_jwks_refreshes_total";
 
 static FRAMES_OUT_COUNTER: LazyLock<Counter> = LazyLock::new(|| counter!(FRAMES_OUT));
 static CONNECTIONS_GAUGE: LazyLock<Gauge> = LazyLock::new(|| gauge!(CONNECTIONS));
@@ -105,6 +106,10 @@ fn describe() {
     describe_counter!(
         WEBHOOKS_DROPPED,
         "Webhook events dropped because the in-memory outbox was full (embedded mode)"
+    );
+    metrics::describe_counter!(
+        JWKS_REFRESHES,
+        "Fetches of the identity provider's key set (SWITCHBOARD_JWT_JWKS_URL), by outcome"
     );
     metrics::describe_histogram!(
         WEBHOOK_LATENCY,
@@ -200,6 +205,11 @@ pub fn webhook_failed() {
 
 pub fn webhook_dropped() {
     counter!(WEBHOOKS_DROPPED).increment(1);
+}
+
+/// `outcome`: `ok` (the set was replaced) or `error` (the last good set was kept).
+pub fn jwks_refresh(outcome: &'static str) {
+    counter!(JWKS_REFRESHES, "outcome" => outcome).increment(1);
 }
 
 pub fn webhook_latency(age: std::time::Duration) {

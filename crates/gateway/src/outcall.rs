@@ -1,5 +1,7 @@
-//! Requests Switchboard makes to the app's backend (hooks and webhooks): one pooled keep-alive
-//! HTTP/1.1 client per node, and every request signed as Standard Webhooks says (`signing.rs`).
+//! Requests Switchboard makes to the app's backend (hooks and webhooks) and to an identity
+//! provider (JWKS): one pooled keep-alive HTTP/1.1 client per node, over TLS for `https://` (the
+//! Mozilla roots of `webpki-roots`, so no system store is needed), and every request to the
+//! backend signed as Standard Webhooks says (`signing.rs`).
 //! Timeouts, concurrency and retries belong to the callers, which differ: a hook fails fast, a
 //! webhook is retried for hours.
 
@@ -8,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt as _, Full, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -27,20 +30,18 @@ pub enum OutcallError {
 /// The client and the signing keys.
 #[derive(Debug, Clone)]
 pub struct Outcall {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     signer: Signer,
 }
 
-/// A backend URL: `http://host[:port]/path`.
+/// A backend URL: `http://` or `https://host[:port]/path`.
 pub fn parse_url(url: &str) -> Result<Uri, String> {
     let uri: Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
     match (uri.scheme_str(), uri.authority()) {
-        (Some("http"), Some(_)) => Ok(uri),
-        (Some("https"), _) => Err(format!(
-            "{url:?}: https is not supported yet; call the backend over http inside your network \
-             (or through a TLS sidecar)"
+        (Some("http" | "https"), Some(_)) => Ok(uri),
+        _ => Err(format!(
+            "{url:?} must be an http:// or https:// URL with a host"
         )),
-        _ => Err(format!("{url:?} must be an http:// URL with a host")),
     }
 }
 
@@ -50,6 +51,13 @@ impl Outcall {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(connect_timeout));
+        // `https://` needs the TLS connector to see the scheme.
+        connector.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(idle.min(1_024))
@@ -80,6 +88,27 @@ impl Outcall {
             .header("webhook-signature", signature)
             .body(Full::new(body))
             .map_err(|e| OutcallError::Failed(e.into()))?;
+        self.send(request).await
+    }
+
+    /// GETs `url` (unsigned: for a public document such as a JWKS); the answer's status and
+    /// body (at most [`MAX_ANSWER_BYTES`]).
+    pub async fn get(&self, url: &Uri) -> Result<(StatusCode, Bytes), OutcallError> {
+        let request = Request::get(url.clone())
+            .header(header::ACCEPT, "application/json")
+            .header(
+                header::USER_AGENT,
+                concat!("switchboard/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| OutcallError::Failed(e.into()))?;
+        self.send(request).await
+    }
+
+    async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, Bytes), OutcallError> {
         let response = self
             .client
             .request(request)

@@ -65,7 +65,7 @@ pub async fn accept_loop(
                     let response = if role.serves_admin() && req.uri().path().starts_with("/api/") {
                         crate::api::handle(app, req).await
                     } else {
-                        route(&app, req, role, peer.ip())
+                        route(&app, req, role, peer.ip()).await
                     };
                     Ok::<_, Infallible>(response)
                 }
@@ -91,7 +91,7 @@ impl Role {
     }
 }
 
-fn route(app: &Arc<App>, req: Request<Incoming>, role: Role, peer: IpAddr) -> Response<Body> {
+async fn route(app: &Arc<App>, req: Request<Incoming>, role: Role, peer: IpAddr) -> Response<Body> {
     let path = req.uri().path().to_owned();
     if role.serves_admin()
         && let Some(response) = routes::admin_route(app, &path)
@@ -102,12 +102,12 @@ fn route(app: &Arc<App>, req: Request<Incoming>, role: Role, peer: IpAddr) -> Re
         return routes::text(StatusCode::NOT_FOUND, "not found\n");
     }
     if path == "/ws" {
-        return upgrade(app, req, peer);
+        return upgrade(app, req, peer).await;
     }
     if path == "/sse" {
         // A stream asked for on a connection hyper already serves (a reused keep-alive
         // connection); one that opens its connection never gets here (`event_stream.rs`).
-        return crate::event_stream::through_hyper(app, &req, peer);
+        return crate::event_stream::through_hyper(app, &req, peer).await;
     }
     let query = req.uri().query().map(str::to_owned);
     routes::dev_route(app, &path, query.as_deref())
@@ -115,8 +115,8 @@ fn route(app: &Arc<App>, req: Request<Incoming>, role: Role, peer: IpAddr) -> Re
 }
 
 /// Checks an upgrade request and, when it passes, answers 101 and spawns the session.
-fn upgrade(app: &Arc<App>, mut req: Request<Incoming>, peer: IpAddr) -> Response<Body> {
-    let (codec, identity, key) = match check_upgrade(app, req.headers(), peer) {
+async fn upgrade(app: &Arc<App>, mut req: Request<Incoming>, peer: IpAddr) -> Response<Body> {
+    let (codec, identity, key) = match check_upgrade(app, req.headers(), peer).await {
         Ok(checked) => checked,
         Err(refusal) => return refusal.into_response(),
     };
@@ -184,7 +184,7 @@ impl Drop for OpenGuard {
 
 type Checked = (Option<Codec>, Option<Identity>, String);
 
-fn check_upgrade(app: &App, headers: &HeaderMap, peer: IpAddr) -> Result<Checked, Refusal> {
+async fn check_upgrade(app: &App, headers: &HeaderMap, peer: IpAddr) -> Result<Checked, Refusal> {
     if app.is_draining() {
         return Err(Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -229,7 +229,7 @@ fn check_upgrade(app: &App, headers: &HeaderMap, peer: IpAddr) -> Result<Checked
     };
     let identity = match headers.get(header::AUTHORIZATION) {
         None => None,
-        Some(value) => Some(verify(app, bearer(value)?)?),
+        Some(value) => Some(verify(app, bearer(value)?).await?),
     };
     Ok((codec, identity, key.to_owned()))
 }
@@ -244,8 +244,8 @@ fn bearer(value: &header::HeaderValue) -> Result<&str, Refusal> {
         .ok_or_else(|| Refusal::unauthorized("expected Authorization: Bearer <token>"))
 }
 
-fn verify(app: &App, token: &str) -> Result<Identity, Refusal> {
-    app.auth.verify(token).map_err(|error| match error {
+async fn verify(app: &App, token: &str) -> Result<Identity, Refusal> {
+    app.auth.verify(token).await.map_err(|error| match error {
         AuthError::Expired => Refusal::unauthorized("token expired"),
         AuthError::NotYetValid => Refusal::unauthorized("token not valid yet"),
         error => {
@@ -312,7 +312,7 @@ pub(crate) type CheckedStream = (
 
 /// The checks of `GET /sse` (see `event_stream.rs`): as an upgrade's, plus the rooms and the
 /// `Last-Event-ID` to resume from; then a connection slot.
-pub(crate) fn check_event_stream(
+pub(crate) async fn check_event_stream(
     app: &Arc<App>,
     headers: &HeaderMap,
     query: Option<&str>,
@@ -337,8 +337,8 @@ pub(crate) fn check_event_stream(
     // EventSource cannot send headers: a token in the query is accepted too (it may end up in
     // access logs; prefer the header where the client can set it).
     let identity = match (headers.get(header::AUTHORIZATION), param("token")) {
-        (Some(value), _) => verify(app, bearer(value)?)?,
-        (None, Some(token)) => verify(app, token)?,
+        (Some(value), _) => verify(app, bearer(value)?).await?,
+        (None, Some(token)) => verify(app, token).await?,
         (None, None) => {
             return Err(Refusal::unauthorized(
                 "send a token as Authorization: Bearer <token> or ?token=",

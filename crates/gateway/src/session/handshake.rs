@@ -28,7 +28,7 @@ pub(super) async fn await_auth<C: Connection>(app: &App, wire: &mut C) -> Result
             return Err(End::Close(CloseCode::AuthFailed));
         }
     };
-    app.auth.verify(&token).map_err(|error| {
+    app.auth.verify(&token).await.map_err(|error| {
         tracing::debug!(%error, "auth frame refused");
         End::Close(CloseCode::AuthFailed)
     })
