@@ -2,9 +2,9 @@
 //! JSON Web Key Set (`SWITCHBOARD_JWT_JWKS_URL`) that the token's `kid` names.
 //!
 //! The set is fetched at start-up, again every `SWITCHBOARD_JWT_JWKS_REFRESH_MS`, and when a
-//! token names a key the set lacks (a provider that rotated its keys) — but not more often than
-//! every `SWITCHBOARD_JWT_JWKS_MIN_REFRESH_MS`, so tokens with made-up `kid`s cannot make the
-//! node hammer the provider. A fetch that fails keeps the last good set.
+//! token names a key the set lacks (a provider that rotated its keys) — such fetches not more
+//! often than every `SWITCHBOARD_JWT_JWKS_MIN_REFRESH_MS`, so tokens with made-up `kid`s cannot
+//! make the node hammer the provider. A fetch that fails keeps the last good set.
 //!
 //! **Invariant:** each key has one algorithm (its `alg`, or the one its type implies: RSA →
 //! RS256, P-256 → ES256, Ed25519 → EdDSA); a token whose header names another one is refused.
@@ -56,8 +56,9 @@ pub struct JwksAuthenticator {
     /// Issuer and audience checks; the algorithm is set per key.
     validation: Validation,
     min_refresh: Duration,
-    /// When the last fetch started; one fetch at a time.
-    last_fetch: Mutex<Option<Instant>>,
+    /// When a token naming an unknown key last caused a fetch; held during that fetch, so
+    /// tokens arriving meanwhile wait for its outcome instead of fetching again.
+    last_asked: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for JwksAuthenticator {
@@ -83,9 +84,9 @@ impl JwksAuthenticator {
                 config.jwt_audience.as_deref(),
             ),
             min_refresh: Duration::from_millis(config.jwt_jwks_min_refresh_ms),
-            last_fetch: Mutex::new(None),
+            last_asked: Mutex::new(None),
         };
-        if let Err(error) = auth.refresh(false).await {
+        if let Err(error) = auth.refresh().await {
             tracing::error!(url = %auth.url, error = %Chain(&error), "cannot load the JWKS: tokens are refused until it loads");
         }
         Ok(auth)
@@ -95,7 +96,7 @@ impl JwksAuthenticator {
     pub async fn refresh_every(self: Arc<Self>, every: Duration) {
         loop {
             tokio::time::sleep(every).await;
-            if let Err(error) = self.refresh(false).await {
+            if let Err(error) = self.refresh().await {
                 tracing::warn!(url = %self.url, error = %Chain(&error), "JWKS refresh failed: keeping the last good set");
             }
         }
@@ -106,20 +107,27 @@ impl JwksAuthenticator {
         keys.get(kid).map(|k| (k.key.clone(), k.algorithm))
     }
 
-    /// Fetches and installs the set; `asked` (a token named an unknown key) is rate limited.
-    /// Returns whether a fetch was made and succeeded.
-    async fn refresh(&self, asked: bool) -> Result<bool, JwksError> {
-        let mut last = self.last_fetch.lock().await;
-        if asked && last.is_some_and(|at| at.elapsed() < self.min_refresh) {
-            return Ok(false);
-        }
-        *last = Some(Instant::now());
+    /// Fetches and installs the set.
+    async fn refresh(&self) -> Result<(), JwksError> {
         let fetched = self.fetch().await;
         metrics::jwks_refresh(if fetched.is_ok() { "ok" } else { "error" });
         let keys = fetched?;
         tracing::info!(url = %self.url, keys = keys.len(), "JWKS loaded");
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
-        Ok(true)
+        Ok(())
+    }
+
+    /// A token named a key the set lacks: fetches again, unless that was done less than
+    /// `min_refresh` ago.
+    async fn refresh_for_unknown_key(&self) {
+        let mut last = self.last_asked.lock().await;
+        if last.is_some_and(|at| at.elapsed() < self.min_refresh) {
+            return;
+        }
+        *last = Some(Instant::now());
+        if let Err(error) = self.refresh().await {
+            tracing::warn!(url = %self.url, error = %Chain(&error), "JWKS refresh for an unknown key failed");
+        }
     }
 
     async fn fetch(&self) -> Result<HashMap<String, Key>, JwksError> {
@@ -207,9 +215,7 @@ impl Authenticator for JwksAuthenticator {
             Some(found) => found,
             None => {
                 // Perhaps the provider rotated: look again (rate limited), then decide.
-                if let Err(error) = self.refresh(true).await {
-                    tracing::warn!(url = %self.url, error = %Chain(&error), "JWKS refresh for an unknown key failed");
-                }
+                self.refresh_for_unknown_key().await;
                 self.key(&kid).ok_or_else(|| {
                     AuthError::Invalid(format!("the key {kid:?} is not in the key set"))
                 })?

@@ -326,3 +326,119 @@ async fn a_rotated_out_secret_is_accepted_until_its_end_then_refused() {
     );
     assert_eq!(refused_status(&rotated, &token("bob")).await, None);
 }
+
+/// The test keys' JWKS without the keys whose `kid` is in `left_out`.
+fn jwks_without(left_out: &[&str]) -> serde_json::Value {
+    let mut set: serde_json::Value = serde_json::from_str(jwt::JWKS).unwrap();
+    let keys = set["keys"].as_array_mut().unwrap();
+    keys.retain(|k| !left_out.contains(&k["kid"].as_str().unwrap()));
+    set
+}
+
+#[tokio::test]
+async fn tokens_from_an_identity_provider_are_verified_with_the_key_their_kid_names() {
+    use std::sync::{Arc, Mutex};
+    use switchboard_testkit::receiver::{Receiver, Recorded, Reply};
+
+    // The provider publishes rs-1, ec-1 and ed-1; rs-2 comes later, with a key rotation.
+    let published = Arc::new(Mutex::new(Some(jwks_without(&["rs-2"]))));
+    let serving = Arc::clone(&published);
+    let provider = Receiver::start(move |_: &Recorded| match &*serving.lock().unwrap() {
+        Some(set) => Reply::json(set),
+        None => Reply::status(503),
+    })
+    .await
+    .unwrap();
+    let gw = GatewayBuilder::new(env!("CARGO_BIN_EXE_gateway"))
+        .env(
+            "SWITCHBOARD_JWT_JWKS_URL",
+            provider.url("/.well-known/jwks.json"),
+        )
+        .env("SWITCHBOARD_JWT_JWKS_MIN_REFRESH_MS", "600000")
+        .env("SWITCHBOARD_JWT_JWKS_REFRESH_MS", "1000")
+        .start()
+        .await
+        .unwrap();
+    let fetches = || provider.requests().len();
+    assert!(fetches() >= 1, "fetched at start");
+    assert_eq!(provider.requests()[0].method, "GET");
+
+    for (pair, kid) in [
+        (jwt::RS256, "rs-1"),
+        (jwt::ES256, "ec-1"),
+        (jwt::ED25519, "ed-1"),
+    ] {
+        let token = pair.mint_with_kid(kid, "alice");
+        let (_client, ready) =
+            WsClient::connect_session(&gw.ws_url(), ConnectOptions::bearer(token))
+                .await
+                .unwrap_or_else(|e| panic!("{kid}: {e:#}"));
+        assert!(
+            matches!(&ready, ServerFrame::SessionReady { user, .. } if user.id.as_str() == "alice"),
+            "{kid}: {ready:?}"
+        );
+    }
+
+    let refused = [
+        ("no kid", jwt::RS256.mint("alice", "A", 3_600)),
+        (
+            "another key under rs-1",
+            jwt::RS256_OTHER.mint_with_kid("rs-1", "alice"),
+        ),
+        (
+            "RS256 under ec-1",
+            jwt::RS256.mint_with_kid("ec-1", "alice"),
+        ),
+        // HS256 with the public key as the secret, under the RSA key's id: algorithm confusion.
+        ("HS256 under rs-1", {
+            let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+            header.kid = Some("rs-1".into());
+            let key = jsonwebtoken::EncodingKey::from_secret(jwt::RS256.public_pem.as_bytes());
+            jsonwebtoken::encode(&header, &jwt::claims("alice", "A", 3_600), &key).unwrap()
+        }),
+    ];
+    for (what, token) in &refused {
+        assert_eq!(refused_status(&gw, token).await, Some(401), "{what}");
+    }
+
+    // The provider rotates: a token under the new key makes the node fetch again, once.
+    *published.lock().unwrap() = Some(jwks_without(&[]));
+    let before = fetches();
+    let rotated = jwt::RS256_OTHER.mint_with_kid("rs-2", "bob");
+    WsClient::connect_session(&gw.ws_url(), ConnectOptions::bearer(rotated))
+        .await
+        .expect("the new key is fetched and the token accepted");
+    assert!(fetches() > before);
+    // Made-up key ids do not make it fetch again within SWITCHBOARD_JWT_JWKS_MIN_REFRESH_MS.
+    let made_up = jwt::RS256.mint_with_kid("rs-9", "mallory");
+    let before = fetches();
+    for _ in 0..5 {
+        assert_eq!(refused_status(&gw, &made_up).await, Some(401));
+    }
+    assert!(
+        fetches() <= before + 1,
+        "at most the background refresh fetched: {} -> {}",
+        before,
+        fetches()
+    );
+
+    // The provider goes down: refreshes fail, the last good set is kept.
+    *published.lock().unwrap() = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while gw
+        .metric("switchboard_jwks_refreshes_total{outcome=\"error\"}")
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no failed refresh");
+        // Polled: nothing tells a test that a background refresh ran.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    WsClient::connect_session(
+        &gw.ws_url(),
+        ConnectOptions::bearer(jwt::ED25519.mint_with_kid("ed-1", "carol")),
+    )
+    .await
+    .expect("still accepted with the last good set");
+}

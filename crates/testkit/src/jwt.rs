@@ -106,6 +106,18 @@ pub const ES256_OTHER: TestKeyPair = TestKeyPair {
     public_file: "es256-other-public.pem",
 };
 
+/// An Ed25519 pair (EdDSA), published in [`JWKS`] only.
+pub const ED25519: TestKeyPair = TestKeyPair {
+    alg: Algorithm::EdDSA,
+    private_pem: include_str!("../keys/ed25519-private.pem"),
+    public_pem: include_str!("../keys/ed25519-public.pem"),
+    public_file: "ed25519-public.pem",
+};
+
+/// The public keys of [`RS256`] (`kid` `rs-1`), [`ES256`] (`ec-1`), [`ED25519`] (`ed-1`) and
+/// [`RS256_OTHER`] (`rs-2`) as a JSON Web Key Set.
+pub const JWKS: &str = include_str!("../keys/jwks.json");
+
 impl TestKeyPair {
     /// The signing key.
     ///
@@ -116,6 +128,7 @@ impl TestKeyPair {
             Algorithm::ES256 | Algorithm::ES384 => {
                 EncodingKey::from_ec_pem(self.private_pem.as_bytes())
             }
+            Algorithm::EdDSA => EncodingKey::from_ed_pem(self.private_pem.as_bytes()),
             _ => EncodingKey::from_rsa_pem(self.private_pem.as_bytes()),
         };
         key.unwrap_or_else(|e| panic!("embedded {:?} test key is invalid: {e}", self.alg))
@@ -145,6 +158,14 @@ impl TestKeyPair {
     /// A token with any claims.
     pub fn mint_claims(&self, claims: &Value) -> String {
         mint_with_claims(self.alg, &self.encoding_key(), claims)
+    }
+
+    /// A token for `sub` whose header names the key `kid` (as an identity provider's do).
+    pub fn mint_with_kid(&self, kid: &str, sub: &str) -> String {
+        let mut header = Header::new(self.alg);
+        header.kid = Some(kid.to_owned());
+        jsonwebtoken::encode(&header, &claims(sub, sub, 3_600), &self.encoding_key())
+            .unwrap_or_else(|e| panic!("signing a {:?} test token failed: {e}", self.alg))
     }
 }
 
