@@ -31,7 +31,12 @@
 # WebSocket receivers, the messages published through the server API from BENCH_API_PUBLISHERS
 # keep-alive HTTP connections, next to the same rates sent with message:send on a WebSocket),
 # sse (idle /sse streams next to idle WebSockets, then one room of BENCH_ROOM_CONNS receivers
-# listening on /sse next to the same on WebSockets).
+# listening on /sse next to the same on WebSockets), webhooks (the persist load against a gateway
+# on PostgreSQL with webhooks off, then on: message.created for every message to loadgen's
+# webhook-sink on CPU 1; at full load, BENCH_PERSIST_CONNS senders, for the cost per message and
+# the delivery rate, and at a light load, BENCH_WEBHOOK_LIGHT_CONNS senders, for the time from
+# storing a message to its webhook's arrival; every stored message must arrive, the outbox must
+# drain).
 #
 # Knobs (environment): BENCH_PORT (18080; a second node uses BENCH_PORT+1), BENCH_RUNS (3),
 # BENCH_SECS (seconds of sending, 8), BENCH_ROOM_RATES (messages/s tried with 1,000 receivers in
@@ -49,7 +54,8 @@
 # settings for every storm run, e.g. "SWITCHBOARD_DB_TIMEOUT_MS=30000"; none by default),
 # BENCH_QUIET_WAIT (120 s), BENCH_RETRIES (1), BENCH_GATEWAY (a gateway binary to measure
 # instead of building this tree's), BENCH_API_RATES (messages/s, "200 500 1000 1280"),
-# BENCH_API_PUBLISHERS (4), BENCH_SSE_RATES (messages/s into the room, "100 400 1000 1280").
+# BENCH_API_PUBLISHERS (4), BENCH_SSE_RATES (messages/s into the room, "100 400 1000 1280"),
+# BENCH_WEBHOOK_LIGHT_CONNS (20).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -82,6 +88,7 @@ STORM_ENV=${BENCH_STORM_ENV:-}
 API_RATES=${BENCH_API_RATES:-"200 500 1000 1280"}
 API_PUBLISHERS=${BENCH_API_PUBLISHERS:-4}
 SSE_RATES=${BENCH_SSE_RATES:-"100 400 1000 1280"}
+WEBHOOK_LIGHT_CONNS=${BENCH_WEBHOOK_LIGHT_CONNS:-20}
 ONLY=${BENCH_ONLY:-}
 PEER_DIR=bench/peers/socketio
 OUT=target/bench/$(date +%Y%m%d-%H%M%S)
@@ -102,7 +109,7 @@ selected() {
 }
 for scenario in ${ONLY//,/ }; do
     case $scenario in
-        idle | room | rooms | peer-idle | peer-room | peer-rooms | cross | nodes | persist | production | scale | storm | api | sse) ;;
+        idle | room | rooms | peer-idle | peer-room | peer-rooms | cross | nodes | persist | production | scale | storm | api | sse | webhooks) ;;
         *) echo "unknown scenario $scenario in BENCH_ONLY" >&2; exit 1 ;;
     esac
 done
@@ -833,6 +840,77 @@ if selected scale; then
             "$p99" "$loss" "$(percent "$gcpu")" "$(percent "$(awk -v c="$bcpu" -v w="$win" 'BEGIN { print c / w }')")"
         echo
     } >>"$SUMMARY"
+fi
+
+# Webhooks on or off under the persist load (see the header). Cost is CPU 0's busy time (gateway
+# and PostgreSQL) from the gateway's start until the last webhook arrived, per stored message.
+cpu0_ticks() { awk '/^cpu0 / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+webhook_run() {
+    local name=$1 conns=$2 mode=$3 i=$4 env out sink_out sink_pid="" t0 t1 rows left
+    env="DATABASE_URL=postgres://switchboard@127.0.0.1:$PG_PORT/bench"
+    if [ "$mode" = on ]; then
+        env+=" SWITCHBOARD_WEBHOOK_URL=http://127.0.0.1:$SINK_PORT/hooks"
+        env+=" SWITCHBOARD_SIGNING_SECRETS=$WEBHOOK_SECRET SWITCHBOARD_WEBHOOK_EVENTS=message.created"
+    fi
+    wait_quiet
+    fresh_database
+    sink_out=$OUT/$name.sink.$i.txt
+    if [ "$mode" = on ]; then
+        taskset -c 1 "$LOADGEN" webhook-sink --listen "127.0.0.1:$SINK_PORT" --idle-secs 5 \
+            --max-secs 600 >"$sink_out" &
+        sink_pid=$!
+    fi
+    t0=$(cpu0_ticks)
+    start_servers switchboard single "$env"
+    out=$OUT/$name.$i.txt
+    taskset -c 1 "$LOADGEN" persist --conns "$conns" --secs "$SECS" "${TARGET[@]}" \
+        --secret "$SECRET" >"$out"
+    [ -n "$sink_pid" ] && wait "$sink_pid"
+    t1=$(cpu0_ticks)
+    rows=$(psql_bench -d bench -c 'SELECT count(*) FROM messages')
+    stop_all
+    check_rows "$out"
+    if [ "$mode" = on ]; then
+        left=$(psql_bench -d bench -c 'SELECT count(*) FROM switchboard_webhooks')
+        if ! grep -q "\"distinct\":$rows," "$sink_out" || [ "$left" != 0 ]; then
+            echo "  LOST: $rows messages stored, sink: $(head -n 1 "$sink_out"), $left webhooks left" >&2
+            exit 1
+        fi
+        head -n 1 "$sink_out" >>"$OUT/$name.sink.jsonl"
+    fi
+    # CPU 0 µs per stored message, into the run's JSON line for the medians.
+    head -n 1 "$out" | sed "s/}\$/,\"cpu0_us_per_stored\":$(awk -v t=$((t1 - t0)) -v r="$rows" \
+        -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz * 1e6 / r }')}/" >>"$OUT/$name.jsonl"
+    echo "  $name run $i: $(sed -n 2,99p "$out" | tr '\n' ' ') $(sed -n 2,99p "$sink_out" 2>/dev/null | tr '\n' ' ')"
+}
+if selected webhooks; then
+    echo "== webhooks: message.created for every persisted message, off vs on"
+    start_postgres
+    SINK_PORT=$((PORT + 60))
+    WEBHOOK_SECRET=whsec_$(head -c 32 /dev/urandom | base64)
+    {
+        echo "| webhooks: closed-loop senders, one room each, PostgreSQL | webhooks | persisted msgs/s | ack p99 ms | CPU 0 µs per stored message | webhooks/s | stored → received p50 ms | p99 ms | max ms |"
+        echo "|---|---|---|---|---|---|---|---|---|"
+    } >>"$SUMMARY"
+    for load in "$PERSIST_CONNS" "$WEBHOOK_LIGHT_CONNS"; do
+        for mode in off on; do
+            name=webhooks-c$load-$mode
+            for i in $(seq "$RUNS"); do webhook_run "$name" "$load" "$mode" "$i"; done
+            read -r mps p99 us < <(median "$name" persisted_per_sec ack_latency_ms.p99 cpu0_us_per_stored)
+            if [ "$mode" = on ]; then
+                read -r wps l50 l99 lmax < <("$LOADGEN" median "$OUT/$name.sink.jsonl" \
+                    --field=deliveries_per_sec --field=latency_ms.p50 --field=latency_ms.p99 \
+                    --field=latency_ms.max)
+                wps=$(printf '%.0f' "$wps") l50=$(printf '%.0f' "$l50") l99=$(printf '%.0f' "$l99") lmax=$(printf '%.0f' "$lmax")
+            else
+                wps=— l50=— l99=— lmax=—
+            fi
+            printf '| %s senders | %s | %.0f | %.2f | %.1f | %s | %s | %s | %s |\n' "$load" "$mode" \
+                "$mps" "$p99" "$us" "$wps" "$l50" "$l99" "$lmax" >>"$SUMMARY"
+        done
+    done
+    stop_postgres
+    echo >>"$SUMMARY"
 fi
 
 # Latency against offered load, one line per server, next to the summary.

@@ -1,6 +1,6 @@
 //! `loadgen`: drives a Switchboard gateway over loopback and measures it.
 //!
-//! Four scenarios, each bounded in connections and time and ending by itself:
+//! Four scenarios and a webhook receiver, each bounded in connections and time and ending by itself:
 //! - `idle`: N authenticated connections that then stay silent; reports the handshake rate and
 //!   the gateway's resident memory per connection (from `/proc`).
 //! - `fanout`: receivers spread over rooms, publishers at a fixed aggregate rate with a timestamp
@@ -11,6 +11,8 @@
 //! - `storm`: users with a room and missed messages all reconnect at once and resume; reports the
 //!   time until every one is resumed, handshakes and resumes per second, the time each client
 //!   took, and the connects the kernel's accept queue dropped.
+//! - `webhook-sink`: not a load but a receiver: takes the gateway's webhooks and reports their
+//!   rate and the time from each message's storing to its webhook's arrival.
 //!
 //! `fanout` receivers may listen on `/sse` streams instead of WebSockets (`--receive sse`), and
 //! publishers may send through the server API (`--publish api`), so the transports and the ways
@@ -37,6 +39,7 @@ mod socketio;
 mod sse;
 mod storm;
 mod token;
+mod webhook_sink;
 
 use std::io::Write;
 
@@ -59,6 +62,8 @@ enum Command {
     Persist(persist::PersistArgs),
     /// Reconnect every user at once and resume its room; report how long until all resumed.
     Storm(storm::StormArgs),
+    /// Receive webhooks and report their rate and their latency since the message was stored.
+    WebhookSink(webhook_sink::SinkArgs),
     /// Print the medians of fields over a file of JSON summary lines (used by scripts/bench.sh).
     Median(median::MedianArgs),
 }
@@ -76,6 +81,7 @@ fn main() -> anyhow::Result<()> {
         Command::Fanout(args) => run_scenario(fanout::run(args))?,
         Command::Persist(args) => run_scenario(persist::run(args))?,
         Command::Storm(args) => run_scenario(storm::run(args))?,
+        Command::WebhookSink(args) => run_scenario(webhook_sink::run(args))?,
         Command::Median(args) => {
             writeln!(std::io::stdout().lock(), "{}", median::run(&args)?)?;
             return Ok(());
