@@ -1,13 +1,14 @@
 //! The delivery worker: claims due webhooks, POSTs each signed, and settles it: delivered,
 //! retried later (exponential backoff with full jitter), or, once its retry window is over,
 //! kept as failed. One worker per node; with PostgreSQL every node's worker claims from the same
-//! table, and a lease keeps two from sending the same webhook at once.
+//! table, and a lease keeps two from sending the same webhook at once. Deliveries are recorded
+//! in batches (`settle_delivered`): one write forgets many webhooks.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::WebhookSettings;
@@ -15,6 +16,9 @@ use super::outbox::{Claimed, WebhookOutbox};
 use crate::error::Chain;
 use crate::metrics;
 use crate::outcall::Outcall;
+
+/// Most delivered webhooks recorded in one write.
+const SETTLE_BATCH: usize = 512;
 
 /// The worker's parts.
 #[derive(Debug, Clone)]
@@ -30,6 +34,9 @@ impl Deliveries {
     /// Delivers until `stop`. In-flight attempts are left to finish or to their lease.
     pub async fn run(self, stop: CancellationToken) {
         let slots = Arc::new(Semaphore::new(self.settings.concurrency));
+        // Bounded: an attempt waits for room, so delivered ids never pile up unrecorded.
+        let (delivered, settled) = mpsc::channel(self.settings.concurrency.max(SETTLE_BATCH));
+        tokio::spawn(settle_delivered(Arc::clone(&self.outbox), settled));
         loop {
             let first = tokio::select! {
                 () = stop.cancelled() => return,
@@ -66,16 +73,22 @@ impl Deliveries {
                     },
                 };
                 let worker = self.clone();
+                let delivered = delivered.clone();
                 tokio::spawn(async move {
-                    worker.attempt(webhook).await;
+                    if let Some(id) = worker.attempt(webhook).await {
+                        // The worker is gone only when the node stops: the lease runs out and
+                        // the webhook is sent again, at least once.
+                        let _ = delivered.send(id).await;
+                    }
                     drop(slot);
                 });
             }
         }
     }
 
-    /// One attempt, settled in the outbox.
-    async fn attempt(&self, mut webhook: Claimed) {
+    /// One attempt, settled in the outbox unless it was delivered: then its id is returned, for
+    /// the batch that records deliveries.
+    async fn attempt(&self, mut webhook: Claimed) -> Option<String> {
         let settings = &self.settings;
         let body = Bytes::from(std::mem::take(&mut webhook.body).into_bytes());
         let sent = tokio::time::timeout(
@@ -89,11 +102,7 @@ impl Deliveries {
                 if let Ok(age) = SystemTime::now().duration_since(webhook.created_at) {
                     metrics::webhook_latency(age);
                 }
-                if let Err(error) = self.outbox.delivered(&webhook.id).await {
-                    // Its lease runs out and it is sent again: at least once.
-                    tracing::warn!(id = %webhook.id, error = %Chain(&error), "cannot record a delivered webhook");
-                }
-                return;
+                return Some(webhook.id);
             }
             Ok(Ok((status, _))) => format!("HTTP {}", status.as_u16()),
             Ok(Err(error)) => Chain(&error).to_string(),
@@ -116,6 +125,20 @@ impl Deliveries {
         if let Err(error) = settled {
             tracing::warn!(id = %webhook.id, error = %Chain(&error), "cannot record a webhook attempt");
         }
+        None
+    }
+}
+
+/// Records deliveries as they come, many per write: whatever arrived while the last write ran
+/// goes in the next one.
+async fn settle_delivered(outbox: Arc<dyn WebhookOutbox>, mut delivered: mpsc::Receiver<String>) {
+    let mut batch = Vec::with_capacity(SETTLE_BATCH);
+    while delivered.recv_many(&mut batch, SETTLE_BATCH).await > 0 {
+        if let Err(error) = outbox.delivered(&batch).await {
+            // Their leases run out and they are sent again: at least once.
+            tracing::warn!(webhooks = batch.len(), error = %Chain(&error), "cannot record delivered webhooks");
+        }
+        batch.clear();
     }
 }
 

@@ -132,8 +132,10 @@ impl WebhookOutbox for MemoryOutbox {
         Ok(claimed)
     }
 
-    async fn delivered(&self, id: &str) -> Result<(), StoreError> {
-        self.settle(id, |_, _| {});
+    async fn delivered(&self, ids: &[String]) -> Result<(), StoreError> {
+        for id in ids {
+            self.settle(id, |_, _| {});
+        }
         Ok(())
     }
 
@@ -244,7 +246,10 @@ mod tests {
         assert!(outbox.claim(10, lease).await.expect("claim").is_empty());
         tokio::time::advance(Duration::from_secs(60)).await;
         assert_eq!(outbox.claim(10, lease).await.expect("claim").len(), 1);
-        outbox.delivered(&e.id).await.expect("settle");
+        outbox
+            .delivered(std::slice::from_ref(&e.id))
+            .await
+            .expect("settle");
         assert!(outbox.is_empty());
     }
 

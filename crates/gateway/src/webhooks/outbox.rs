@@ -49,8 +49,8 @@ pub trait WebhookOutbox: Send + Sync + std::fmt::Debug {
     /// again. Each claim counts as an attempt.
     async fn claim(&self, max: usize, lease: Duration) -> Result<Vec<Claimed>, StoreError>;
 
-    /// Delivered: forget it.
-    async fn delivered(&self, id: &str) -> Result<(), StoreError>;
+    /// Delivered: forget them. Called with batches: one write settles many.
+    async fn delivered(&self, ids: &[String]) -> Result<(), StoreError>;
 
     /// Not delivered: due again after `delay`.
     async fn retry_later(&self, id: &str, delay: Duration, error: &str) -> Result<(), StoreError>;

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use switchboard_protocol::RoomId;
 
 use super::PgStore;
+use super::error::unavailable;
 use super::rows::get;
 use crate::store::StoreError;
 use crate::webhooks::{Claimed, EventType, FailedWebhook, WebhookEvent, WebhookOutbox};
@@ -74,6 +75,31 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// One statement in a transaction that does not wait for its commit to reach the disk.
+    /// For claims and deletions of delivered webhooks only: one lost in a PostgreSQL crash
+    /// makes a webhook due again, which sends it once more, and at least once holds; the
+    /// event rows themselves are written with the changes, durably.
+    async fn relaxed(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        self.bounded(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(unavailable)?;
+            tx.batch_execute("SET LOCAL synchronous_commit = off")
+                .await
+                .map_err(unavailable)?;
+            let statement = tx.prepare_cached(sql).await.map_err(unavailable)?;
+            let rows = tx.query(&statement, params).await.map_err(unavailable)?;
+            tx.commit().await.map_err(unavailable)?;
+            Ok(rows)
+        })
+        .await
+    }
+}
+
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
@@ -96,7 +122,7 @@ impl WebhookOutbox for PgStore {
     async fn claim(&self, max: usize, lease: Duration) -> Result<Vec<Claimed>, StoreError> {
         let max = i64::try_from(max).unwrap_or(i64::MAX);
         let rows = self
-            .query(
+            .relaxed(
                 "UPDATE switchboard_webhooks w
                  SET locked_until = now() + $2::bigint * interval '1 millisecond',
                      attempts = w.attempts + 1
@@ -126,10 +152,10 @@ impl WebhookOutbox for PgStore {
             .collect()
     }
 
-    async fn delivered(&self, id: &str) -> Result<(), StoreError> {
-        self.execute(
-            "DELETE FROM switchboard_webhooks WHERE event_id = $1",
-            &[&id],
+    async fn delivered(&self, ids: &[String]) -> Result<(), StoreError> {
+        self.relaxed(
+            "DELETE FROM switchboard_webhooks WHERE event_id = ANY($1::text[])",
+            &[&ids],
         )
         .await
         .map(drop)
