@@ -19,6 +19,10 @@ use crate::outcall::Outcall;
 
 /// Most delivered webhooks recorded in one write.
 const SETTLE_BATCH: usize = 512;
+/// Under light load a claim or a record of deliveries would carry one webhook or two, and cost
+/// the database a transaction each: they wait this long for company (unless the last claim
+/// was full: then there is a backlog and no waiting).
+const GATHER: Duration = Duration::from_millis(10);
 
 /// The worker's parts.
 #[derive(Debug, Clone)]
@@ -37,6 +41,7 @@ impl Deliveries {
         // Bounded: an attempt waits for room, so delivered ids never pile up unrecorded.
         let (delivered, settled) = mpsc::channel(self.settings.concurrency.max(SETTLE_BATCH));
         tokio::spawn(settle_delivered(Arc::clone(&self.outbox), settled));
+        let mut last_claim: Option<(tokio::time::Instant, bool)> = None;
         loop {
             let first = tokio::select! {
                 () = stop.cancelled() => return,
@@ -45,7 +50,14 @@ impl Deliveries {
                     Err(_) => return,
                 },
             };
+            if let Some((at, false)) = last_claim {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep_until(at + GATHER) => {}
+                }
+            }
             let free = 1 + slots.available_permits();
+            let started = tokio::time::Instant::now();
             let claimed = match self.outbox.claim(free, self.settings.lease()).await {
                 Ok(claimed) => claimed,
                 Err(error) => {
@@ -53,6 +65,7 @@ impl Deliveries {
                     Vec::new()
                 }
             };
+            last_claim = Some((started, claimed.len() >= free));
             if claimed.is_empty() {
                 drop(first);
                 tokio::select! {
@@ -129,11 +142,20 @@ impl Deliveries {
     }
 }
 
-/// Records deliveries as they come, many per write: whatever arrived while the last write ran
-/// goes in the next one.
+/// Records deliveries many per write: whatever arrived while the last write ran, or within
+/// [`GATHER`] of the first, goes in the next one.
 async fn settle_delivered(outbox: Arc<dyn WebhookOutbox>, mut delivered: mpsc::Receiver<String>) {
     let mut batch = Vec::with_capacity(SETTLE_BATCH);
     while delivered.recv_many(&mut batch, SETTLE_BATCH).await > 0 {
+        if batch.len() < SETTLE_BATCH {
+            tokio::time::sleep(GATHER).await;
+            while batch.len() < SETTLE_BATCH {
+                match delivered.try_recv() {
+                    Ok(id) => batch.push(id),
+                    Err(_) => break,
+                }
+            }
+        }
         if let Err(error) = outbox.delivered(&batch).await {
             // Their leases run out and they are sent again: at least once.
             tracing::warn!(webhooks = batch.len(), error = %Chain(&error), "cannot record delivered webhooks");

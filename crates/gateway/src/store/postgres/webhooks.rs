@@ -88,11 +88,13 @@ impl PgStore {
         self.bounded(async {
             let mut client = self.client().await?;
             let tx = client.transaction().await.map_err(unavailable)?;
-            tx.batch_execute("SET LOCAL synchronous_commit = off")
-                .await
-                .map_err(unavailable)?;
             let statement = tx.prepare_cached(sql).await.map_err(unavailable)?;
-            let rows = tx.query(&statement, params).await.map_err(unavailable)?;
+            // Sent together: one round trip for both.
+            let (_, rows) = tokio::try_join!(
+                tx.batch_execute("SET LOCAL synchronous_commit = off"),
+                tx.query(&statement, params)
+            )
+            .map_err(unavailable)?;
             tx.commit().await.map_err(unavailable)?;
             Ok(rows)
         })
