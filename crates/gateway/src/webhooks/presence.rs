@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 use super::outbox::WebhookOutbox;
 use super::{Subscription, WebhookEvent};
 use crate::error::Chain;
-use crate::presence::{Announcement, Presence, Subject};
-use crate::store::Store;
+use crate::presence::{Announcement, Presence, PresenceError, Subject};
+use crate::store::{Store, StoreError};
 
 /// Most announcements decided per look.
 const BATCH: usize = 100;
@@ -24,6 +24,15 @@ const LEASE: Duration = Duration::from_secs(10);
 /// How often a node looks besides being woken by its own connections: offline announcements
 /// come due when a grace ends, and other nodes' users are looked at this way too.
 const POLL: Duration = Duration::from_millis(250);
+
+/// Why announcements were not written (they stay owed, and come due again after their lease).
+#[derive(Debug, thiserror::Error)]
+enum AnnounceError {
+    #[error("presence unavailable")]
+    Presence(#[from] PresenceError),
+    #[error("store unavailable")]
+    Store(#[from] StoreError),
+}
 
 #[derive(Debug, Clone)]
 pub struct PresenceAnnouncer {
@@ -95,7 +104,7 @@ impl PresenceAnnouncer {
                 Ok(count) => count > 0,
                 Err(error) => {
                     // What was decided stays owed: it is handed out again when its lease ends.
-                    tracing::warn!(%error, "cannot write presence webhooks");
+                    tracing::warn!(error = %Chain(&error), "cannot write presence webhooks");
                     false
                 }
             };
@@ -111,12 +120,11 @@ impl PresenceAnnouncer {
     }
 
     /// Writes the announcements due now; returns how many there were.
-    async fn announce(&self) -> Result<usize, String> {
+    async fn announce(&self) -> Result<usize, AnnounceError> {
         let due = self
             .presence
             .due_announcements(BATCH, self.grace, LEASE)
-            .await
-            .map_err(|e| Chain(&e).to_string())?;
+            .await?;
         let total = due.len();
         // Counted first: once the app hears a user is online, their rooms count them.
         let mut counted = Vec::with_capacity(due.len());
@@ -124,7 +132,9 @@ impl PresenceAnnouncer {
             match self.count_toward_rooms(&announcement).await {
                 Ok(()) => counted.push(announcement),
                 // Not settled: handed out again after its lease, and counted then.
-                Err(error) => tracing::warn!(%error, "cannot count a user toward their rooms"),
+                Err(error) => {
+                    tracing::warn!(error = %Chain(&error), "cannot count a user toward their rooms")
+                }
             }
         }
         let events: Vec<WebhookEvent> = counted
@@ -140,10 +150,7 @@ impl PresenceAnnouncer {
             .map(WebhookEvent::presence)
             .collect();
         if !events.is_empty() {
-            self.outbox
-                .enqueue(events)
-                .await
-                .map_err(|e| Chain(&e).to_string())?;
+            self.outbox.enqueue(events).await?;
             self.deliver.notify_one();
         }
         for announcement in &counted {
@@ -157,7 +164,7 @@ impl PresenceAnnouncer {
 
     /// A user announced online counts toward the occupancy of their rooms (those whose events
     /// are wanted); one announced offline no longer counts toward any.
-    async fn count_toward_rooms(&self, announcement: &Announcement) -> Result<(), String> {
+    async fn count_toward_rooms(&self, announcement: &Announcement) -> Result<(), AnnounceError> {
         let Subject::User(user) = &announcement.subject else {
             return Ok(());
         };
@@ -168,8 +175,7 @@ impl PresenceAnnouncer {
             let rooms: Vec<RoomId> = self
                 .store
                 .rooms_of(user)
-                .await
-                .map_err(|e| Chain(&e).to_string())?
+                .await?
                 .into_iter()
                 .map(|r| r.room_id)
                 .filter(|room| self.subscription.wants_occupancy(room))
@@ -178,6 +184,6 @@ impl PresenceAnnouncer {
         } else {
             self.presence.leave_rooms(user, None).await
         };
-        counted.map_err(|e| Chain(&e).to_string())
+        Ok(counted?)
     }
 }
