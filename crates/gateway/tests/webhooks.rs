@@ -86,6 +86,23 @@ async fn metric_reaches(gw: &Gateway, series: &str, expected: f64) {
     }
 }
 
+/// Waits until every webhook in PostgreSQL's outbox was delivered and its row deleted.
+async fn outbox_drains(pg: &Postgres) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = pg
+            .psql("SELECT count(*) FROM switchboard_webhooks")
+            .await
+            .unwrap();
+        if left.trim() == "0" {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{left} rows left");
+        // Polled: nothing tells a test that a row was deleted.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until `done` holds for the failed webhooks the server API lists.
 async fn failed_until(gw: &Gateway, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -404,18 +421,7 @@ async fn with_postgresql_webhooks_commit_with_their_messages_and_survive_a_kille
         })
         .collect();
     assert_eq!(contents.len(), 5, "{contents:?}");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let left = pg
-            .psql("SELECT count(*) FROM switchboard_webhooks")
-            .await
-            .unwrap();
-        if left.trim() == "0" {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{left} rows left");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    outbox_drains(&pg).await;
     assert_eq!(
         b.metric("switchboard_webhook_attempts_total{outcome=\"delivered\"}")
             .await
@@ -573,18 +579,7 @@ async fn a_user_back_on_another_node_after_their_node_died_was_never_offline() {
         offline["data"]["lastSeen"].as_u64().unwrap() >= left,
         "{offline}"
     );
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let left = pg
-            .psql("SELECT count(*) FROM switchboard_webhooks")
-            .await
-            .unwrap();
-        if left.trim() == "0" {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{left} rows left");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    outbox_drains(&pg).await;
     let sent: BTreeSet<String> = receiver
         .requests()
         .iter()
