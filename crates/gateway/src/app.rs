@@ -22,7 +22,7 @@ use crate::metrics;
 use crate::presence::Presence;
 use crate::store::postgres::Outbox;
 use crate::store::{Store, StoreError};
-use crate::webhooks::{Deliveries, PresenceAnnouncer};
+use crate::webhooks::{Deliveries, PresenceAnnouncer, PushWorker};
 
 pub struct App {
     pub config: Config,
@@ -37,8 +37,11 @@ pub struct App {
     pub hooks: Hooks,
     /// With webhooks: the delivery worker's parts, and the outbox the server API lists.
     pub webhooks: Option<Deliveries>,
-    /// With `user.online` / `user.offline` webhooks: hears this node's presence changes.
+    /// With presence webhooks (`user.*`, `room.occupied` / `room.vacated`): hears this node's
+    /// presence and membership changes.
     pub announcer: Option<PresenceAnnouncer>,
+    /// With `push` webhooks: the passes that make them.
+    pub push: Option<PushWorker>,
     /// Dev mode only: signs tokens for the chat page.
     pub dev_signer: Option<TokenSigner>,
     /// The server API; `None` when it is off (no key).
@@ -79,6 +82,8 @@ pub struct Parts {
     pub hooks: Hooks,
     pub webhooks: Option<Deliveries>,
     pub announcer: Option<PresenceAnnouncer>,
+    /// With `push` webhooks: the passes that make them.
+    pub push: Option<PushWorker>,
     pub store: Arc<dyn Store>,
     pub broker: Arc<dyn Broker>,
     pub presence: Arc<dyn Presence>,
@@ -143,6 +148,7 @@ impl App {
             hooks: parts.hooks,
             webhooks: parts.webhooks,
             announcer: parts.announcer,
+            push: parts.push,
             dev_signer: parts.dev_signer,
             api,
             outbox: parts.outbox,

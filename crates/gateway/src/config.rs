@@ -507,6 +507,11 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_PRESENCE_GRACE_MS", default_value_t = 5_000)]
     pub presence_grace_ms: u64,
 
+    /// How long a member has to read a message (or a user a notification) before it is owed to
+    /// them in a `push` webhook; also the batch window: at most one push per user per window.
+    #[arg(long, env = "SWITCHBOARD_PUSH_DELAY_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub push_delay_ms: u64,
+
     /// Log filter, in `tracing` EnvFilter syntax.
     #[arg(long, env = "SWITCHBOARD_LOG", default_value = "info")]
     pub log: String,
@@ -902,6 +907,9 @@ impl Config {
     }
     pub fn presence_grace(&self) -> Duration {
         Duration::from_millis(self.presence_grace_ms)
+    }
+    pub fn push_delay(&self) -> Duration {
+        Duration::from_millis(self.push_delay_ms)
     }
     pub fn presence_refresh(&self) -> Duration {
         Duration::from_millis(self.presence_refresh_ms)

@@ -56,8 +56,8 @@ use crate::store::Store;
 use crate::store::memory::MemoryStore;
 use crate::store::postgres::{Outbox, PgConfig, PgStore};
 use crate::webhooks::{
-    Deliveries, EventSink, MemoryOutbox, PresenceAnnouncer, Subscription, WebhookOutbox,
-    WebhookSettings,
+    Deliveries, EventSink, EventType, MemoryOutbox, PresenceAnnouncer, PushWorker, Subscription,
+    WebhookOutbox, WebhookSettings,
 };
 
 /// How often `/readyz` re-checks the store and the broker.
@@ -142,6 +142,9 @@ pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
         .map(|_| Subscription::new(&config.webhook_events, &config.webhook_rooms))
         .transpose()
         .map_err(|p| ConfigError(vec![p]))?;
+    let subscription_wants_push = subscription
+        .as_ref()
+        .is_some_and(|s| s.wants_any(EventType::Push));
     let wake = Arc::new(tokio::sync::Notify::new());
     let opened = with_patience("PostgreSQL", || {
         open_store(&config, subscription.clone(), &wake)
@@ -201,10 +204,15 @@ pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
                 Arc::clone(&deliveries.wake),
             )
         });
+    let push = webhooks
+        .as_ref()
+        .filter(|_| subscription_wants_push)
+        .map(|deliveries| PushWorker::new(Arc::clone(&store), Arc::clone(&deliveries.wake)));
     let parts = Parts {
         hooks,
         webhooks,
         announcer,
+        push,
         store,
         broker,
         presence,
@@ -274,7 +282,12 @@ async fn open_store(
             });
         };
         let outbox = Arc::new(MemoryOutbox::new(config.webhook_memory_limit));
-        let sink = EventSink::new(subscription, Some(Arc::clone(&outbox)), Arc::clone(wake));
+        let sink = EventSink::new(
+            subscription,
+            Some(Arc::clone(&outbox)),
+            config.push_delay(),
+            Arc::clone(wake),
+        );
         return Ok(Opened {
             store: Arc::new(store.with_events(sink)),
             relay: None,
@@ -282,7 +295,8 @@ async fn open_store(
         });
     };
     let with_webhooks = subscription.is_some();
-    pg.events = subscription.map(|s| EventSink::new(s, None, Arc::clone(wake)));
+    pg.events =
+        subscription.map(|s| EventSink::new(s, None, config.push_delay(), Arc::clone(wake)));
     let store = Arc::new(PgStore::connect(&pg).await.map_err(StartError::Store)?);
     tracing::info!(
         pool = pg.pool_size,
@@ -365,6 +379,9 @@ pub async fn serve(app: Arc<App>) -> Result<(), StartError> {
     }
     if let Some(announcer) = app.announcer.clone() {
         tokio::spawn(announcer.run(stop_accepting.clone()));
+    }
+    if let Some(push) = app.push.clone() {
+        tokio::spawn(push.run(stop_accepting.clone()));
     }
 
     wait_for_signal().await;

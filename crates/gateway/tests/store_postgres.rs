@@ -92,6 +92,20 @@ async fn the_postgres_store_meets_the_store_contract() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_store_follows_the_push_rule() {
+    use switchboard_gateway::store::contract;
+    let pg = Postgres::start().await.unwrap();
+    let delay = Duration::from_secs(2);
+    let store = PgStore::connect(&PgConfig {
+        events: Some(contract::push_sink(None, delay)),
+        ..config(pg.url())
+    })
+    .await
+    .unwrap();
+    contract::push_is_owed_once_to_those_who_did_not_read(&store, &store, "pg", delay).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateways_starting_together_migrate_once_and_share_the_epoch() {
     let pg = Postgres::start().await.unwrap();
     let settings = config(pg.url());
@@ -105,7 +119,7 @@ async fn gateways_starting_together_migrate_once_and_share_the_epoch() {
         pg.psql("SELECT version, count(*) FROM schema_migrations GROUP BY version ORDER BY 1")
             .await
             .unwrap(),
-        "1|1\n2|1\n3|1\n4|1\n5|1",
+        "1|1\n2|1\n3|1\n4|1\n5|1\n6|1",
         "each version applied once"
     );
     let stored = pg.psql("SELECT epoch FROM store_meta").await.unwrap();
@@ -121,7 +135,7 @@ async fn gateways_starting_together_migrate_once_and_share_the_epoch() {
         pg.psql("SELECT count(*) FROM schema_migrations")
             .await
             .unwrap(),
-        "5"
+        "6"
     );
 }
 

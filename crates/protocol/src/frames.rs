@@ -72,6 +72,15 @@ pub enum ClientFrame {
     #[serde(rename = "room:leave", rename_all = "camelCase")]
     RoomLeave { id: u64, room_id: RoomId },
 
+    /// Mutes or unmutes a room for the user: a muted room's messages are never pushed to them
+    /// (the `push` webhook). A member setting, on every device.
+    #[serde(rename = "room:mute", rename_all = "camelCase")]
+    RoomMute {
+        id: u64,
+        room_id: RoomId,
+        muted: bool,
+    },
+
     /// Sends a message to a room the user is a member of.
     #[serde(rename = "message:send", rename_all = "camelCase")]
     MessageSend {
@@ -222,6 +231,7 @@ impl ClientFrame {
             Self::RoomCreate { id, .. }
             | Self::RoomJoin { id, .. }
             | Self::RoomLeave { id, .. }
+            | Self::RoomMute { id, .. }
             | Self::MessageSend { id, .. }
             | Self::DmSend { id, .. }
             | Self::HistoryFetch { id, .. }
@@ -254,6 +264,7 @@ impl ClientFrameKind {
             Self::RoomCreate => "room:create",
             Self::RoomJoin => "room:join",
             Self::RoomLeave => "room:leave",
+            Self::RoomMute => "room:mute",
             Self::MessageSend => "message:send",
             Self::DmSend => "dm:send",
             Self::TypingStart => "typing:start",
@@ -457,7 +468,7 @@ impl ServerFrameKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum AckResult {
-    /// Done; nothing to return (`room:leave`, `presence:update`, `message:read`).
+    /// Done; nothing to return (`room:leave`, `room:mute`, `presence:update`, `message:read`).
     Ok,
     /// `room:create` and `room:join`: the room, its online members and messages. Without
     /// `sinceSeq` the messages are the latest 50. With it they are every message after it, unless
@@ -599,6 +610,9 @@ pub struct RoomSummary {
     pub last_read_seq: u64,
     /// `lastSeq - lastReadSeq`.
     pub unread: u64,
+    /// The user muted the room (`room:mute`): its messages are not pushed to them.
+    #[serde(default)]
+    pub muted: bool,
 }
 
 /// Something the user should know about, kept until read.

@@ -66,6 +66,11 @@ fn client_samples() -> Vec<ClientFrame> {
             id: 4,
             room_id: room(),
         },
+        ClientFrame::RoomMute {
+            id: 4,
+            room_id: room(),
+            muted: true,
+        },
         ClientFrame::MessageSend {
             id: 5,
             room_id: room(),
@@ -192,6 +197,7 @@ fn server_samples() -> Vec<ServerFrame> {
                 last_seq: 9,
                 last_read_seq: 4,
                 unread: 5,
+                muted: false,
             }],
             unread_notifications: 2,
             epoch: "0190b2c4".into(),

@@ -436,14 +436,21 @@ async fn room_presence(app: &App, room: RoomId) -> Answer {
 struct PutMember {
     #[serde(default)]
     name: Option<String>,
+    /// Mutes or unmutes the room for the member (as `room:mute`); absent leaves it as it is.
+    #[serde(default)]
+    muted: Option<bool>,
 }
 
 async fn put_member(app: &App, room: RoomId, user: UserId, body: PutMember) -> Answer {
     let record = existing_room(app, &room).await?;
-    if record.info.kind == RoomKind::Direct {
+    if record.info.kind == RoomKind::Direct && body.muted.is_none() {
         return Err(direct_members_are_fixed());
     }
-    let added = app.store.add_member(&room, &user).await?;
+    let added = if record.info.kind == RoomKind::Direct {
+        false
+    } else {
+        app.store.add_member(&room, &user).await?
+    };
     if added {
         // Read after the add: the user's connections follow the room from its position now.
         let since = existing_room(app, &room).await?.info.last_seq;
@@ -453,11 +460,18 @@ async fn put_member(app: &App, room: RoomId, user: UserId, body: PutMember) -> A
         };
         actions::member_joined(app, &room, record.info.kind, &member, since, None).await;
     }
-    let status = created_or_ok(added);
-    Ok(responses::json(
-        status,
-        &json!({ "roomId": room, "userId": user, "added": added }),
-    ))
+    let mut answer = json!({ "roomId": room, "userId": user, "added": added });
+    if let Some(muted) = body.muted {
+        if !app.store.set_muted(&room, &user, muted).await? {
+            // A direct room's member set is fixed: only its two members have a setting.
+            return Err(ApiError::refused(
+                ErrorCode::NotAMember,
+                format!("{user} is not a member of room {room}"),
+            ));
+        }
+        answer["muted"] = json!(muted);
+    }
+    Ok(responses::json(created_or_ok(added), &answer))
 }
 
 async fn delete_member(app: &App, room: RoomId, user: UserId) -> Answer {

@@ -34,6 +34,9 @@ impl<C: Connection> Session<C> {
                 ..
             } => Box::pin(self.join_room(room_id, password, since_seq)).await,
             ClientFrame::RoomLeave { room_id, .. } => Box::pin(self.leave_room(room_id)).await,
+            ClientFrame::RoomMute { room_id, muted, .. } => {
+                Box::pin(self.mute_room(room_id, muted)).await
+            }
             ClientFrame::HistoryFetch {
                 room_id,
                 before_seq,

@@ -1,4 +1,4 @@
-//! `room:create`, `room:join`, `room:leave` and `history:fetch`.
+//! `room:create`, `room:join`, `room:leave`, `room:mute` and `history:fetch`.
 
 use std::sync::Arc;
 
@@ -274,6 +274,21 @@ impl<C: Connection> Session<C> {
         self.stop_typing(&room_id).await;
         app.hub.detach(&self.conn, &room_id).await;
         actions::member_left(&app, &room_id, &self.user.id, Some(self.conn.clone())).await;
+        Ok(Some(AckResult::Ok))
+    }
+
+    pub(super) async fn mute_room(&mut self, room_id: RoomId, muted: bool) -> Outcome {
+        if !self
+            .app
+            .store
+            .set_muted(&room_id, &self.user.id, muted)
+            .await?
+        {
+            return Err(SessionError::refused(
+                ErrorCode::NotAMember,
+                format!("not a member of room {room_id}"),
+            ));
+        }
         Ok(Some(AckResult::Ok))
     }
 

@@ -8,6 +8,7 @@ use switchboard_protocol::{MessageKind, RoomId, RoomKind, UserId, UserRef};
 use switchboard_protocol::FriendStatus;
 
 use super::{NewMessage, NewNotification, NewRoom, RoomSettings, Store, StoreError};
+use crate::webhooks::WebhookOutbox;
 
 fn user(id: &str) -> UserRef {
     UserRef {
@@ -442,4 +443,177 @@ pub async fn bans_hold_until_they_end_or_are_lifted(store: &dyn Store, prefix: &
             .await
             .expect("an ended ban is not lifted")
     );
+}
+
+/// A webhook subscription to `push` alone, for the stores that
+/// [`push_is_owed_once_to_those_who_did_not_read`] runs against.
+pub fn push_sink(
+    memory: Option<std::sync::Arc<crate::webhooks::MemoryOutbox>>,
+    delay: std::time::Duration,
+) -> crate::webhooks::EventSink {
+    let subscription =
+        crate::webhooks::Subscription::new(&["push".to_owned()], &["*".to_owned()]).expect("valid");
+    crate::webhooks::EventSink::new(
+        subscription,
+        memory,
+        delay,
+        std::sync::Arc::new(tokio::sync::Notify::new()),
+    )
+}
+
+/// The `push` bodies waiting in `outbox` whose user starts with `prefix`, by user.
+async fn pushes(
+    outbox: &dyn WebhookOutbox,
+    prefix: &str,
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let claimed = outbox
+        .claim(1_000, std::time::Duration::from_secs(60))
+        .await
+        .expect("claim");
+    let ids: Vec<String> = claimed.iter().map(|c| c.id.clone()).collect();
+    outbox.delivered(&ids).await.expect("settle");
+    let mut by_user = std::collections::BTreeMap::new();
+    for webhook in claimed.into_iter().filter(|c| c.kind == "push") {
+        let body: serde_json::Value = serde_json::from_str(&webhook.body).expect("JSON");
+        let user = body["data"]["userId"].as_str().expect("userId").to_owned();
+        if user.starts_with(prefix) {
+            let repeated = by_user.insert(user.clone(), body["data"].clone());
+            assert!(repeated.is_none(), "one push per user per pass: {user}");
+        }
+    }
+    by_user
+}
+
+/// The push rule (`webhooks/push.rs`) on a store whose events go to `outbox`, subscribed to
+/// `push` with `delay` ([`push_sink`]). Time is the pass's `now`: nothing is due before the
+/// delay, everything after it.
+pub async fn push_is_owed_once_to_those_who_did_not_read(
+    store: &dyn Store,
+    outbox: &dyn WebhookOutbox,
+    prefix: &str,
+    delay: std::time::Duration,
+) {
+    use std::time::SystemTime;
+    let id = RoomId::parse(format!("{prefix}-push")).expect("room id");
+    let name = |who: &str| format!("{prefix}-{who}");
+    let [alice, bob, carol, dave] =
+        ["alice", "bob", "carol", "dave"].map(|who| UserId::parse(name(who)).expect("user id"));
+    let early = store
+        .create_room(new_room(&id, RoomKind::Public, alice.as_str()))
+        .await
+        .expect("create");
+    assert_eq!(early.info.last_seq, 0);
+    for user in [&bob, &carol] {
+        store.add_member(&id, user).await.expect("join");
+    }
+    store
+        .append(message(&id, alice.as_str(), "before-dave"))
+        .await
+        .expect("append");
+    // Dave joins after the first message: it is not his to be pushed.
+    store.add_member(&id, &dave).await.expect("join");
+    assert!(store.set_muted(&id, &carol, true).await.expect("mute"));
+    assert!(
+        !store
+            .set_muted(&id, &UserId::parse(name("eve")).expect("id"), true)
+            .await
+            .expect("mute"),
+        "not a member"
+    );
+    let muted = store.rooms_of(&carol).await.expect("rooms_of");
+    assert!(muted.iter().any(|r| r.room_id == id && r.muted));
+    for i in 1..=2 {
+        store
+            .append(message(&id, alice.as_str(), &format!("p{i}")))
+            .await
+            .expect("append");
+    }
+    let sent = store
+        .append(message(&id, bob.as_str(), "from-bob"))
+        .await
+        .expect("append")
+        .message;
+    assert_eq!(sent.seq, 4);
+    // Dave reads the first of his; Bob reads nothing but wrote the latest.
+    store.mark_read(&dave, &id, 2).await.expect("read");
+    let id_of = |who: &UserId| who.as_str().to_owned();
+
+    let now = SystemTime::now();
+    let pass = store.write_due_pushes(now).await.expect("pass");
+    assert_eq!(pass.written, 0, "nothing is owed before the delay");
+    let later = now + delay * 3;
+    store.write_due_pushes(later).await.expect("pass");
+    let owed = pushes(outbox, prefix).await;
+    assert_eq!(
+        owed.keys().cloned().collect::<Vec<_>>(),
+        [id_of(&alice), id_of(&bob), id_of(&dave)],
+        "not muted Carol: {owed:?}"
+    );
+    let alice_push = &owed[&id_of(&alice)];
+    assert_eq!(
+        alice_push["rooms"][0]["message"]["seq"], 4,
+        "Bob's, not her own"
+    );
+    let bob_push = &owed[&id_of(&bob)];
+    assert_eq!(bob_push["unread"], 4);
+    let room = &bob_push["rooms"][0];
+    assert_eq!(room["roomId"], id.as_str());
+    assert_eq!(room["name"], format!("Room {id}"));
+    assert_eq!(room["unread"], 4);
+    assert_eq!(room["message"]["seq"], 3, "the latest someone else sent");
+    assert_eq!(room["message"]["sender"]["id"], alice.as_str());
+    assert_eq!(
+        room["message"]["preview"],
+        format!("{} says p2", alice.as_str())
+    );
+    assert!(bob_push.get("notifications").is_none());
+    let dave_push = &owed[&id_of(&dave)];
+    assert_eq!(dave_push["rooms"][0]["unread"], 2);
+    assert_eq!(dave_push["rooms"][0]["message"]["seq"], 4);
+    store.write_due_pushes(later).await.expect("pass");
+    assert!(
+        pushes(outbox, prefix).await.is_empty(),
+        "nothing is owed twice"
+    );
+
+    // Read in time: nothing; read too late: already pushed, nothing again. Unmuting owes
+    // nothing from before.
+    assert!(store.set_muted(&id, &carol, false).await.expect("unmute"));
+    let last = store
+        .append(message(&id, bob.as_str(), "late"))
+        .await
+        .expect("append")
+        .message;
+    store.mark_read(&dave, &id, last.seq).await.expect("read");
+    store
+        .add_notification(NewNotification {
+            user: bob.clone(),
+            kind: "friend:request".into(),
+            title: "Dave wants to be friends".into(),
+            body: String::new(),
+            data: serde_json::json!({}),
+        })
+        .await
+        .expect("notify");
+    let later = SystemTime::now() + delay * 3;
+    store.write_due_pushes(later).await.expect("pass");
+    let owed = pushes(outbox, prefix).await;
+    assert_eq!(
+        owed.keys().cloned().collect::<Vec<_>>(),
+        [id_of(&alice), id_of(&bob), id_of(&carol)],
+        "Dave read it in time: {owed:?}"
+    );
+    assert_eq!(owed[&id_of(&carol)]["rooms"][0]["message"]["seq"], 5);
+    let bob_push = &owed[&id_of(&bob)];
+    assert_eq!(
+        bob_push["rooms"],
+        serde_json::json!([]),
+        "only his own message"
+    );
+    assert_eq!(bob_push["notifications"]["unread"], 1);
+    assert_eq!(
+        bob_push["notifications"]["latest"]["title"],
+        "Dave wants to be friends"
+    );
+    assert_eq!(bob_push["unread"], 1);
 }

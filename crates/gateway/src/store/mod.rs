@@ -11,11 +11,15 @@ pub mod postgres;
 
 use std::sync::Arc;
 
+use std::time::SystemTime;
+
 use async_trait::async_trait;
 use switchboard_protocol::{
     Friend, FriendStatus, Message, MessageKind, Notification, RoomId, RoomInfo, RoomKind,
     RoomSummary, UserId, UserRef,
 };
+
+use crate::webhooks::push::PushPass;
 
 /// A room as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +150,21 @@ pub trait Store: Send + Sync + 'static {
     async fn remove_member(&self, room: &RoomId, user: &UserId) -> Result<bool, StoreError>;
 
     async fn is_member(&self, room: &RoomId, user: &UserId) -> Result<bool, StoreError>;
+
+    /// Mutes or unmutes `room` for its member `user`: a muted room's messages are never owed to
+    /// them in a push, and unmuting does not owe what came while muted. `Ok(false)` when they
+    /// are not a member.
+    async fn set_muted(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        muted: bool,
+    ) -> Result<bool, StoreError>;
+
+    /// One pass of the push rule (`webhooks/push.rs`) at `now`: writes the `push` webhooks owed
+    /// and the marks that say they were made, together. Passes run one at a time cluster-wide;
+    /// a pass that fails marks nothing. Without `push` subscribed, nothing is ever owed.
+    async fn write_due_pushes(&self, now: SystemTime) -> Result<PushPass, StoreError>;
 
     async fn members(&self, room: &RoomId) -> Result<Vec<UserId>, StoreError>;
 

@@ -9,6 +9,8 @@
 //!   table every node claims from with `FOR UPDATE SKIP LOCKED`;
 //! - `presence.rs` — `user.online` / `user.offline`, decided by the presence backend
 //!   (debounced cluster-wide) and written to the outbox under ids that name the announcement;
+//! - `push.rs` — `push`: what a user has not read within a delay, one webhook per user per
+//!   batch window, made by the stores' passes with the marks that say it was made;
 //! - `delivery.rs` — the worker: signed POSTs, retries with exponential backoff and full jitter
 //!   for a bounded time, then kept as failed.
 //!
@@ -19,6 +21,7 @@ mod delivery;
 pub mod memory;
 mod outbox;
 mod presence;
+pub mod push;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -33,6 +36,7 @@ pub use self::delivery::Deliveries;
 pub use self::memory::MemoryOutbox;
 pub use self::outbox::{Claimed, FailedWebhook, WebhookOutbox};
 pub use self::presence::PresenceAnnouncer;
+pub use self::push::{PushRule, PushWorker};
 use crate::config::Config;
 use crate::presence::{Announcement, Subject};
 use crate::room_pattern::RoomPatterns;
@@ -48,6 +52,7 @@ pub enum EventType {
     UserOffline,
     RoomOccupied,
     RoomVacated,
+    Push,
 }
 
 impl EventType {
@@ -62,6 +67,7 @@ impl EventType {
             Self::UserOffline => "user.offline",
             Self::RoomOccupied => "room.occupied",
             Self::RoomVacated => "room.vacated",
+            Self::Push => "push",
         }
     }
 
@@ -247,6 +253,11 @@ impl Subscription {
         self.events.contains(&kind) && room.is_none_or(|r| self.rooms.matches(r.as_str()))
     }
 
+    /// Whether `kind` is wanted for some room (or is not about a room).
+    pub fn wants_any(&self, kind: EventType) -> bool {
+        self.events.contains(&kind)
+    }
+
     /// Whether presence must keep who the app was told is online: for `user.online` /
     /// `user.offline`, and for the rooms' occupancy.
     pub fn wants_presence(&self) -> bool {
@@ -281,6 +292,8 @@ pub struct EventSink {
     /// Embedded mode: the outbox the in-memory store writes to. With PostgreSQL the store writes
     /// rows in its own transactions.
     memory: Option<Arc<MemoryOutbox>>,
+    /// When `push` is subscribed to.
+    push: Option<PushRule>,
     /// Wakes this node's delivery worker when events were written.
     wake: Arc<Notify>,
 }
@@ -289,17 +302,32 @@ impl EventSink {
     pub fn new(
         subscription: Subscription,
         memory: Option<Arc<MemoryOutbox>>,
+        push_delay: Duration,
         wake: Arc<Notify>,
     ) -> Self {
+        let push = subscription
+            .wants_any(EventType::Push)
+            .then(|| PushRule::new(push_delay));
         Self {
             subscription: Arc::new(subscription),
             memory,
+            push,
             wake,
         }
     }
 
     pub fn wants(&self, kind: EventType, room: Option<&RoomId>) -> bool {
         self.subscription.wants(kind, room)
+    }
+
+    /// The push rule, when `push` is subscribed to.
+    pub fn push(&self) -> Option<PushRule> {
+        self.push
+    }
+
+    /// The push rule, when `push` is wanted (for `room`'s messages, or for notifications).
+    pub fn push_rule(&self, room: Option<&RoomId>) -> Option<PushRule> {
+        self.push.filter(|_| self.wants(EventType::Push, room))
     }
 
     /// Embedded mode: keeps the events in the memory outbox (a full outbox drops them, counted

@@ -430,6 +430,11 @@ pub fn valid_frame() -> BoxedStrategy<ClientFrame> {
             }
         ),
         (request_id(), room_id()).prop_map(|(id, room_id)| F::RoomLeave { id, room_id }),
+        (request_id(), room_id(), any::<bool>()).prop_map(|(id, room_id, muted)| F::RoomMute {
+            id,
+            room_id,
+            muted
+        }),
         (
             request_id(),
             room_id(),
@@ -583,6 +588,7 @@ const TYPE_NAMES: &[&str] = &[
     "room:create",
     "room:join",
     "room:leave",
+    "room:mute",
     "message:send",
     "dm:send",
     "typing:start",
@@ -873,6 +879,7 @@ pub enum Expected {
 enum Ty {
     U64,
     U32,
+    Bool,
     Str,
     Room,
     User,
@@ -921,6 +928,7 @@ fn schema(kind: &str) -> Option<Vec<(&'static str, Ty, Need)>> {
             ("sinceSeq", U64, Optional),
         ],
         "room:leave" => vec![id, room],
+        "room:mute" => vec![id, room, ("muted", Bool, Required)],
         "message:send" => vec![
             id,
             room,
@@ -981,6 +989,7 @@ fn check(ty: Ty, value: &Doc) -> Result<(), ErrorCode> {
     let ok = match (ty, value) {
         (Ty::U64, Doc::UInt(_)) => true,
         (Ty::U32, Doc::UInt(n)) => u32::try_from(*n).is_ok(),
+        (Ty::Bool, Doc::Bool(_)) => true,
         (Ty::Ids, Doc::Array(items)) => items.iter().all(|d| matches!(d, Doc::UInt(_))),
         (Ty::Enum(names), Doc::Str(s)) => names.contains(&s.as_str()),
         // The externally tagged spelling of a unit variant, which serde accepts too.

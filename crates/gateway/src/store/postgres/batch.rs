@@ -34,7 +34,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use deadpool_postgres::Pool;
 use switchboard_protocol::{Message, RoomId};
@@ -252,10 +252,13 @@ impl Committer {
                 .iter()
                 .map(|(room, seq)| (room.as_str(), to_i64(*seq)))
                 .unzip();
+            let push_due = self.push_due(&assigned);
             let update = tx
                 .prepare_cached(
-                    "UPDATE rooms r SET last_seq = v.last_seq \
-                     FROM unnest($1::text[], $2::bigint[]) AS v(id, last_seq) WHERE r.id = v.id",
+                    "UPDATE rooms r SET last_seq = v.last_seq, \
+                     push_due_at = coalesce(r.push_due_at, v.push_due) \
+                     FROM unnest($1::text[], $2::bigint[], $3::timestamptz[]) \
+                     AS v(id, last_seq, push_due) WHERE r.id = v.id",
                 )
                 .await?;
             let insert = tx
@@ -268,7 +271,7 @@ impl Committer {
                 )
                 .await?;
             let rows = NewRows::of(&assigned.outcomes);
-            let update_params: [&(dyn ToSql + Sync); 2] = [&seq_rooms, &seq_values];
+            let update_params: [&(dyn ToSql + Sync); 3] = [&seq_rooms, &seq_values, &push_due];
             let insert_params: [&(dyn ToSql + Sync); 9] = [
                 &rows.room,
                 &rows.seq,
@@ -316,6 +319,24 @@ impl Committer {
 }
 
 impl Committer {
+    /// For each room of `assigned.new_last_seqs`: when its new messages make it due for a push
+    /// pass, if `push` is wanted for it (kept when the room is due already).
+    fn push_due(&self, assigned: &Assigned) -> Vec<Option<SystemTime>> {
+        let Some(sink) = &self.events else {
+            return vec![None; assigned.new_last_seqs.len()];
+        };
+        assigned
+            .new_last_seqs
+            .iter()
+            .map(|(room, _)| {
+                let rule = RoomId::parse(room)
+                    .ok()
+                    .and_then(|r| sink.push_rule(Some(&r)))?;
+                Some(UNIX_EPOCH + Duration::from_millis(rule.due(assigned.created_at)))
+            })
+            .collect()
+    }
+
     /// The `message.created` events of a batch's new messages, for the rooms subscribed to.
     fn message_events(&self, outcomes: &[Outcome]) -> webhooks::EventRows {
         let mut events = webhooks::EventRows::default();
@@ -426,6 +447,8 @@ struct Assigned {
     outcomes: Vec<Outcome>,
     /// Each room that got new messages, with its new `last_seq`.
     new_last_seqs: Vec<(String, u64)>,
+    /// When the new messages were made (Unix ms).
+    created_at: u64,
 }
 
 impl Plan {
@@ -487,6 +510,7 @@ impl Plan {
         Assigned {
             outcomes,
             new_last_seqs,
+            created_at: rows::millis(now),
         }
     }
 
@@ -546,7 +570,7 @@ impl<'a> NewRows<'a> {
             rows.content.push(&m.content);
             rows.client_msg_id.push(&m.client_msg_id);
             rows.created_at
-                .push(std::time::UNIX_EPOCH + Duration::from_millis(m.created_at));
+                .push(UNIX_EPOCH + Duration::from_millis(m.created_at));
         }
         rows
     }

@@ -46,6 +46,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "webhooks",
         sql: include_str!("../../../migrations/0005_webhooks.sql"),
     },
+    Migration {
+        version: 6,
+        name: "push",
+        sql: include_str!("../../../migrations/0006_push.sql"),
+    },
 ];
 
 /// The advisory lock key serializing migrations (any constant; "switchboard" in ASCII).

@@ -18,6 +18,7 @@ mod batch;
 mod error;
 mod migrate;
 mod outbox;
+mod push;
 mod queries;
 mod rows;
 mod webhooks;

@@ -17,6 +17,7 @@ use crate::store::{
     Appended, Ban, NewMessage, NewNotification, NewRoom, RoomRecord, RoomSettings, Store,
     StoreError,
 };
+use crate::webhooks::push::PushPass;
 use crate::webhooks::{EventType, WebhookEvent};
 
 /// Reads one room (and its member count) by id.
@@ -247,9 +248,11 @@ impl Store for PgStore {
         let row = self
             .query_one(
                 "WITH room AS (
-                     SELECT id FROM rooms WHERE id = $1
+                     SELECT id, last_seq FROM rooms WHERE id = $1
                  ), added AS (
-                     INSERT INTO room_members (room, user_id) SELECT id, $2 FROM room
+                     -- What was said before they joined is never pushed to them.
+                     INSERT INTO room_members (room, user_id, pushed_seq)
+                     SELECT id, $2, last_seq FROM room
                      ON CONFLICT DO NOTHING RETURNING 1
                  ), event AS (
                      INSERT INTO switchboard_webhooks (event_id, type, body)
@@ -302,6 +305,19 @@ impl Store for PgStore {
         get(&row, 0)
     }
 
+    async fn set_muted(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        muted: bool,
+    ) -> Result<bool, StoreError> {
+        self.set_member_muted(room, user, muted).await
+    }
+
+    async fn write_due_pushes(&self, now: SystemTime) -> Result<PushPass, StoreError> {
+        self.push_pass(now).await
+    }
+
     async fn members(&self, room: &RoomId) -> Result<Vec<UserId>, StoreError> {
         let rows = self
             .query(
@@ -325,7 +341,7 @@ impl Store for PgStore {
     async fn rooms_of(&self, user: &UserId) -> Result<Vec<RoomSummary>, StoreError> {
         let rows = self
             .query(
-                "SELECT r.id, r.name, r.kind, r.last_seq, coalesce(w.last_read_seq, 0)
+                "SELECT r.id, r.name, r.kind, r.last_seq, coalesce(w.last_read_seq, 0), m.muted
                  FROM room_members m
                  JOIN rooms r ON r.id = m.room
                  LEFT JOIN read_watermarks w ON w.user_id = m.user_id AND w.room = m.room
@@ -345,6 +361,7 @@ impl Store for PgStore {
                     last_seq,
                     last_read_seq,
                     unread: last_seq.saturating_sub(last_read_seq),
+                    muted: get(row, 5)?,
                 })
             })
             .collect()
@@ -422,11 +439,13 @@ impl Store for PgStore {
             &notification.body,
             &notification.data,
         ];
-        if !self.wants_event(EventType::NotificationCreated, None) {
+        let wants_event = self.wants_event(EventType::NotificationCreated, None);
+        let push = self.events.as_ref().and_then(|sink| sink.push_rule(None));
+        if !wants_event && push.is_none() {
             return rows::notification(&self.query_one(INSERT, &params).await?);
         }
         // The event holds the notification as stored (its id, its time): written after it, in
-        // its transaction.
+        // its transaction, as is the mark that makes its user due for a push pass.
         let created = self
             .bounded(async {
                 let mut client = self.client().await?;
@@ -434,20 +453,32 @@ impl Store for PgStore {
                 let insert = tx.prepare_cached(INSERT).await.map_err(unavailable)?;
                 let row = tx.query_one(&insert, &params).await.map_err(unavailable)?;
                 let created = rows::notification(&row)?;
-                let event = WebhookEvent::notification_created(&notification.user, &created);
-                let (id, body) = event_columns(Some(&event));
-                tx.execute(
-                    "INSERT INTO switchboard_webhooks (event_id, type, body) \
-                     VALUES ($1, 'notification.created', $2)",
-                    &[&id, &body],
-                )
-                .await
-                .map_err(unavailable)?;
+                if wants_event {
+                    let event = WebhookEvent::notification_created(&notification.user, &created);
+                    let (id, body) = event_columns(Some(&event));
+                    tx.execute(
+                        "INSERT INTO switchboard_webhooks (event_id, type, body) \
+                         VALUES ($1, 'notification.created', $2)",
+                        &[&id, &body],
+                    )
+                    .await
+                    .map_err(unavailable)?;
+                }
+                if let Some(rule) = push {
+                    let due = UNIX_EPOCH + Duration::from_millis(rule.due(created.created_at));
+                    tx.execute(
+                        "INSERT INTO switchboard_push_users AS u (user_id, due_at) VALUES ($1, $2)
+                         ON CONFLICT (user_id) DO UPDATE SET due_at = coalesce(u.due_at, EXCLUDED.due_at)",
+                        &[&notification.user.as_str(), &due],
+                    )
+                    .await
+                    .map_err(unavailable)?;
+                }
                 tx.commit().await.map_err(unavailable)?;
                 Ok(created)
             })
             .await?;
-        self.events_committed(true);
+        self.events_committed(wants_event);
         Ok(created)
     }
 

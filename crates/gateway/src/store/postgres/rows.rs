@@ -158,14 +158,19 @@ pub(super) fn room_record(row: &Row) -> Result<RoomRecord, StoreError> {
 
 /// A row of [`notification_columns!`].
 pub(super) fn notification(row: &Row) -> Result<Notification, StoreError> {
-    let read_at: Option<SystemTime> = get(row, 6)?;
+    notification_at(row, 0)
+}
+
+/// A row of [`notification_columns!`], starting at column `at`.
+pub(super) fn notification_at(row: &Row, at: usize) -> Result<Notification, StoreError> {
+    let read_at: Option<SystemTime> = get(row, at + 6)?;
     Ok(Notification {
-        id: to_u64(get(row, 0)?),
-        kind: get(row, 1)?,
-        title: get(row, 2)?,
-        body: get(row, 3)?,
-        data: get(row, 4)?,
-        created_at: millis(get(row, 5)?),
+        id: to_u64(get(row, at)?),
+        kind: get(row, at + 1)?,
+        title: get(row, at + 2)?,
+        body: get(row, at + 3)?,
+        data: get(row, at + 4)?,
+        created_at: millis(get(row, at + 5)?),
         read_at: read_at.map(millis),
     })
 }

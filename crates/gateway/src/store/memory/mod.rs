@@ -1,11 +1,13 @@
 //! The embedded store: everything in one process's memory, lost on restart.
 //!
 //! Bounded: each room keeps its latest `history` messages (and their idempotency keys); a resume
-//! from further back answers `recovered: false`.
+//! from further back answers `recovered: false`. `push.rs` holds the push rule's passes.
+
+mod push;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use switchboard_protocol::{
@@ -13,10 +15,12 @@ use switchboard_protocol::{
     UserRef,
 };
 
+use self::push::{MemberPush, UserPush};
 use super::{
     Appended, Ban, NewMessage, NewNotification, NewRoom, RoomRecord, RoomSettings, Store,
     StoreError,
 };
+use crate::webhooks::push::{PushPass, unix_millis};
 use crate::webhooks::{EventSink, EventType, WebhookEvent};
 
 /// Notifications kept per user; the oldest go first.
@@ -45,12 +49,22 @@ struct Inner {
     next_notification: u64,
     /// (asker, asked) → accepted. An accepted friendship is stored both ways.
     friendships: HashMap<(UserId, UserId), bool>,
+    /// Rooms due for a push pass, by when.
+    due_rooms: BTreeSet<(u64, RoomId)>,
+    /// Users whose notifications are due for a push pass, by when.
+    due_users: BTreeSet<(u64, UserId)>,
+    /// The push state of users with notifications.
+    user_push: HashMap<UserId, UserPush>,
 }
 
 #[derive(Debug)]
 struct RoomState {
     record: RoomRecord,
     members: BTreeSet<UserId>,
+    /// Each member's push state (muted, what was pushed).
+    push: HashMap<UserId, MemberPush>,
+    /// When the room is due for a push pass.
+    push_due: Option<u64>,
     /// The latest messages, seq ascending and contiguous.
     messages: VecDeque<Message>,
     /// (sender, clientMsgId) → seq, for the messages still kept.
@@ -84,6 +98,12 @@ impl MemoryStore {
         }
     }
 
+    /// When something made at `at` is due for a push pass, if `push` is wanted for it.
+    fn push_due(&self, room: Option<&RoomId>, at: u64) -> Option<u64> {
+        let rule = self.events.as_ref()?.push_rule(room)?;
+        Some(rule.due(at))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves plain data behind; keep serving.
         self.inner
@@ -93,10 +113,7 @@ impl MemoryStore {
 }
 
 fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    unix_millis(SystemTime::now())
 }
 
 impl Inner {
@@ -118,11 +135,14 @@ impl Inner {
         let mut state = RoomState {
             record,
             members: BTreeSet::new(),
+            push: HashMap::new(),
+            push_due: None,
             messages: VecDeque::new(),
             by_client_id: HashMap::new(),
         };
         for user in members {
             state.members.insert((*user).clone());
+            state.push.insert((*user).clone(), MemberPush::since(0));
             self.memberships
                 .entry((*user).clone())
                 .or_default()
@@ -226,6 +246,9 @@ impl Store for MemoryStore {
         let added = state.members.insert(user.clone());
         state.record.info.member_count = state.members.len() as u64;
         if added {
+            // What was said before they joined is never pushed to them.
+            let since = state.record.info.last_seq;
+            state.push.insert(user.clone(), MemberPush::since(since));
             inner
                 .memberships
                 .entry(user.clone())
@@ -242,6 +265,7 @@ impl Store for MemoryStore {
         let mut inner = self.lock();
         let state = inner.room_mut(room)?;
         let removed = state.members.remove(user);
+        state.push.remove(user);
         state.record.info.member_count = state.members.len() as u64;
         if removed && let Some(rooms) = inner.memberships.get_mut(user) {
             rooms.remove(room);
@@ -260,6 +284,38 @@ impl Store for MemoryStore {
             .rooms
             .get(room)
             .is_some_and(|r| r.members.contains(user)))
+    }
+
+    async fn set_muted(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        muted: bool,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let state = inner.room_mut(room)?;
+        let last_seq = state.record.info.last_seq;
+        let Some(push) = state.push.get_mut(user) else {
+            return Ok(false);
+        };
+        push.set_muted(muted, last_seq);
+        Ok(true)
+    }
+
+    async fn write_due_pushes(&self, now: SystemTime) -> Result<PushPass, StoreError> {
+        let Some(sink) = &self.events else {
+            return Ok(PushPass::default());
+        };
+        let Some(rule) = sink.push() else {
+            return Ok(PushPass::default());
+        };
+        let mut inner = self.lock();
+        let (batch, more) = inner.push_pass(rule, unix_millis(now));
+        let events = batch.into_events();
+        let written = events.len();
+        // Under the lock that marked them: the outbox holds them before anyone sees the marks.
+        sink.keep(events);
+        Ok(PushPass { written, more })
     }
 
     async fn members(&self, room: &RoomId) -> Result<Vec<UserId>, StoreError> {
@@ -293,6 +349,7 @@ impl Store for MemoryStore {
                     last_seq: info.last_seq,
                     last_read_seq: read,
                     unread: info.last_seq.saturating_sub(read),
+                    muted: state.push.get(user).is_some_and(|p| p.muted),
                 }
             })
             .collect())
@@ -332,6 +389,9 @@ impl Store for MemoryStore {
                     .by_client_id
                     .remove(&(old.sender.id, old.client_msg_id));
             }
+        }
+        if let Some(due) = self.push_due(Some(&stored.room_id), stored.created_at) {
+            inner.room_due(&stored.room_id, due);
         }
         self.emit(EventType::MessageCreated, Some(&stored.room_id), || {
             WebhookEvent::message_created(&stored)
@@ -424,6 +484,9 @@ impl Store for MemoryStore {
         self.emit(EventType::NotificationCreated, None, || {
             WebhookEvent::notification_created(&n.user, &notification)
         });
+        if let Some(due) = self.push_due(None, notification.created_at) {
+            inner.user_due(&n.user, due);
+        }
         let list = inner.notifications.entry(n.user).or_default();
         list.push_back(notification.clone());
         if list.len() > MAX_NOTIFICATIONS {
@@ -556,6 +619,16 @@ mod tests {
     #[tokio::test]
     async fn the_memory_store_meets_the_store_contract() {
         crate::store::contract::run_all(&MemoryStore::new(1_000), "mem").await;
+    }
+
+    #[tokio::test]
+    async fn the_memory_store_follows_the_push_rule() {
+        use crate::store::contract;
+        let outbox = std::sync::Arc::new(crate::webhooks::MemoryOutbox::new(1_000));
+        let delay = std::time::Duration::from_secs(2);
+        let sink = contract::push_sink(Some(std::sync::Arc::clone(&outbox)), delay);
+        let store = MemoryStore::new(1_000).with_events(sink);
+        contract::push_is_owed_once_to_those_who_did_not_read(&store, &*outbox, "mem", delay).await;
     }
 
     #[tokio::test]
