@@ -434,6 +434,47 @@ async fn leaving_a_room_tells_the_others_and_stops_delivery() {
 }
 
 #[tokio::test]
+async fn muting_is_a_member_setting_on_every_device() {
+    let gw = gateway().await;
+    let mut alice = connect(&gw, "alice").await;
+    let mut bob = connect(&gw, "bob").await;
+    alice.create_room("general").await.unwrap();
+    let mute = |id, room_id: &str, muted| ClientFrame::RoomMute {
+        id,
+        room_id: room(room_id),
+        muted,
+    };
+    assert_eq!(
+        refused_code(&mut bob, &mute(1, "general", true)).await,
+        "NOT_A_MEMBER"
+    );
+    assert_eq!(
+        refused_code(&mut bob, &mute(2, "nowhere", true)).await,
+        "ROOM_NOT_FOUND"
+    );
+    assert!(matches!(
+        alice.request_ok(&mute(3, "general", true)).await.unwrap(),
+        AckResult::Ok
+    ));
+    // The room still delivers live; another device sees the setting when it connects.
+    bob.join_room("general").await.unwrap();
+    send(&mut bob, "general", "still heard").await;
+    let heard = alice
+        .recv_until(|f| matches!(f, ServerFrame::MessageNew { .. }))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&heard, ServerFrame::MessageNew { message } if message.content == "still heard"),
+        "{heard:?}"
+    );
+    let (_, ready) = connect_ready(&gw, "alice").await;
+    let ServerFrame::SessionReady { rooms, .. } = ready else {
+        panic!("{ready:?}");
+    };
+    assert!(rooms[0].muted, "{rooms:?}");
+}
+
+#[tokio::test]
 async fn message_content_is_validated() {
     let gw = gateway_with(&[("SWITCHBOARD_MAX_MESSAGE_CHARS", "10")]).await;
     let mut alice = connect(&gw, "alice").await;

@@ -691,3 +691,168 @@ async fn a_room_is_vacated_only_when_no_member_is_connected_on_any_node() {
         "vacated at {vacated_at}, while Bob counted until {bob_gone}"
     );
 }
+
+/// Waits, by the clock, until early in a push window of `delay`: windows are aligned to the
+/// clock (docs/webhooks.md#push), and what a test does in the next moments then falls in one.
+async fn early_in_a_window(delay: Duration) {
+    let window = u64::try_from(delay.as_millis()).unwrap();
+    let into = unix_ms() % window;
+    if into > window / 10 {
+        tokio::time::sleep(Duration::from_millis(window - into + 20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_push_collapses_what_a_user_did_not_read_and_spares_who_read_in_time_or_muted() {
+    let pg = Postgres::start().await.unwrap();
+    let receiver = Receiver::start(|_: &Recorded| Reply::status(204))
+        .await
+        .unwrap();
+    let delay = Duration::from_secs(3);
+    let gw = with_webhooks(
+        &receiver,
+        &[
+            ("SWITCHBOARD_WEBHOOK_EVENTS", "push"),
+            ("SWITCHBOARD_PUSH_DELAY_MS", "3000"),
+            ("SWITCHBOARD_WEBHOOK_POLL_MS", "100"),
+        ],
+    )
+    .env("DATABASE_URL", pg.url())
+    .start()
+    .await
+    .unwrap();
+    let mut alice = connect(&gw, "alice").await;
+    alice.create_room("team").await.unwrap();
+    let [mut bob, mut carol, mut dave] = [
+        connect(&gw, "bob").await,
+        connect(&gw, "carol").await,
+        connect(&gw, "dave").await,
+    ];
+    for member in [&mut bob, &mut carol, &mut dave] {
+        member.join_room("team").await.unwrap();
+    }
+    let team = common::room("team");
+    let mute = switchboard_protocol::ClientFrame::RoomMute {
+        id: dave.next_id(),
+        room_id: team.clone(),
+        muted: true,
+    };
+    dave.request_ok(&mute).await.unwrap();
+    carol.close().await.unwrap();
+    dave.close().await.unwrap();
+
+    early_in_a_window(delay).await;
+    for (i, text) in ["one", "two", "three"].into_iter().enumerate() {
+        alice
+            .send_text("team", text, &format!("t-{i}"))
+            .await
+            .unwrap();
+    }
+    let dm = switchboard_protocol::ClientFrame::DmSend {
+        id: alice.next_id(),
+        recipient_id: common::user("carol"),
+        content: "psst".into(),
+        kind: switchboard_protocol::MessageKind::Text,
+        client_msg_id: "dm-1".into(),
+    };
+    alice.request_ok(&dm).await.unwrap();
+    notify(&gw, "carol", "friend:request", "Bob wants to be friends").await;
+    // Bob reads everything at once, on this device: nothing is pushed to him.
+    bob.recv_until(|f| {
+        matches!(f, switchboard_protocol::ServerFrame::MessageNew { message } if message.seq == 3)
+    })
+    .await
+    .unwrap();
+    let read = switchboard_protocol::ClientFrame::MessageRead {
+        id: Some(bob.next_id()),
+        room_id: team.clone(),
+        seq: 3,
+    };
+    bob.request_ok(&read).await.unwrap();
+
+    let first = receiver.wait_for(1, WAIT).await.unwrap();
+    // Every push of a pass commits together: once the outbox is empty, all were delivered.
+    outbox_drains(&pg).await;
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 1, "Carol's push alone: {requests:?}");
+    assert_eq!(
+        requests[0].header("webhook-id"),
+        first[0].header("webhook-id")
+    );
+    assert!(requests[0].signed_with(SIGNING_SECRET));
+    let body = payload(&requests[0]);
+    assert_eq!(body["type"], "push");
+    let data = &body["data"];
+    assert_eq!(data["userId"], "carol");
+    assert_eq!(
+        data["unread"], 5,
+        "three in the room, one DM, one notification"
+    );
+    let direct =
+        switchboard_protocol::RoomId::direct(&common::user("alice"), &common::user("carol"))
+            .unwrap();
+    let alice_ref = json!({"id": "alice", "name": common::display_name("alice")});
+    let rooms = data["rooms"].as_array().unwrap();
+    assert_eq!(rooms.len(), 2, "{rooms:?}");
+    assert_eq!(rooms[0]["roomId"], direct.as_str());
+    assert_eq!(rooms[0]["unread"], 1);
+    assert_eq!(rooms[0]["message"]["preview"], "psst");
+    assert_eq!(rooms[0]["message"]["sender"], alice_ref);
+    assert_eq!(rooms[1]["roomId"], "team");
+    assert_eq!(rooms[1]["name"], "team");
+    assert_eq!(rooms[1]["unread"], 3);
+    assert_eq!(rooms[1]["message"]["seq"], 3);
+    assert_eq!(rooms[1]["message"]["preview"], "three");
+    assert_eq!(rooms[1]["message"]["kind"], "text");
+    assert_eq!(data["notifications"]["unread"], 1);
+    assert_eq!(
+        data["notifications"]["latest"]["title"],
+        "Bob wants to be friends"
+    );
+    let marks = pg
+        .psql("SELECT user_id || '=' || pushed_seq FROM room_members WHERE room = 'team' ORDER BY user_id")
+        .await
+        .unwrap();
+    assert_eq!(
+        marks, "alice=3\nbob=0\ncarol=3\ndave=0",
+        "pushed to Carol, looked at for Alice (her own owe nothing), Bob read them, Dave muted"
+    );
+
+    // The setting through the server API, and as `session:ready` reports it.
+    let (status, answer) = api(
+        &gw,
+        "PUT",
+        "/api/v1/rooms/team/members/dave",
+        Some(json!({"muted": false})),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer,
+        json!({"roomId": "team", "userId": "dave", "added": false, "muted": false})
+    );
+    let dm_path = format!("/api/v1/rooms/{direct}/members/carol");
+    let (status, answer) = api(&gw, "PUT", &dm_path, Some(json!({"muted": true}))).await;
+    assert_eq!((status, &answer["muted"]), (200, &json!(true)), "{answer}");
+    let stranger = format!("/api/v1/rooms/{direct}/members/bob");
+    let (status, answer) = api(&gw, "PUT", &stranger, Some(json!({"muted": true}))).await;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (404, &json!("NOT_A_MEMBER"))
+    );
+    let (_, ready) = common::connect_ready(&gw, "carol").await;
+    let switchboard_protocol::ServerFrame::SessionReady { rooms, .. } = ready else {
+        panic!("{ready:?}");
+    };
+    let muted: Vec<(String, bool)> = rooms
+        .iter()
+        .map(|r| (r.room_id.as_str().to_owned(), r.muted))
+        .collect();
+    assert_eq!(
+        muted,
+        [
+            (direct.as_str().to_owned(), true),
+            ("team".to_owned(), false)
+        ]
+    );
+}
