@@ -252,6 +252,15 @@ pub struct Config {
         default_value_t = 75_000
     )]
     pub heartbeat_timeout_ms: u64,
+
+    /// How long before a connection's token expires the server sends `auth:expiring`, for the
+    /// client to send `auth:refresh` in time; 0: never.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_TOKEN_REFRESH_NOTICE_MS",
+        default_value_t = 60_000
+    )]
+    pub token_refresh_notice_ms: u64,
     /// Largest accepted frame; larger ones close the connection (1009).
     #[arg(long, env = "SWITCHBOARD_MAX_FRAME_BYTES", default_value_t = 65_536)]
     pub max_frame_bytes: usize,
@@ -438,6 +447,11 @@ pub struct Config {
         default_value_t = 10_000
     )]
     pub webhook_memory_limit: usize,
+    /// A PEM file of certificate authorities to trust for `https://` hooks, webhooks and JWKS,
+    /// besides the built-in Mozilla roots: an internal CA in front of the app's backend.
+    #[arg(long, env = "SWITCHBOARD_OUTCALL_CA_FILE")]
+    pub outcall_ca_file: Option<PathBuf>,
+
     /// Standard Webhooks secrets (`whsec_<base64>`), comma-separated, the current one first:
     /// every hook call and webhook is signed with each. Required with hooks or webhooks.
     #[arg(
@@ -873,6 +887,10 @@ impl Config {
             && self.jwt_jwks_url.is_none()
     }
 
+    pub fn token_refresh_notice(&self) -> Option<Duration> {
+        (self.token_refresh_notice_ms > 0)
+            .then(|| Duration::from_millis(self.token_refresh_notice_ms))
+    }
     pub fn heartbeat_interval(&self) -> Duration {
         Duration::from_millis(self.heartbeat_interval_ms)
     }

@@ -43,16 +43,18 @@ pub enum JwksError {
     NoKeys,
 }
 
-/// One usable key.
+/// One usable key, ready to verify: shared with the verifications that use it.
 struct Key {
     key: DecodingKey,
     algorithm: Algorithm,
+    /// The authenticator's checks with this key's one algorithm.
+    validation: Validation,
 }
 
 pub struct JwksAuthenticator {
     url: http::Uri,
     outcall: Outcall,
-    keys: RwLock<Arc<HashMap<String, Key>>>,
+    keys: RwLock<Arc<HashMap<String, Arc<Key>>>>,
     /// Issuer and audience checks; the algorithm is set per key.
     validation: Validation,
     min_refresh: Duration,
@@ -102,9 +104,9 @@ impl JwksAuthenticator {
         }
     }
 
-    fn key(&self, kid: &str) -> Option<(DecodingKey, Algorithm)> {
+    fn key(&self, kid: &str) -> Option<Arc<Key>> {
         let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
-        keys.get(kid).map(|k| (k.key.clone(), k.algorithm))
+        keys.get(kid).cloned()
     }
 
     /// Fetches and installs the set.
@@ -130,7 +132,7 @@ impl JwksAuthenticator {
         }
     }
 
-    async fn fetch(&self) -> Result<HashMap<String, Key>, JwksError> {
+    async fn fetch(&self) -> Result<HashMap<String, Arc<Key>>, JwksError> {
         let (status, body) = tokio::time::timeout(FETCH_TIMEOUT, self.outcall.get(&self.url))
             .await
             .map_err(|_| JwksError::Timeout(FETCH_TIMEOUT))?
@@ -138,7 +140,7 @@ impl JwksAuthenticator {
         if !status.is_success() {
             return Err(JwksError::Status(status.as_u16()));
         }
-        let keys = usable_keys(&body)?;
+        let keys = usable_keys(&body, &self.validation)?;
         if keys.is_empty() {
             return Err(JwksError::NoKeys);
         }
@@ -148,7 +150,8 @@ impl JwksAuthenticator {
 
 /// The signing keys of a JWKS document, by `kid`; keys that cannot verify tokens here are left
 /// out (logged), not fatal: a provider may publish encryption keys or new key types.
-fn usable_keys(body: &[u8]) -> Result<HashMap<String, Key>, JwksError> {
+/// Each key gets `checks` with its own algorithm.
+fn usable_keys(body: &[u8], checks: &Validation) -> Result<HashMap<String, Arc<Key>>, JwksError> {
     #[derive(serde::Deserialize)]
     struct Document {
         keys: Vec<serde_json::Value>,
@@ -176,7 +179,14 @@ fn usable_keys(body: &[u8]) -> Result<HashMap<String, Key>, JwksError> {
         };
         match DecodingKey::from_jwk(&jwk) {
             Ok(key) => {
-                keys.insert(kid, Key { key, algorithm });
+                let mut validation = checks.clone();
+                validation.algorithms = vec![algorithm];
+                let key = Key {
+                    key,
+                    algorithm,
+                    validation,
+                };
+                keys.insert(kid, Arc::new(key));
             }
             Err(error) => tracing::debug!(%kid, %error, "JWKS: an unreadable key is skipped"),
         }
@@ -211,7 +221,7 @@ impl Authenticator for JwksAuthenticator {
         let kid = header
             .kid
             .ok_or_else(|| AuthError::Invalid("the token names no key (kid)".into()))?;
-        let (key, algorithm) = match self.key(&kid) {
+        let key = match self.key(&kid) {
             Some(found) => found,
             None => {
                 // Perhaps the provider rotated: look again (rate limited), then decide.
@@ -221,15 +231,17 @@ impl Authenticator for JwksAuthenticator {
                 })?
             }
         };
-        if header.alg != algorithm {
+        if header.alg != key.algorithm {
             return Err(AuthError::Invalid(format!(
-                "the key {kid:?} verifies {algorithm:?}, not {:?}",
-                header.alg
+                "the key {kid:?} verifies {:?}, not {:?}",
+                key.algorithm, header.alg
             )));
         }
-        let mut validation = self.validation.clone();
-        validation.algorithms = vec![algorithm];
-        identity(jsonwebtoken::decode::<Claims>(token, &key, &validation))
+        identity(jsonwebtoken::decode::<Claims>(
+            token,
+            &key.key,
+            &key.validation,
+        ))
     }
 }
 
@@ -247,13 +259,18 @@ mod tests {
             {"kty": "RSA", "kid": "enc", "use": "enc", "n": "AQAB", "e": "AQAB"},
             {"kty": "XYZ", "kid": "future"}
         ]}"#;
-        let keys = usable_keys(document).expect("a JWKS document");
+        let checks = validation(Algorithm::RS256, None, None);
+        let keys = usable_keys(document, &checks).expect("a JWKS document");
         let mut kids: Vec<(&str, Algorithm)> = keys
             .iter()
             .map(|(k, v)| (k.as_str(), v.algorithm))
             .collect();
         kids.sort_by_key(|(k, _)| *k);
         assert_eq!(kids, [("ed", Algorithm::EdDSA), ("rs", Algorithm::RS256)]);
-        assert!(usable_keys(b"{\"kid\": 1}").is_err());
+        assert!(
+            keys.values()
+                .all(|k| k.validation.algorithms == [k.algorithm])
+        );
+        assert!(usable_keys(b"{\"kid\": 1}", &checks).is_err());
     }
 }

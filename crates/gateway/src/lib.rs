@@ -27,6 +27,7 @@ pub mod server;
 pub mod session;
 pub mod signing;
 pub mod store;
+pub mod wall_clock;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -114,6 +115,11 @@ pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
     let signer = Signer::new(&config.signing_secrets).map_err(|p| ConfigError(vec![p]))?;
     let webhook_settings =
         WebhookSettings::from_config(&config).map_err(|p| ConfigError(vec![p]))?;
+    let authorities = match &config.outcall_ca_file {
+        Some(path) => outcall::read_authorities(path)
+            .map_err(|p| ConfigError(vec![format!("SWITCHBOARD_OUTCALL_CA_FILE: {p}")]))?,
+        None => Vec::new(),
+    };
     let outcall = Outcall::new(
         signer,
         config.hook_concurrency.max(config.webhook_concurrency),
@@ -122,7 +128,9 @@ pub async fn build(config: Config) -> Result<Arc<App>, StartError> {
                 .as_ref()
                 .map_or(Duration::ZERO, |w| w.timeout),
         ),
-    );
+        &authorities,
+    )
+    .map_err(|p| ConfigError(vec![format!("TLS for outcalls: {p}")]))?;
     let auth: Arc<dyn Authenticator> = match &config.jwt_jwks_url {
         Some(url) => {
             let jwks = JwksAuthenticator::start(&config, url, outcall.clone())

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use switchboard_protocol::{ClientFrame, ServerFrame};
+use switchboard_protocol::{AckResult, ClientFrame, ServerFrame};
 use switchboard_testkit::{ConnectOptions, GatewayBuilder, WsClient, jwt};
 
 async fn refused_status(gw: &switchboard_testkit::Gateway, token: &str) -> Option<u16> {
@@ -167,6 +167,116 @@ async fn a_token_that_expires_during_the_session_ends_it_with_4003() {
         .await
         .unwrap();
     let (code, reason) = alice
+        .expect_close_within(Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!((code, reason.as_str()), (4003, "token expired"));
+}
+
+/// A token for `user` expiring at `exp` (Unix seconds).
+fn token_until(user: &str, exp: i64) -> String {
+    let mut claims = jwt::claims(user, &display_name(user), 0);
+    claims["exp"] = exp.into();
+    jwt::mint_hs256_claims(SECRET, &claims)
+}
+
+/// Sends `auth:refresh` with `token`; the reply.
+async fn refresh(client: &mut WsClient, token: String) -> ServerFrame {
+    let frame = ClientFrame::AuthRefresh {
+        id: client.next_id(),
+        token,
+    };
+    client.request(&frame).await.unwrap()
+}
+
+fn refused_code(reply: &ServerFrame) -> Option<&str> {
+    match reply {
+        ServerFrame::Ack {
+            error: Some(error), ..
+        } => Some(error.code.as_str()),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_connection_is_told_before_its_token_expires_and_lives_on_a_refreshed_one() {
+    let gw = gateway_with(&[("SWITCHBOARD_TOKEN_REFRESH_NOTICE_MS", "2000")]).await;
+    let first_exp = jwt::now_secs() + 3;
+    let (mut alice, _) = WsClient::connect_session(
+        &gw.ws_url(),
+        ConnectOptions::bearer(token_until("alice", first_exp)),
+    )
+    .await
+    .unwrap();
+    let notice = alice
+        .recv_until(|f| matches!(f, ServerFrame::AuthExpiring { .. }))
+        .await
+        .unwrap();
+    let ServerFrame::AuthExpiring { expires_at } = notice else {
+        unreachable!()
+    };
+    assert_eq!(expires_at, u64::try_from(first_exp).unwrap() * 1_000);
+
+    // Refused: another user's token, a forged one, an expired one. The connection stays.
+    let bobs = token_until("bob", jwt::now_secs() + 3_600);
+    assert_eq!(
+        refused_code(&refresh(&mut alice, bobs).await),
+        Some("INVALID_TOKEN")
+    );
+    let forged = jwt::mint_hs256(
+        "another-secret-another-secret-0123",
+        "alice",
+        "Alice",
+        3_600,
+    );
+    assert_eq!(
+        refused_code(&refresh(&mut alice, forged).await),
+        Some("INVALID_TOKEN")
+    );
+    let stale = token_until("alice", jwt::now_secs() - 10);
+    assert_eq!(
+        refused_code(&refresh(&mut alice, stale).await),
+        Some("INVALID_TOKEN")
+    );
+
+    let next_exp = jwt::now_secs() + 3_600;
+    let reply = refresh(&mut alice, token_until("alice", next_exp)).await;
+    assert!(
+        matches!(
+            &reply,
+            ServerFrame::Ack { result: Some(AckResult::Auth { expires_at }), .. }
+                if *expires_at == u64::try_from(next_exp).unwrap() * 1_000
+        ),
+        "{reply:?}"
+    );
+    // Past the first token's expiry the connection still answers, and was told nothing more.
+    let past_first = u64::try_from(first_exp + 1).unwrap() * 1_000;
+    let now = switchboard_gateway::wall_clock::now_millis();
+    tokio::time::sleep(Duration::from_millis(past_first.saturating_sub(now))).await;
+    let ping = ClientFrame::Ping {
+        id: Some(alice.next_id()),
+    };
+    assert!(matches!(
+        alice.request(&ping).await.unwrap(),
+        ServerFrame::Pong { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_refused_refresh_keeps_the_old_expiry_and_the_connection_closes_with_4003() {
+    let gw = gateway().await;
+    let (mut bob, _) = WsClient::connect_session(
+        &gw.ws_url(),
+        ConnectOptions::bearer(token_until("bob", jwt::now_secs() + 2)),
+    )
+    .await
+    .unwrap();
+    let carols = token_until("carol", jwt::now_secs() + 3_600);
+    assert_eq!(
+        refused_code(&refresh(&mut bob, carols).await),
+        Some("INVALID_TOKEN")
+    );
+    let (code, reason) = bob
         .expect_close_within(Duration::from_secs(10))
         .await
         .unwrap();

@@ -150,6 +150,63 @@ async fn the_join_hook_decides_for_matching_rooms_with_the_apps_reason_and_signe
     assert_ne!(calls[0].header("webhook-id"), calls[1].header("webhook-id"));
 }
 
+/// The role in a `room` reply.
+fn role_in(reply: AckResult) -> String {
+    match reply {
+        AckResult::Room { role, .. } => role.to_string(),
+        other => panic!("not a room reply: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_join_hook_gives_roles_that_stay_with_the_membership() {
+    let backend = Receiver::start(|call: &Recorded| {
+        let body = call.json().unwrap_or_default();
+        let answer = match field(&body["user"], "id") {
+            "alice" => json!({"allow": true, "role": "dealer"}),
+            "carol" => json!({"allow": true, "role": "moderator"}),
+            "dave" => json!({"allow": true, "role": "not a role"}),
+            _ => json!({"allow": true}),
+        };
+        Reply::json(&answer)
+    })
+    .await
+    .unwrap();
+    let gw = gateway_with_hooks(&[("SWITCHBOARD_HOOK_JOIN_URL", backend.url("/hooks/join"))]).await;
+    let mut alice = connect(&gw, "alice").await;
+    let frame = create(&mut alice, "table-1");
+    assert_eq!(role_in(alice.request_ok(&frame).await.unwrap()), "dealer");
+    let mut bob = connect(&gw, "bob").await;
+    assert_eq!(role_in(bob.join_room("table-1").await.unwrap()), "member");
+    let mut carol = connect(&gw, "carol").await;
+    assert_eq!(
+        role_in(carol.join_room("table-1").await.unwrap()),
+        "moderator"
+    );
+    // An answer with an invalid role is a bad answer: nothing is decided.
+    let mut dave = connect(&gw, "dave").await;
+    let frame = join(&mut dave, "table-1");
+    let refused = dave.request(&frame).await.unwrap();
+    assert_eq!(
+        error_code(&refused).map(|e| e.0),
+        Some(ErrorCode::HookUnavailable)
+    );
+    assert_eq!(backend.wait_for(4, WAIT).await.unwrap().len(), 4);
+
+    // Kept with the membership: on another device, and joining again asks nobody.
+    let (mut phone, ready) = connect_ready(&gw, "carol").await;
+    let ServerFrame::SessionReady { rooms, .. } = ready else {
+        panic!("{ready:?}");
+    };
+    assert_eq!(rooms[0].role.as_str(), "moderator");
+    assert_eq!(
+        role_in(phone.join_room("table-1").await.unwrap()),
+        "moderator"
+    );
+    still_serving(&mut dave).await;
+    assert_eq!(backend.requests().len(), 4, "a member is not asked again");
+}
+
 #[tokio::test]
 async fn a_failing_hook_is_hook_unavailable_and_the_breaker_stops_calling_it() {
     // First an answer that is not the documented JSON (an empty 200), then an error status:

@@ -45,6 +45,7 @@ async fn create_room(store: &PgStore, id: &str) -> RoomId {
         kind: RoomKind::Public,
         password_hash: None,
         creator: user("owner"),
+        creator_role: switchboard_protocol::Role::owner(),
     };
     store.create_room(room).await.unwrap().info.room_id
 }

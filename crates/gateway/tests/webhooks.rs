@@ -199,7 +199,7 @@ async fn each_event_arrives_signed_once_with_the_documented_shape() {
     assert_eq!(message["clientMsgId"], "m-1");
     assert_eq!(
         payload(by_type["room.member_joined"])["data"],
-        json!({"roomId": "lobby", "userId": "bob"})
+        json!({"roomId": "lobby", "userId": "bob", "role": "member"})
     );
     assert_eq!(
         payload(by_type["room.member_left"])["data"],
@@ -831,6 +831,31 @@ async fn a_push_collapses_what_a_user_did_not_read_and_spares_who_read_in_time_o
         answer,
         json!({"roomId": "team", "userId": "dave", "added": false, "muted": false})
     );
+    let (status, answer) = api(
+        &gw,
+        "PUT",
+        "/api/v1/rooms/team/members/bob",
+        Some(json!({"role": "admin"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["role"], "admin");
+    let (status, answer) = api(
+        &gw,
+        "PUT",
+        "/api/v1/rooms/team/members/bob",
+        Some(json!({"role": "not a role"})),
+    )
+    .await;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (400, &json!("INVALID_FIELD"))
+    );
+    let (_, ready) = common::connect_ready(&gw, "bob").await;
+    let switchboard_protocol::ServerFrame::SessionReady { rooms, .. } = ready else {
+        panic!("{ready:?}");
+    };
+    assert_eq!(rooms[0].role.as_str(), "admin");
     let dm_path = format!("/api/v1/rooms/{direct}/members/carol");
     let (status, answer) = api(&gw, "PUT", &dm_path, Some(json!({"muted": true}))).await;
     assert_eq!((status, &answer["muted"]), (200, &json!(true)), "{answer}");
@@ -855,4 +880,47 @@ async fn a_push_collapses_what_a_user_did_not_read_and_spares_who_read_in_time_o
             ("team".to_owned(), false)
         ]
     );
+}
+
+#[tokio::test]
+async fn an_https_receiver_is_reached_when_its_authority_is_trusted_and_never_otherwise() {
+    let receiver = Receiver::start_tls(|_: &Recorded| Reply::status(204))
+        .await
+        .unwrap();
+    assert!(receiver.url("/").starts_with("https://"));
+    let events = ("SWITCHBOARD_WEBHOOK_EVENTS", "notification.created");
+    let trusting = with_webhooks(
+        &receiver,
+        &[
+            events,
+            (
+                "SWITCHBOARD_OUTCALL_CA_FILE",
+                switchboard_testkit::tls::CA_FILE,
+            ),
+        ],
+    )
+    .start()
+    .await
+    .unwrap();
+    notify(&trusting, "bob", "friend:request", "over TLS").await;
+    let requests = receiver.wait_for(1, WAIT).await.unwrap();
+    assert!(requests[0].signed_with(SIGNING_SECRET));
+    assert_eq!(
+        payload(&requests[0])["data"]["notification"]["title"],
+        "over TLS"
+    );
+
+    // Without the authority the certificate is refused: the webhook fails, kept with why.
+    let wary = with_webhooks(
+        &receiver,
+        &[events, ("SWITCHBOARD_WEBHOOK_RETRY_FOR_MS", "0")],
+    )
+    .start()
+    .await
+    .unwrap();
+    notify(&wary, "carol", "friend:request", "not over TLS").await;
+    let failed = failed_until(&wary, |list| !list.is_empty()).await;
+    let error = failed[0]["lastError"].as_str().unwrap();
+    assert!(error.contains("certificate"), "{error}");
+    assert_eq!(receiver.requests().len(), 1, "nothing reached it untrusted");
 }

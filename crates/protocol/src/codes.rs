@@ -62,6 +62,9 @@ pub enum ErrorCode {
     HookUnavailable,
     /// This server does not offer the request: `rpc` without an rpc hook.
     NotSupported,
+    /// `auth:refresh` with a token that does not verify (bad, expired, not yet valid) or names
+    /// another user. The connection keeps its token and expiry.
+    InvalidToken,
 }
 
 impl ErrorCode {
@@ -91,6 +94,7 @@ impl ErrorCode {
             Self::Denied => "DENIED",
             Self::HookUnavailable => "HOOK_UNAVAILABLE",
             Self::NotSupported => "NOT_SUPPORTED",
+            Self::InvalidToken => "INVALID_TOKEN",
         }
     }
 

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use strum::EnumDiscriminants;
 
-use crate::{ErrorCode, RoomId, UserId};
+use crate::{ErrorCode, Role, RoomId, UserId};
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = u64;
@@ -33,6 +33,11 @@ pub enum ClientFrame {
     /// frame. Answered by `session:ready`, or by close 4001.
     #[serde(rename = "auth")]
     Auth { token: String },
+
+    /// Replaces the token of this live connection before it expires (`auth:expiring` says
+    /// when): a token of the same user, whose expiry then applies. Answered by an `auth` result.
+    #[serde(rename = "auth:refresh")]
+    AuthRefresh { id: u64, token: String },
 
     /// Application-level keepalive for clients that cannot see WebSocket pings. Answered by `pong`.
     #[serde(rename = "ping")]
@@ -228,7 +233,8 @@ impl ClientFrame {
     /// The request id to echo in the reply, if the frame carries one.
     pub fn request_id(&self) -> Option<u64> {
         match self {
-            Self::RoomCreate { id, .. }
+            Self::AuthRefresh { id, .. }
+            | Self::RoomCreate { id, .. }
             | Self::RoomJoin { id, .. }
             | Self::RoomLeave { id, .. }
             | Self::RoomMute { id, .. }
@@ -260,6 +266,7 @@ impl ClientFrameKind {
     pub fn wire_name(self) -> &'static str {
         match self {
             Self::Auth => "auth",
+            Self::AuthRefresh => "auth:refresh",
             Self::Ping => "ping",
             Self::RoomCreate => "room:create",
             Self::RoomJoin => "room:join",
@@ -366,6 +373,11 @@ pub enum ServerFrame {
         from: UserRef,
     },
 
+    /// The connection's token expires at `expiresAt` (Unix ms), soon: send `auth:refresh` with
+    /// a new one, or the connection closes with 4003 then.
+    #[serde(rename = "auth:expiring", rename_all = "camelCase")]
+    AuthExpiring { expires_at: Millis },
+
     /// The user's first connection opened.
     #[serde(rename = "user:online")]
     UserOnline { user: UserRef },
@@ -451,6 +463,7 @@ impl ServerFrameKind {
             Self::TypingStop => "typing:stop",
             Self::RoomEvent => "room:event",
             Self::UserEvent => "user:event",
+            Self::AuthExpiring => "auth:expiring",
             Self::UserOnline => "user:online",
             Self::UserOffline => "user:offline",
             Self::PresenceUpdate => "presence:update",
@@ -477,6 +490,9 @@ pub enum AckResult {
     #[serde(rename_all = "camelCase")]
     Room {
         room: RoomInfo,
+        /// The joining user's role in the room.
+        #[serde(default)]
+        role: Role,
         online: Vec<Member>,
         messages: Vec<Message>,
         recovered: bool,
@@ -510,6 +526,9 @@ pub enum AckResult {
     Friends { friends: Vec<Friend> },
     /// `rpc`: what the app's backend answered.
     Rpc { data: serde_json::Value },
+    /// `auth:refresh`: the new token's expiry, now the connection's.
+    #[serde(rename_all = "camelCase")]
+    Auth { expires_at: Millis },
 }
 
 /// Why a request failed.
@@ -613,6 +632,9 @@ pub struct RoomSummary {
     /// The user muted the room (`room:mute`): its messages are not pushed to them.
     #[serde(default)]
     pub muted: bool,
+    /// The user's role in the room.
+    #[serde(default)]
+    pub role: Role,
 }
 
 /// Something the user should know about, kept until read.

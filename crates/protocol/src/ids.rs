@@ -71,6 +71,51 @@ impl UserId {
     }
 }
 
+/// Longest role, in bytes.
+pub const MAX_ROLE_LEN: usize = 32;
+
+/// A member's role in a room: a label the app gives (its join hook, the server API), 1 to 32
+/// characters from `A-Z a-z 0-9 _ . - @`. A room's creator is `owner`, anyone else `member`
+/// unless the app says otherwise. The gateway itself grants nothing by role.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Role(String);
+
+impl Role {
+    /// Validates `s` as a role.
+    pub fn parse(s: impl Into<String>) -> Result<Self, IdError> {
+        let s = s.into();
+        check_plain("role", &s, MAX_ROLE_LEN)?;
+        Ok(Self(s))
+    }
+
+    /// `member`: the role of whoever joins or is added without one.
+    pub fn member() -> Self {
+        Self("member".into())
+    }
+
+    /// `owner`: the role of a room's creator, unless the join hook gave another.
+    pub fn owner() -> Self {
+        Self("owner".into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for Role {
+    fn default() -> Self {
+        Self::member()
+    }
+}
+
+impl From<Role> for String {
+    fn from(role: Role) -> Self {
+        role.0
+    }
+}
+
 /// A room id. Either a client-chosen name (1 to 64 characters from `A-Z a-z 0-9 _ . - @`) or a
 /// direct-message room `dm:<a>:<b>` whose two user ids are sorted, so a pair has exactly one room.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -158,6 +203,7 @@ macro_rules! string_id {
 }
 string_id!(UserId);
 string_id!(RoomId);
+string_id!(Role);
 
 impl From<UserId> for String {
     fn from(id: UserId) -> String {

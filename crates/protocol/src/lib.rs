@@ -22,7 +22,7 @@ pub use frames::{
     Member, Message, MessageKind, Millis, Notification, PresenceStatus, RoomInfo, RoomKind,
     RoomSummary, ServerFrame, ServerFrameKind, UserRef, is_event_name,
 };
-pub use ids::{IdError, RoomId, UserId};
+pub use ids::{IdError, Role, RoomId, UserId};
 
 /// Protocol version, part of both subprotocol names. Bumped on any incompatible change.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -38,7 +38,7 @@ const CLOSE_SECTION: &str = "## Close codes";
 
 /// The `kind` of every [`AckResult`] variant. [`ack_result_kind`] stops compiling when a variant is
 /// added, which is the reminder to extend this list.
-const ACK_RESULT_KINDS: [&str; 8] = [
+const ACK_RESULT_KINDS: [&str; 9] = [
     "ok",
     "room",
     "sent",
@@ -47,6 +47,7 @@ const ACK_RESULT_KINDS: [&str; 8] = [
     "friend",
     "friends",
     "rpc",
+    "auth",
 ];
 
 fn ack_result_kind(result: &AckResult) -> &'static str {
@@ -59,6 +60,7 @@ fn ack_result_kind(result: &AckResult) -> &'static str {
         AckResult::Friend { .. } => "friend",
         AckResult::Friends { .. } => "friends",
         AckResult::Rpc { .. } => "rpc",
+        AckResult::Auth { .. } => "auth",
     }
 }
 

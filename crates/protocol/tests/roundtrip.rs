@@ -47,6 +47,10 @@ fn client_samples() -> Vec<ClientFrame> {
         ClientFrame::Auth {
             token: "eyJ...".into(),
         },
+        ClientFrame::AuthRefresh {
+            id: 1,
+            token: "eyJ.new.token".into(),
+        },
         ClientFrame::Ping { id: Some(1) },
         ClientFrame::Ping { id: None },
         ClientFrame::RoomCreate {
@@ -153,6 +157,7 @@ fn server_samples() -> Vec<ServerFrame> {
             1,
             AckResult::Room {
                 room: info,
+                role: Role::parse("moderator").unwrap(),
                 online: vec![Member {
                     user: user("bob"),
                     status: PresenceStatus::Busy,
@@ -180,6 +185,15 @@ fn server_samples() -> Vec<ServerFrame> {
             },
         ),
         ServerFrame::ok(4, AckResult::Ok),
+        ServerFrame::ok(
+            5,
+            AckResult::Auth {
+                expires_at: 1_763_700_000_000,
+            },
+        ),
+        ServerFrame::AuthExpiring {
+            expires_at: 1_763_700_000_000,
+        },
         ServerFrame::refused(5, ErrorCode::RateLimited, "slow down"),
         ServerFrame::Error {
             code: ErrorCode::MalformedFrame,
@@ -198,6 +212,7 @@ fn server_samples() -> Vec<ServerFrame> {
                 last_read_seq: 4,
                 unread: 5,
                 muted: false,
+                role: Role::owner(),
             }],
             unread_notifications: 2,
             epoch: "0190b2c4".into(),

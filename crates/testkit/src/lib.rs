@@ -13,7 +13,8 @@
 //! - [`jwt`]: HS256 / RS256 / ES256 / `alg: none` tokens and test key pairs.
 //! - [`http_get`]: a tiny HTTP/1.1 client for `/readyz`, `/metrics` and friends.
 //! - [`receiver::Receiver`]: the app's backend as a real HTTP server that records hook and
-//!   webhook requests and answers them with scripted statuses, bodies and delays.
+//!   webhook requests and answers them with scripted statuses, bodies and delays, over HTTP or
+//!   HTTPS ([`tls`]: the test certificate authority and server certificate).
 //!
 //! Nothing here skips when a binary is missing: `scripts/test.sh` installs `redis-server`,
 //! `nginx` and PostgreSQL 15, and a missing one is an error naming it.
@@ -27,6 +28,7 @@ pub mod process;
 pub mod receiver;
 pub mod redis;
 pub mod sse;
+pub mod tls;
 pub mod ws;
 
 pub use gateway::{CommandOutput, Gateway, GatewayBuilder, metric_value};

@@ -1,6 +1,7 @@
 //! A real HTTP server standing in for the app's backend: it records every request (hooks,
 //! webhooks) and answers each as the test's script says, with a status, a body and a delay.
-//! Keep-alive, as the gateway's pooled client expects.
+//! Keep-alive, as the gateway's pooled client expects. [`Receiver::start_tls`] serves HTTPS
+//! with the test certificate of `keys/tls-server.pem` (signed by `keys/tls-ca.pem`).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -21,8 +22,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -130,6 +131,8 @@ type Script = dyn Fn(&Recorded) -> Reply + Send + Sync;
 /// The server; stops when dropped.
 pub struct Receiver {
     addr: SocketAddr,
+    /// `https` or `http`.
+    scheme: &'static str,
     state: Arc<State>,
     task: JoinHandle<()>,
 }
@@ -153,6 +156,22 @@ impl Receiver {
     pub async fn start(
         script: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
     ) -> anyhow::Result<Self> {
+        Self::listen(script, None).await
+    }
+
+    /// As [`Receiver::start`], over TLS with the test certificate: trust `keys/tls-ca.pem`
+    /// ([`crate::tls::CA_FILE`]) to reach it.
+    pub async fn start_tls(
+        script: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+    ) -> anyhow::Result<Self> {
+        Self::listen(script, Some(tls_acceptor()?)).await
+    }
+
+    async fn listen(
+        script: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> anyhow::Result<Self> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .context("binding the receiver")?;
@@ -166,23 +185,36 @@ impl Receiver {
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let state = Arc::clone(&serving);
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = serve(stream, &state).await {
+                    let served = match tls {
+                        None => serve(stream, &state).await,
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => serve(stream, &state).await,
+                            Err(error) => Err(error.into()),
+                        },
+                    };
+                    if let Err(error) = served {
                         tracing::debug!(%error, "receiver connection ended");
                     }
                 });
             }
         });
-        Ok(Self { addr, state, task })
+        Ok(Self {
+            addr,
+            scheme,
+            state,
+            task,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// `http://127.0.0.1:<port><path>`.
+    /// `http://127.0.0.1:<port><path>`, or `https://` for [`Receiver::start_tls`].
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     /// Every request so far, in arrival order.
@@ -225,7 +257,27 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Answers the requests of one connection until it closes.
-async fn serve(mut stream: TcpStream, state: &State) -> anyhow::Result<()> {
+/// The test certificate and its key, ready to serve.
+fn tls_acceptor() -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_slice_iter(crate::tls::SERVER.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .context("reading the test certificate")?;
+    let key = PrivateKeyDer::from_pem_slice(crate::tls::SERVER_KEY.as_bytes())
+        .context("reading the test certificate's key")?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn serve(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    state: &State,
+) -> anyhow::Result<()> {
     let mut buf = Vec::new();
     loop {
         let Some((recorded, keep_alive)) = read_request(&mut stream, &mut buf).await? else {
@@ -257,7 +309,7 @@ async fn serve(mut stream: TcpStream, state: &State) -> anyhow::Result<()> {
 
 /// The next request, and whether the connection stays open after it; `None` at a clean end.
 async fn read_request(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + Unpin),
     buf: &mut Vec<u8>,
 ) -> anyhow::Result<Option<(Recorded, bool)>> {
     loop {
@@ -317,7 +369,10 @@ async fn read_request(
     }
 }
 
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+async fn read_more(
+    stream: &mut (impl AsyncRead + Unpin),
+    buf: &mut Vec<u8>,
+) -> std::io::Result<usize> {
     buf.reserve(16 * 1024);
     stream.read_buf(buf).await
 }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use switchboard_protocol::{
-    CloseCode, ErrorCode, MessageKind, RoomId, RoomKind, ServerFrame, UserId, UserRef,
+    CloseCode, ErrorCode, MessageKind, Role, RoomId, RoomKind, ServerFrame, UserId, UserRef,
     is_event_name,
 };
 
@@ -21,6 +21,7 @@ use crate::http::{self as responses, Body};
 use crate::metrics;
 use crate::presence::{ClusterStats, NodeStats};
 use crate::store::{Appended, Ban, NewMessage, NewNotification, RoomSettings};
+use crate::wall_clock::now_millis;
 
 /// Longest ban: a hundred years.
 const MAX_BAN_MS: u64 = 100 * 366 * 24 * 3_600 * 1_000;
@@ -439,17 +440,23 @@ struct PutMember {
     /// Mutes or unmutes the room for the member (as `room:mute`); absent leaves it as it is.
     #[serde(default)]
     muted: Option<bool>,
+    /// The member's role; absent: `member` for a new member, unchanged for one already.
+    #[serde(default)]
+    role: Option<Role>,
 }
 
 async fn put_member(app: &App, room: RoomId, user: UserId, body: PutMember) -> Answer {
     let record = existing_room(app, &room).await?;
-    if record.info.kind == RoomKind::Direct && body.muted.is_none() {
+    let direct = record.info.kind == RoomKind::Direct;
+    if direct && (body.muted.is_none() || body.role.is_some()) {
         return Err(direct_members_are_fixed());
     }
-    let added = if record.info.kind == RoomKind::Direct {
+    let added = if direct {
         false
     } else {
-        app.store.add_member(&room, &user).await?
+        app.store
+            .add_member(&room, &user, body.role.as_ref())
+            .await?
     };
     if added {
         // Read after the add: the user's connections follow the room from its position now.
@@ -461,6 +468,9 @@ async fn put_member(app: &App, room: RoomId, user: UserId, body: PutMember) -> A
         actions::member_joined(app, &room, record.info.kind, &member, since, None).await;
     }
     let mut answer = json!({ "roomId": room, "userId": user, "added": added });
+    if let Some(role) = &body.role {
+        answer["role"] = json!(role);
+    }
     if let Some(muted) = body.muted {
         if !app.store.set_muted(&room, &user, muted).await? {
             // A direct room's member set is fixed: only its two members have a setting.
@@ -639,12 +649,6 @@ async fn delete_ban(app: &App, user: UserId) -> Answer {
         StatusCode::OK,
         &json!({ "userId": user, "lifted": lifted }),
     ))
-}
-
-fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// This node's counts, fresh, and the cluster's: the other nodes as they last reported (every

@@ -236,7 +236,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::ContentTooLong
         | ErrorCode::InvalidRecipient
         | ErrorCode::NotSupported => StatusCode::BAD_REQUEST,
-        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Unauthorized | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
         ErrorCode::Forbidden | ErrorCode::WrongPassword | ErrorCode::Denied => {
             StatusCode::FORBIDDEN
         }

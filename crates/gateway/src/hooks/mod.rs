@@ -17,7 +17,7 @@ mod caller;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use switchboard_protocol::{RoomId, UserRef};
+use switchboard_protocol::{Role, RoomId, UserRef};
 
 use self::breaker::Breaker;
 use self::caller::{Caller, Endpoint};
@@ -118,6 +118,9 @@ struct Verdict {
     name: Option<String>,
     #[serde(default)]
     rooms: Vec<RoomId>,
+    /// join: the role the user becomes a member with.
+    #[serde(default)]
+    role: Option<Role>,
 }
 
 /// An `rpc` answer: exactly one of the two.
@@ -194,21 +197,22 @@ impl Hooks {
         })
     }
 
-    /// Asks the join hook whether `user` may become a member of `room`; allowed when there is
-    /// no join hook or the room matches none of its patterns.
+    /// Asks the join hook whether `user` may become a member of `room`, and with which role
+    /// (`None`: the default); allowed when there is no join hook or the room matches none of
+    /// its patterns.
     pub async fn join(
         &self,
         user: &UserRef,
         conn: &ConnId,
         room: &RoomId,
         action: JoinAction,
-    ) -> Result<Decision<()>, HookError> {
+    ) -> Result<Decision<Option<Role>>, HookError> {
         let Some(hook) = self
             .join
             .as_ref()
             .filter(|_| self.join_rooms.matches(room.as_str()))
         else {
-            return Ok(Decision::Allow(()));
+            return Ok(Decision::Allow(None));
         };
         let about = JoinCall {
             room_id: room,
@@ -216,7 +220,7 @@ impl Hooks {
         };
         let verdict: Verdict = self.ask(hook, user, conn, about).await?;
         Ok(if verdict.allow {
-            Decision::Allow(())
+            Decision::Allow(verdict.role)
         } else {
             Decision::Deny(reason(verdict.reason))
         })

@@ -117,6 +117,7 @@ async fn a_gap_that_does_not_close_by_itself_is_repaired_from_the_store() {
         kind: RoomKind::Public,
         password_hash: None,
         creator: alice.clone(),
+        creator_role: switchboard_protocol::Role::owner(),
     };
     store.create_room(new_room).await.unwrap();
     let conn = ConnId::new("n", 1);

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use switchboard_protocol::{PresenceStatus, RoomId, UserId, UserRef};
@@ -10,6 +10,7 @@ use switchboard_protocol::{PresenceStatus, RoomId, UserId, UserRef};
 use super::announcements::Announcements;
 use super::{Announcement, ClusterStats, Connected, Departed, NodeStats, Presence, PresenceError};
 use crate::broker::{ConnId, ConnIds};
+use crate::wall_clock::now_millis;
 
 #[derive(Debug, Default)]
 pub struct MemoryPresence {
@@ -46,12 +47,6 @@ impl MemoryPresence {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -82,7 +77,7 @@ impl Presence for MemoryPresence {
         entry.connections.retain(|c| c != conn);
         if before > 0 && entry.connections.is_empty() {
             users.remove(user);
-            return Ok(Some(now_ms()));
+            return Ok(Some(now_millis()));
         }
         Ok(None)
     }
@@ -131,12 +126,13 @@ impl Presence for MemoryPresence {
     }
 
     async fn watch(&self, user: &UserId, offline_since: Option<u64>) -> Result<(), PresenceError> {
-        self.announcements().watch(user, offline_since, now_ms());
+        self.announcements()
+            .watch(user, offline_since, now_millis());
         Ok(())
     }
 
     async fn enter_rooms(&self, user: &UserId, rooms: &[RoomId]) -> Result<(), PresenceError> {
-        self.announcements().enter_rooms(user, rooms, now_ms());
+        self.announcements().enter_rooms(user, rooms, now_millis());
         Ok(())
     }
 
@@ -145,7 +141,7 @@ impl Presence for MemoryPresence {
         user: &UserId,
         rooms: Option<&[RoomId]>,
     ) -> Result<(), PresenceError> {
-        self.announcements().leave_rooms(user, rooms, now_ms());
+        self.announcements().leave_rooms(user, rooms, now_millis());
         Ok(())
     }
 
@@ -158,7 +154,7 @@ impl Presence for MemoryPresence {
         let users = self.lock();
         Ok(self
             .announcements()
-            .due(now_ms(), max, millis(grace), millis(lease), |user| {
+            .due(now_millis(), max, millis(grace), millis(lease), |user| {
                 users.contains_key(user)
             }))
     }

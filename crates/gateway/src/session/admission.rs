@@ -44,7 +44,7 @@ impl<C: Connection> Session<C> {
                 tracing::warn!(%room, "connect hook granted a direct room: its members are fixed");
                 continue;
             }
-            if app.store.add_member(&room, &self.user.id).await? {
+            if app.store.add_member(&room, &self.user.id, None).await? {
                 let kind = record.info.kind;
                 let since = record.info.last_seq;
                 // This session picks the room up with the others it is a member of.

@@ -20,6 +20,7 @@ impl<C: Connection> Session<C> {
                 "this connection is already authenticated",
             )),
             ClientFrame::Ping { id } => return self.wire.send(&ServerFrame::Pong { id }).await,
+            ClientFrame::AuthRefresh { token, .. } => Box::pin(self.refresh_token(token)).await,
             ClientFrame::RoomCreate {
                 room_id,
                 name,

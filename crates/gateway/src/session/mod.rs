@@ -5,8 +5,9 @@
 //! - `mod.rs` — the session's start (handshake, registration, `session:ready`), its live loop
 //!   (the wire, the queue, the timers) and its end;
 //! - `dispatch.rs` — a decoded request to its handler, and the answer back;
-//! - `handshake.rs` (first-frame `auth`), `rooms.rs`, `messages.rs`, `signals.rs`, `events.rs`
-//!   (`room:emit`), `social.rs`, `rpc.rs` (the requests), `limiter.rs` (the token bucket);
+//! - `handshake.rs` (first-frame `auth`), `token.rs` (`auth:refresh`, `auth:expiring`),
+//!   `rooms.rs`, `messages.rs`, `signals.rs`, `events.rs` (`room:emit`), `social.rs`, `rpc.rs`
+//!   (the requests), `limiter.rs` (the token bucket);
 //! - `admission.rs`: the connect hook's word on a new session.
 //!
 //! **Invariant:** nothing but the session task writes to its connection. Others reach it through
@@ -26,6 +27,7 @@ mod rpc;
 mod signals;
 mod social;
 mod sse;
+mod token;
 mod websocket;
 
 use std::sync::Arc;
@@ -91,6 +93,7 @@ pub(crate) async fn start<C: Connection>(
         wire,
         rx,
         expires_at: Instant::now() + remaining,
+        expiry_told: false,
         typing: Typing::default(),
         limiter: RateLimiter::new(
             app.config.rate_per_sec,
@@ -163,6 +166,8 @@ pub(crate) struct Session<C> {
     rx: QueueRx,
     /// When the token expires: the session closes with 4003.
     expires_at: Instant,
+    /// `auth:expiring` was sent for the current token.
+    expiry_told: bool,
     /// Rooms this session is typing in, each with when its indicator stops by itself.
     typing: Typing,
     /// The per-connection rate limit.
@@ -326,6 +331,7 @@ impl<C: Connection> Session<C> {
             Some(self.next_ping),
             Some(silence),
             Some(self.expires_at),
+            self.expiry_notice_at(),
             typing,
         ]
         .into_iter()
@@ -338,6 +344,9 @@ impl<C: Connection> Session<C> {
         let now = Instant::now();
         if now >= self.expires_at {
             return Err(SessionError::Close(CloseCode::TokenExpired));
+        }
+        if self.expiry_notice_at().is_some_and(|at| now >= at) {
+            self.tell_expiry().await?;
         }
         if now >= self.last_heard + self.app.config.heartbeat_timeout() {
             return Err(SessionError::Close(CloseCode::HeartbeatTimeout));

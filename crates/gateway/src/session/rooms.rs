@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use switchboard_protocol::{
-    AckResult, ErrorCode, JOIN_HISTORY, Message, RoomId, RoomInfo, RoomKind,
+    AckResult, ErrorCode, JOIN_HISTORY, Message, Role, RoomId, RoomInfo, RoomKind,
 };
 
 use super::{Connection, Session};
@@ -59,7 +59,8 @@ impl<C: Connection> Session<C> {
             }
             (_, None) => None,
         };
-        self.ask_join_hook(&room_id, JoinAction::Create).await?;
+        let role = self.ask_join_hook(&room_id, JoinAction::Create).await?;
+        let creator_role = role.unwrap_or_else(Role::owner);
         let record = self
             .app
             .store
@@ -69,6 +70,7 @@ impl<C: Connection> Session<C> {
                 kind,
                 password_hash,
                 creator: self.user.clone(),
+                creator_role: creator_role.clone(),
             })
             .await?;
         tracing::info!(room = %room_id, ?kind, user = %self.user.id, "room created");
@@ -76,7 +78,9 @@ impl<C: Connection> Session<C> {
         self.app
             .membership_changed(&self.user.id, &room_id, true)
             .await;
-        self.enter_room(record, None, true).await.map(Some)
+        self.enter_room(record, creator_role, None, true)
+            .await
+            .map(Some)
     }
 
     pub(super) async fn join_room(
@@ -93,7 +97,10 @@ impl<C: Connection> Session<C> {
             ));
         };
         let mut joined = false;
-        if !app.store.is_member(&room_id, &self.user.id).await? {
+        let known = app.store.member_role(&room_id, &self.user.id).await?;
+        let role = if let Some(role) = known {
+            role
+        } else {
             match (record.info.kind, &record.password_hash) {
                 (RoomKind::Public | RoomKind::Feed, _) => {}
                 (RoomKind::Password, Some(hash)) => {
@@ -112,20 +119,26 @@ impl<C: Connection> Session<C> {
                     ));
                 }
             }
-            self.ask_join_hook(&room_id, JoinAction::Join).await?;
-            joined = app.store.add_member(&room_id, &self.user.id).await?;
-        }
-        self.enter_room(record, since_seq, joined).await.map(Some)
+            let given = self.ask_join_hook(&room_id, JoinAction::Join).await?;
+            joined = app
+                .store
+                .add_member(&room_id, &self.user.id, given.as_ref())
+                .await?;
+            given.unwrap_or_default()
+        };
+        self.enter_room(record, role, since_seq, joined)
+            .await
+            .map(Some)
     }
 
     /// The join hook's word, when the user is about to become a member of a room it decides
     /// for: after the room's own rules passed, so the app is asked only about requests that
-    /// could succeed.
+    /// could succeed. Allowed, with the role it gave if any.
     async fn ask_join_hook(
         &mut self,
         room: &RoomId,
         action: JoinAction,
-    ) -> Result<(), SessionError> {
+    ) -> Result<Option<Role>, SessionError> {
         match self
             .app
             .hooks
@@ -133,7 +146,7 @@ impl<C: Connection> Session<C> {
             .await
             .map_err(|e| BackendError::Hook("join", e))?
         {
-            Decision::Allow(()) => Ok(()),
+            Decision::Allow(role) => Ok(role),
             Decision::Deny(reason) => {
                 tracing::debug!(%room, user = %self.user.id, %reason, "join refused by the app");
                 Err(SessionError::refused(ErrorCode::Denied, reason))
@@ -151,6 +164,7 @@ impl<C: Connection> Session<C> {
     async fn enter_room(
         &mut self,
         record: RoomRecord,
+        role: Role,
         since_seq: Option<u64>,
         joined: bool,
     ) -> Result<AckResult, SessionError> {
@@ -187,6 +201,7 @@ impl<C: Connection> Session<C> {
         };
         Ok(AckResult::Room {
             room: info,
+            role,
             online,
             messages,
             recovered,

@@ -513,6 +513,7 @@ mod tests {
                 last_seq: 3,
                 member_count: 1,
             },
+            role: switchboard_protocol::Role::member(),
             online: Vec::new(),
             messages: Vec::new(),
             recovered: true,

@@ -5,7 +5,7 @@
 
 use switchboard_protocol::{MessageKind, RoomId, RoomKind, UserId, UserRef};
 
-use switchboard_protocol::FriendStatus;
+use switchboard_protocol::{FriendStatus, Role};
 
 use super::{NewMessage, NewNotification, NewRoom, RoomSettings, Store, StoreError};
 use crate::webhooks::WebhookOutbox;
@@ -24,6 +24,7 @@ fn new_room(id: &RoomId, kind: RoomKind, creator: &str) -> NewRoom {
         kind,
         password_hash: (kind == RoomKind::Password).then(|| "$argon2id$fake".to_owned()),
         creator: user(creator),
+        creator_role: Role::owner(),
     }
 }
 
@@ -70,17 +71,48 @@ pub async fn rooms_have_members_and_refuse_duplicates(store: &dyn Store, prefix:
     ));
     assert!(store.is_member(&id, &alice).await.expect("is_member"));
     assert!(!store.is_member(&id, &bob).await.expect("is_member"));
-    assert!(store.add_member(&id, &bob).await.expect("add"));
+    assert!(store.add_member(&id, &bob, None).await.expect("add"));
     assert!(
-        !store.add_member(&id, &bob).await.expect("add again"),
+        !store.add_member(&id, &bob, None).await.expect("add again"),
         "already a member"
     );
     let mut members = store.members(&id).await.expect("members");
     members.sort();
     assert_eq!(members, vec![alice.clone(), bob.clone()]);
     let rooms = store.rooms_of(&bob).await.expect("rooms_of");
-    assert!(rooms.iter().any(|r| r.room_id == id));
+    assert!(
+        rooms
+            .iter()
+            .any(|r| r.room_id == id && r.role == Role::member())
+    );
+    // Roles: the creator's as given, a member's default, and replaced when given again.
+    assert_eq!(
+        store.member_role(&id, &alice).await.expect("role"),
+        Some(Role::owner())
+    );
+    assert_eq!(
+        store.member_role(&id, &bob).await.expect("role"),
+        Some(Role::member())
+    );
+    let moderator = Role::parse("moderator").expect("role");
+    assert!(
+        !store
+            .add_member(&id, &bob, Some(&moderator))
+            .await
+            .expect("add with a role")
+    );
+    assert_eq!(
+        store.member_role(&id, &bob).await.expect("role"),
+        Some(moderator.clone())
+    );
+    assert!(!store.add_member(&id, &bob, None).await.expect("add again"));
+    assert_eq!(
+        store.member_role(&id, &bob).await.expect("role"),
+        Some(moderator),
+        "kept"
+    );
     assert!(store.remove_member(&id, &bob).await.expect("remove"));
+    assert_eq!(store.member_role(&id, &bob).await.expect("role"), None);
     assert!(!store.remove_member(&id, &bob).await.expect("remove again"));
     assert!(
         !store
@@ -121,7 +153,7 @@ pub async fn rooms_put_by_the_backend_are_created_then_changed(store: &dyn Store
         "created with no member"
     );
     let alice = UserId::parse(format!("{prefix}-alice")).expect("user id");
-    assert!(store.add_member(&id, &alice).await.expect("add"));
+    assert!(store.add_member(&id, &alice, None).await.expect("add"));
     store
         .append(message(&id, &format!("{prefix}-alice"), "put-1"))
         .await
@@ -504,14 +536,14 @@ pub async fn push_is_owed_once_to_those_who_did_not_read(
         .expect("create");
     assert_eq!(early.info.last_seq, 0);
     for user in [&bob, &carol] {
-        store.add_member(&id, user).await.expect("join");
+        store.add_member(&id, user, None).await.expect("join");
     }
     store
         .append(message(&id, alice.as_str(), "before-dave"))
         .await
         .expect("append");
     // Dave joins after the first message: it is not his to be pushed.
-    store.add_member(&id, &dave).await.expect("join");
+    store.add_member(&id, &dave, None).await.expect("join");
     assert!(store.set_muted(&id, &carol, true).await.expect("mute"));
     assert!(
         !store

@@ -15,7 +15,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use switchboard_protocol::{
-    Friend, FriendStatus, Message, MessageKind, Notification, RoomId, RoomInfo, RoomKind,
+    Friend, FriendStatus, Message, MessageKind, Notification, Role, RoomId, RoomInfo, RoomKind,
     RoomSummary, UserId, UserRef,
 };
 
@@ -37,6 +37,8 @@ pub struct NewRoom {
     pub kind: RoomKind,
     pub password_hash: Option<String>,
     pub creator: UserRef,
+    /// The creator's role: `owner`, unless the join hook gave another.
+    pub creator_role: Role,
 }
 
 /// A room as the app's backend sets it (server API `PUT /rooms/{roomId}`), already validated.
@@ -143,13 +145,24 @@ pub trait Store: Send + Sync + 'static {
     /// The direct-message room of two users, created with both as members if new.
     async fn direct_room(&self, from: &UserRef, to: &UserId) -> Result<RoomRecord, StoreError>;
 
-    /// Adds a member; `Ok(false)` when they already were one.
-    async fn add_member(&self, room: &RoomId, user: &UserId) -> Result<bool, StoreError>;
+    /// Adds a member with `role` (`member` when `None`); `Ok(false)` when they already were
+    /// one, whose role `role` then replaces.
+    async fn add_member(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        role: Option<&Role>,
+    ) -> Result<bool, StoreError>;
 
     /// Removes a member; `Ok(false)` when they were not one.
     async fn remove_member(&self, room: &RoomId, user: &UserId) -> Result<bool, StoreError>;
 
-    async fn is_member(&self, room: &RoomId, user: &UserId) -> Result<bool, StoreError>;
+    /// The user's role in the room; `None` when they are not a member.
+    async fn member_role(&self, room: &RoomId, user: &UserId) -> Result<Option<Role>, StoreError>;
+
+    async fn is_member(&self, room: &RoomId, user: &UserId) -> Result<bool, StoreError> {
+        Ok(self.member_role(room, user).await?.is_some())
+    }
 
     /// Mutes or unmutes `room` for its member `user`: a muted room's messages are never owed to
     /// them in a push, and unmuting does not owe what came while muted. `Ok(false)` when they

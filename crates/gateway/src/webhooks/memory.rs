@@ -209,12 +209,13 @@ impl WebhookOutbox for MemoryOutbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchboard_protocol::{RoomId, UserId};
+    use switchboard_protocol::{Role, RoomId, UserId};
 
     fn event() -> WebhookEvent {
         WebhookEvent::member_joined(
             &RoomId::parse("lobby").expect("valid"),
             &UserId::parse("bob").expect("valid"),
+            &Role::member(),
         )
     }
 

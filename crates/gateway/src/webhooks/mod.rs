@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use switchboard_protocol::{Message, Notification, RoomId, UserId};
+use switchboard_protocol::{Message, Notification, Role, RoomId, UserId};
 use tokio::sync::Notify;
 
 pub use self::delivery::Deliveries;
@@ -106,6 +106,9 @@ struct MessageData<'a> {
 struct MembershipData<'a> {
     room_id: &'a RoomId,
     user_id: &'a UserId,
+    /// Joined only: the role they joined with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'a Role>,
 }
 
 #[derive(Serialize)]
@@ -199,15 +202,22 @@ impl WebhookEvent {
         Self::new(EventType::MessageCreated, &MessageData { message })
     }
 
-    pub fn member_joined(room_id: &RoomId, user_id: &UserId) -> Self {
-        Self::new(
-            EventType::MemberJoined,
-            &MembershipData { room_id, user_id },
-        )
+    pub fn member_joined(room_id: &RoomId, user_id: &UserId, role: &Role) -> Self {
+        let data = MembershipData {
+            room_id,
+            user_id,
+            role: Some(role),
+        };
+        Self::new(EventType::MemberJoined, &data)
     }
 
     pub fn member_left(room_id: &RoomId, user_id: &UserId) -> Self {
-        Self::new(EventType::MemberLeft, &MembershipData { room_id, user_id })
+        let data = MembershipData {
+            room_id,
+            user_id,
+            role: None,
+        };
+        Self::new(EventType::MemberLeft, &data)
     }
 
     pub fn notification_created(user_id: &UserId, notification: &Notification) -> Self {
@@ -412,11 +422,14 @@ mod tests {
     fn an_event_has_a_stable_id_and_the_documented_shape() {
         let room = RoomId::parse("lobby").expect("valid id");
         let user = UserId::parse("bob").expect("valid id");
-        let event = WebhookEvent::member_joined(&room, &user);
+        let event = WebhookEvent::member_joined(&room, &user, &Role::member());
         assert!(event.id.starts_with("evt_"));
         let body: Value = serde_json::from_str(&event.body).expect("JSON");
         assert_eq!(body["type"], "room.member_joined");
-        assert_eq!(body["data"], json!({"roomId": "lobby", "userId": "bob"}));
+        assert_eq!(
+            body["data"],
+            json!({"roomId": "lobby", "userId": "bob", "role": "member"})
+        );
         assert!(body["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
     }
 

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use switchboard_protocol::{Message, MessageKind, Millis, Notification, RoomId, UserId, UserRef};
@@ -60,13 +60,6 @@ impl PushRule {
     pub fn cutoff(&self, now: Millis) -> Millis {
         now.saturating_sub(self.delay_ms)
     }
-}
-
-/// Unix ms of a time.
-pub fn unix_millis(time: SystemTime) -> Millis {
-    time.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// One room in a push: how much is unread there, and the latest message owed.

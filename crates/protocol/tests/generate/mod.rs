@@ -406,6 +406,7 @@ pub fn valid_frame() -> BoxedStrategy<ClientFrame> {
     let password = || prop::option::weighted(0.1, "[a-z]{1,8}");
     prop_oneof![
         nasty_string().prop_map(|token| F::Auth { token }),
+        (request_id(), nasty_string()).prop_map(|(id, token)| F::AuthRefresh { id, token }),
         opt_id().prop_map(|id| F::Ping { id }),
         (
             request_id(),
@@ -584,6 +585,7 @@ const FIELD_NAMES: &[&str] = &[
 /// Every `type` a client may send, some server-only ones, and near misses.
 const TYPE_NAMES: &[&str] = &[
     "auth",
+    "auth:refresh",
     "ping",
     "room:create",
     "room:join",
@@ -913,6 +915,7 @@ fn schema(kind: &str) -> Option<Vec<(&'static str, Ty, Need)>> {
     let user = ("userId", User, Required);
     Some(match kind {
         "auth" => vec![("token", Str, Required)],
+        "auth:refresh" => vec![id, ("token", Str, Required)],
         "ping" => vec![opt_id],
         "room:create" => vec![
             id,

@@ -11,8 +11,8 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use switchboard_protocol::{
-    Friend, FriendStatus, Message, Notification, RoomId, RoomInfo, RoomKind, RoomSummary, UserId,
-    UserRef,
+    Friend, FriendStatus, Message, Notification, Role, RoomId, RoomInfo, RoomKind, RoomSummary,
+    UserId, UserRef,
 };
 
 use self::push::{MemberPush, UserPush};
@@ -20,7 +20,8 @@ use super::{
     Appended, Ban, NewMessage, NewNotification, NewRoom, RoomRecord, RoomSettings, Store,
     StoreError,
 };
-use crate::webhooks::push::{PushPass, unix_millis};
+use crate::wall_clock::{now_millis, unix_millis};
+use crate::webhooks::push::PushPass;
 use crate::webhooks::{EventSink, EventType, WebhookEvent};
 
 /// Notifications kept per user; the oldest go first.
@@ -57,12 +58,17 @@ struct Inner {
     user_push: HashMap<UserId, UserPush>,
 }
 
+/// A member of a room.
+#[derive(Debug)]
+struct Membership {
+    role: Role,
+    push: MemberPush,
+}
+
 #[derive(Debug)]
 struct RoomState {
     record: RoomRecord,
-    members: BTreeSet<UserId>,
-    /// Each member's push state (muted, what was pushed).
-    push: HashMap<UserId, MemberPush>,
+    members: BTreeMap<UserId, Membership>,
     /// When the room is due for a push pass.
     push_due: Option<u64>,
     /// The latest messages, seq ascending and contiguous.
@@ -112,10 +118,6 @@ impl MemoryStore {
     }
 }
 
-fn now_millis() -> u64 {
-    unix_millis(SystemTime::now())
-}
-
 impl Inner {
     fn user_ref(&self, id: &UserId) -> UserRef {
         self.users.get(id).cloned().unwrap_or_else(|| UserRef {
@@ -130,19 +132,21 @@ impl Inner {
             .ok_or_else(|| StoreError::RoomNotFound(id.clone()))
     }
 
-    fn insert_room(&mut self, record: RoomRecord, members: &[&UserId]) -> RoomRecord {
+    fn insert_room(&mut self, record: RoomRecord, members: &[(&UserId, Role)]) -> RoomRecord {
         let id = record.info.room_id.clone();
         let mut state = RoomState {
             record,
-            members: BTreeSet::new(),
-            push: HashMap::new(),
+            members: BTreeMap::new(),
             push_due: None,
             messages: VecDeque::new(),
             by_client_id: HashMap::new(),
         };
-        for user in members {
-            state.members.insert((*user).clone());
-            state.push.insert((*user).clone(), MemberPush::since(0));
+        for (user, role) in members {
+            let membership = Membership {
+                role: role.clone(),
+                push: MemberPush::since(0),
+            };
+            state.members.insert((*user).clone(), membership);
             self.memberships
                 .entry((*user).clone())
                 .or_default()
@@ -190,7 +194,7 @@ impl Store for MemoryStore {
             },
             password_hash: room.password_hash,
         };
-        Ok(inner.insert_room(record, &[&room.creator.id]))
+        Ok(inner.insert_room(record, &[(&room.creator.id, room.creator_role)]))
     }
 
     async fn put_room(&self, room: RoomSettings) -> Result<(RoomRecord, bool), StoreError> {
@@ -237,35 +241,46 @@ impl Store for MemoryStore {
             },
             password_hash: None,
         };
-        Ok(inner.insert_room(record, &[&from.id, to]))
+        Ok(inner.insert_room(record, &[(&from.id, Role::member()), (to, Role::member())]))
     }
 
-    async fn add_member(&self, room: &RoomId, user: &UserId) -> Result<bool, StoreError> {
+    async fn add_member(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        role: Option<&Role>,
+    ) -> Result<bool, StoreError> {
         let mut inner = self.lock();
         let state = inner.room_mut(room)?;
-        let added = state.members.insert(user.clone());
-        state.record.info.member_count = state.members.len() as u64;
-        if added {
-            // What was said before they joined is never pushed to them.
-            let since = state.record.info.last_seq;
-            state.push.insert(user.clone(), MemberPush::since(since));
-            inner
-                .memberships
-                .entry(user.clone())
-                .or_default()
-                .insert(room.clone());
-            self.emit(EventType::MemberJoined, Some(room), || {
-                WebhookEvent::member_joined(room, user)
-            });
+        if let Some(membership) = state.members.get_mut(user) {
+            if let Some(role) = role {
+                membership.role = role.clone();
+            }
+            return Ok(false);
         }
-        Ok(added)
+        let role = role.cloned().unwrap_or_default();
+        // What was said before they joined is never pushed to them.
+        let membership = Membership {
+            role: role.clone(),
+            push: MemberPush::since(state.record.info.last_seq),
+        };
+        state.members.insert(user.clone(), membership);
+        state.record.info.member_count = state.members.len() as u64;
+        inner
+            .memberships
+            .entry(user.clone())
+            .or_default()
+            .insert(room.clone());
+        self.emit(EventType::MemberJoined, Some(room), || {
+            WebhookEvent::member_joined(room, user, &role)
+        });
+        Ok(true)
     }
 
     async fn remove_member(&self, room: &RoomId, user: &UserId) -> Result<bool, StoreError> {
         let mut inner = self.lock();
         let state = inner.room_mut(room)?;
-        let removed = state.members.remove(user);
-        state.push.remove(user);
+        let removed = state.members.remove(user).is_some();
         state.record.info.member_count = state.members.len() as u64;
         if removed && let Some(rooms) = inner.memberships.get_mut(user) {
             rooms.remove(room);
@@ -278,12 +293,13 @@ impl Store for MemoryStore {
         Ok(removed)
     }
 
-    async fn is_member(&self, room: &RoomId, user: &UserId) -> Result<bool, StoreError> {
+    async fn member_role(&self, room: &RoomId, user: &UserId) -> Result<Option<Role>, StoreError> {
         Ok(self
             .lock()
             .rooms
             .get(room)
-            .is_some_and(|r| r.members.contains(user)))
+            .and_then(|r| r.members.get(user))
+            .map(|m| m.role.clone()))
     }
 
     async fn set_muted(
@@ -295,10 +311,10 @@ impl Store for MemoryStore {
         let mut inner = self.lock();
         let state = inner.room_mut(room)?;
         let last_seq = state.record.info.last_seq;
-        let Some(push) = state.push.get_mut(user) else {
+        let Some(membership) = state.members.get_mut(user) else {
             return Ok(false);
         };
-        push.set_muted(muted, last_seq);
+        membership.push.set_muted(muted, last_seq);
         Ok(true)
     }
 
@@ -324,7 +340,7 @@ impl Store for MemoryStore {
             .rooms
             .get(room)
             .ok_or_else(|| StoreError::RoomNotFound(room.clone()))?;
-        Ok(state.members.iter().cloned().collect())
+        Ok(state.members.keys().cloned().collect())
     }
 
     async fn rooms_of(&self, user: &UserId) -> Result<Vec<RoomSummary>, StoreError> {
@@ -349,7 +365,11 @@ impl Store for MemoryStore {
                     last_seq: info.last_seq,
                     last_read_seq: read,
                     unread: info.last_seq.saturating_sub(read),
-                    muted: state.push.get(user).is_some_and(|p| p.muted),
+                    muted: state.members.get(user).is_some_and(|m| m.push.muted),
+                    role: state
+                        .members
+                        .get(user)
+                        .map_or_else(Role::member, |m| m.role.clone()),
                 }
             })
             .collect())
@@ -645,6 +665,7 @@ mod tests {
             kind: RoomKind::Public,
             password_hash: None,
             creator: alice.clone(),
+            creator_role: Role::owner(),
         };
         store.create_room(room).await.unwrap();
         for i in 0..150 {

@@ -110,7 +110,8 @@ impl Inner {
             None => return next_due,
         };
         let info = &state.record.info;
-        for (user, push) in state.push.iter_mut() {
+        for (user, membership) in state.members.iter_mut() {
+            let push = &mut membership.push;
             let read = reads
                 .get(&(user.clone(), room.clone()))
                 .copied()

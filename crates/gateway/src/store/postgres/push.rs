@@ -9,7 +9,7 @@
 //! then makes its user due again.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use deadpool_postgres::Transaction;
 use switchboard_protocol::{Message, Notification, RoomId, UserId};
@@ -20,9 +20,10 @@ use super::error::unavailable;
 use super::rows::{self, get, message_columns, notification_columns, to_i64, to_u64};
 use super::webhooks::{EventRows, INSERT_EVENTS};
 use crate::store::StoreError;
+use crate::wall_clock::{from_millis as time, unix_millis};
 use crate::webhooks::push::{
     PASS_LIMIT, PushBatch, PushMessage, PushNotification, PushNotifications, PushPass, PushRoom,
-    PushRule, unix_millis,
+    PushRule,
 };
 
 /// The advisory lock that lets one node pass at a time ("sbx" + "push" in ASCII).
@@ -38,10 +39,6 @@ struct DueRoom {
     cut: Option<i64>,
     /// When the message after `cut` was made, if visible.
     next_at: Option<SystemTime>,
-}
-
-fn time(millis: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(millis)
 }
 
 impl PgStore {

@@ -5,7 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use switchboard_protocol::{
-    Friend, FriendStatus, Message, Notification, RoomId, RoomKind, RoomSummary, UserId, UserRef,
+    Friend, FriendStatus, Message, Notification, Role, RoomId, RoomKind, RoomSummary, UserId,
+    UserRef,
 };
 use tokio_postgres::types::ToSql;
 
@@ -153,7 +154,7 @@ impl Store for PgStore {
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING RETURNING id
                  ), owner AS (
                      INSERT INTO room_members (room, user_id, role)
-                     SELECT id, $5, 'owner' FROM created
+                     SELECT id, $5, $6 FROM created
                  )
                  SELECT id FROM created",
                 &[
@@ -162,6 +163,7 @@ impl Store for PgStore {
                     &rows::room_kind_text(room.kind),
                     &room.password_hash,
                     &room.creator.id.as_str(),
+                    &room.creator_role.as_str(),
                 ],
             )
             .await?;
@@ -239,27 +241,38 @@ impl Store for PgStore {
         rows::room_record(&row)
     }
 
-    async fn add_member(&self, room: &RoomId, user: &UserId) -> Result<bool, StoreError> {
+    async fn add_member(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        role: Option<&Role>,
+    ) -> Result<bool, StoreError> {
         // The webhook row, if any, is inserted by the same statement, only when the member is.
+        let joined_as = role.cloned().unwrap_or_default();
         let event = self.event_for(EventType::MemberJoined, Some(room), || {
-            WebhookEvent::member_joined(room, user)
+            WebhookEvent::member_joined(room, user, &joined_as)
         });
+        let role = role.map(Role::as_str);
         let (id, body) = event_columns(event.as_ref());
         let row = self
             .query_one(
                 "WITH room AS (
                      SELECT id, last_seq FROM rooms WHERE id = $1
                  ), added AS (
-                     -- What was said before they joined is never pushed to them.
-                     INSERT INTO room_members (room, user_id, pushed_seq)
-                     SELECT id, $2, last_seq FROM room
-                     ON CONFLICT DO NOTHING RETURNING 1
+                     -- What was said before they joined is never pushed to them. `xmax = 0`
+                     -- only on a row this statement inserted: a member's role may change.
+                     INSERT INTO room_members (room, user_id, pushed_seq, role)
+                     SELECT id, $2, last_seq, coalesce($5::text, 'member') FROM room
+                     ON CONFLICT (room, user_id) DO UPDATE SET role = EXCLUDED.role
+                         WHERE $5::text IS NOT NULL
+                     RETURNING xmax = 0 AS new
                  ), event AS (
                      INSERT INTO switchboard_webhooks (event_id, type, body)
-                     SELECT $3::text, 'room.member_joined', $4::text FROM added WHERE $3::text IS NOT NULL
+                     SELECT $3::text, 'room.member_joined', $4::text FROM added
+                     WHERE new AND $3::text IS NOT NULL
                  )
-                 SELECT EXISTS (SELECT 1 FROM room), (SELECT count(*) FROM added)",
-                &[&room.as_str(), &user.as_str(), &id, &body],
+                 SELECT EXISTS (SELECT 1 FROM room), (SELECT count(*) FROM added WHERE new)",
+                &[&room.as_str(), &user.as_str(), &id, &body, &role],
             )
             .await?;
         let (exists, added): (bool, i64) = (get(&row, 0)?, get(&row, 1)?);
@@ -295,14 +308,14 @@ impl Store for PgStore {
         Ok(removed > 0)
     }
 
-    async fn is_member(&self, room: &RoomId, user: &UserId) -> Result<bool, StoreError> {
-        let row = self
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM room_members WHERE room = $1 AND user_id = $2)",
+    async fn member_role(&self, room: &RoomId, user: &UserId) -> Result<Option<Role>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT role FROM room_members WHERE room = $1 AND user_id = $2",
                 &[&room.as_str(), &user.as_str()],
             )
             .await?;
-        get(&row, 0)
+        rows.first().map(|row| rows::role(get(row, 0)?)).transpose()
     }
 
     async fn set_muted(
@@ -341,7 +354,8 @@ impl Store for PgStore {
     async fn rooms_of(&self, user: &UserId) -> Result<Vec<RoomSummary>, StoreError> {
         let rows = self
             .query(
-                "SELECT r.id, r.name, r.kind, r.last_seq, coalesce(w.last_read_seq, 0), m.muted
+                "SELECT r.id, r.name, r.kind, r.last_seq, coalesce(w.last_read_seq, 0), m.muted,
+                        m.role
                  FROM room_members m
                  JOIN rooms r ON r.id = m.room
                  LEFT JOIN read_watermarks w ON w.user_id = m.user_id AND w.room = m.room
@@ -362,6 +376,7 @@ impl Store for PgStore {
                     last_read_seq,
                     unread: last_seq.saturating_sub(last_read_seq),
                     muted: get(row, 5)?,
+                    role: rows::role(get(row, 6)?)?,
                 })
             })
             .collect()

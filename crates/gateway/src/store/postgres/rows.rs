@@ -6,7 +6,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use switchboard_protocol::{
-    Message, MessageKind, Notification, RoomId, RoomInfo, RoomKind, UserId, UserRef,
+    Message, MessageKind, Notification, Role, RoomId, RoomInfo, RoomKind, UserId, UserRef,
 };
 use tokio_postgres::Row;
 use tokio_postgres::types::FromSql;
@@ -61,9 +61,7 @@ pub(super) fn to_u64(n: i64) -> u64 {
 
 /// A `timestamptz` as Unix milliseconds (0 before 1970).
 pub(super) fn millis(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+    crate::wall_clock::unix_millis(time)
 }
 
 /// Now, cut to whole milliseconds: what is written reads back equal.
@@ -115,6 +113,10 @@ pub(super) fn room_id(text: &str) -> Result<RoomId, StoreError> {
 
 pub(super) fn user_id(text: &str) -> Result<UserId, StoreError> {
     UserId::parse(text).map_err(|_| corrupt("user id", text))
+}
+
+pub(super) fn role(text: &str) -> Result<Role, StoreError> {
+    Role::parse(text).map_err(|_| corrupt("role", text))
 }
 
 /// A row of [`message_columns!`], starting at column `at`.
