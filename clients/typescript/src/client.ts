@@ -9,13 +9,16 @@ import {
   type AckResult,
   type ClientFrame,
   type ErrorCode,
+  type Friend,
   type Message,
+  type PresenceStatus,
   type MessageKind,
   type RequestBody,
   type ResultOf,
   type RoomId,
   type ServerFrame,
   type ServerFrameOf,
+  type ServerFrameType,
   type UserId,
 } from "./protocol.js";
 
@@ -104,6 +107,8 @@ interface Waiting {
 }
 
 const OPEN = 1;
+/** A typing indicator stops this long after the last `typing()` (the server's own is 3 s). */
+const TYPING_IDLE_MS = 2_500;
 /** Own message ids remembered, so a replay does not hand the app its own sends again. */
 const OWN_IDS_KEPT = 10_000;
 
@@ -130,6 +135,11 @@ export class SwitchboardClient {
   /** Sends made in this run, by clientMsgId: their promises. */
   readonly #sends = new Map<string, { resolve: (sent: Sent) => void; reject: (e: SwitchboardError) => void }>();
   readonly #ownIds = new Set<string>();
+  readonly #typing = new Map<RoomId, ReturnType<typeof setTimeout>>();
+  /** The user's read watermark per room, from every device. */
+  readonly #reads = new Map<RoomId, number>();
+  /** Each member room's last seq as `session:ready` listed it. */
+  readonly #known = new Map<RoomId, number>();
   #ws: WebSocketLike | undefined;
   #state: ConnectionState = "closed";
   #stopped = true;
@@ -228,6 +238,102 @@ export class SwitchboardClient {
   /** Marks a room read up to `seq` on every device of the user. */
   async markRead(roomId: RoomId, seq: number): Promise<void> {
     await this.#ask({ type: "message:read", roomId, seq }, "ok");
+    this.#read(roomId, seq);
+  }
+
+  #read(roomId: RoomId, seq: number): void {
+    this.#reads.set(roomId, Math.max(this.#reads.get(roomId) ?? 0, seq));
+  }
+
+  /** The latest `limit` messages before `beforeSeq` (the latest page without it), ascending. */
+  async history(roomId: RoomId, options: { beforeSeq?: number; limit?: number } = {}): Promise<ResultOf<"history">> {
+    const body: RequestBody = { type: "history:fetch", roomId };
+    if (options.beforeSeq !== undefined) body.beforeSeq = options.beforeSeq;
+    if (options.limit !== undefined) body.limit = options.limit;
+    return this.#ask(body, "history");
+  }
+
+  /** Shows the user typing in `roomId`; stops by itself `TYPING_IDLE_MS` after the last call. */
+  typing(roomId: RoomId): void {
+    const timer = this.#typing.get(roomId);
+    if (timer !== undefined) clearTimeout(timer);
+    else this.notify({ type: "typing:start", roomId });
+    this.#typing.set(
+      roomId,
+      setTimeout(() => this.stopTyping(roomId), TYPING_IDLE_MS),
+    );
+  }
+
+  stopTyping(roomId: RoomId): void {
+    const timer = this.#typing.get(roomId);
+    if (timer === undefined) return;
+    clearTimeout(timer);
+    this.#typing.delete(roomId);
+    this.notify({ type: "typing:stop", roomId });
+  }
+
+  /** The user's unread messages per room (`lastSeq - lastReadSeq`, as `session:ready` counts):
+   * from the last `session:ready`, the messages since and the read receipts of every device. */
+  unread(): Map<RoomId, number> {
+    const counts = new Map<RoomId, number>();
+    const rooms = new Set([...this.#known.keys(), ...this.#rooms.keys()]);
+    for (const roomId of rooms) {
+      const last = Math.max(this.#known.get(roomId) ?? 0, this.#rooms.get(roomId)?.lastSeq ?? 0);
+      counts.set(roomId, Math.max(0, last - (this.#reads.get(roomId) ?? 0)));
+    }
+    return counts;
+  }
+
+  /** A custom event to everyone in the room (`room:event`), never stored. */
+  async emit(roomId: RoomId, event: string, data?: unknown): Promise<void> {
+    await this.#ask({ type: "room:emit", roomId, event, data }, "ok");
+  }
+
+  async setPresence(status: PresenceStatus): Promise<void> {
+    await this.#ask({ type: "presence:update", status }, "ok");
+  }
+
+  /** Mutes a room for the user's pushes, on every device. */
+  async mute(roomId: RoomId, muted = true): Promise<void> {
+    await this.#ask({ type: "room:mute", roomId, muted }, "ok");
+  }
+
+  async rpc(method: string, data?: unknown): Promise<unknown> {
+    return (await this.#ask({ type: "rpc", method, data }, "rpc")).data;
+  }
+
+  async notifications(options: { limit?: number; before?: number } = {}): Promise<ResultOf<"notifications">> {
+    const body: RequestBody = { type: "notifications:list" };
+    if (options.limit !== undefined) body.limit = options.limit;
+    if (options.before !== undefined) body.before = options.before;
+    return this.#ask(body, "notifications");
+  }
+
+  async readNotifications(ids: number[]): Promise<void> {
+    await this.#ask({ type: "notifications:read", ids }, "ok");
+  }
+
+  async friends(): Promise<Friend[]> {
+    return (await this.#ask({ type: "friends:list" }, "friends")).friends;
+  }
+
+  async requestFriend(userId: UserId): Promise<Friend> {
+    return (await this.#ask({ type: "friend:request", userId }, "friend")).friend;
+  }
+
+  async acceptFriend(userId: UserId): Promise<Friend> {
+    return (await this.#ask({ type: "friend:accept", userId }, "friend")).friend;
+  }
+
+  async removeFriend(userId: UserId): Promise<void> {
+    await this.#ask({ type: "friend:remove", userId }, "ok");
+  }
+
+  /** Listens to one type of server frame, typed. */
+  onFrame<T extends ServerFrameType>(type: T, listener: (frame: ServerFrameOf<T>) => void): () => void {
+    return this.on("frame", (frame) => {
+      if (frame.type === type) listener(frame as ServerFrameOf<T>);
+    });
   }
 
   /** Any request of the protocol; rejects with its error code. */
@@ -382,6 +488,9 @@ export class SwitchboardClient {
       case "message:new":
         this.#onMessage(frame.message);
         break;
+      case "message:read":
+        if (frame.userId === this.#ready?.user.id) this.#read(frame.roomId, frame.seq);
+        break;
       case "auth:expiring":
         this.#refresh(ws);
         break;
@@ -401,6 +510,10 @@ export class SwitchboardClient {
     this.#prompt = false;
     this.#setState("connected");
     this.#emit("ready", ready);
+    for (const summary of ready.rooms) {
+      this.#read(summary.roomId, summary.lastReadSeq);
+      this.#known.set(summary.roomId, Math.max(this.#known.get(summary.roomId) ?? 0, summary.lastSeq));
+    }
     for (const [roomId, room] of this.#rooms) this.#resume(roomId, room, newEpoch);
     for (const send of this.#outbox.all()) this.#sendNow(ws, send);
     const first = this.#firstReady;
