@@ -653,7 +653,14 @@ export class SwitchboardClient {
 
   #emit<E extends keyof ClientEvents>(event: E, ...args: Parameters<ClientEvents[E]>): void {
     for (const listener of this.#listeners[event] as Set<(...a: Parameters<ClientEvents[E]>) => void>) {
-      listener(...args);
+      try {
+        listener(...args);
+      } catch (error) {
+        // The app's listener failed: report it, but keep the connection's bookkeeping going.
+        queueMicrotask(() => {
+          throw error;
+        });
+      }
     }
   }
 }

@@ -13,16 +13,19 @@
 //! - every frame type, and every `ack` result kind plus an error `ack`, has at least one example;
 //! - both subprotocol names appear.
 
+mod kinds;
+
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
 
+use kinds::{ACK_RESULT_KINDS, ack_result_kind};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use strum::IntoEnumIterator;
 use switchboard_protocol::{
-    AckResult, ClientFrame, ClientFrameKind, CloseCode, Codec, ErrorCode, JOIN_HISTORY,
-    MAX_HISTORY_PAGE, ServerFrame, ServerFrameKind,
+    ClientFrame, ClientFrameKind, CloseCode, Codec, ErrorCode, JOIN_HISTORY, MAX_HISTORY_PAGE,
+    ServerFrame, ServerFrameKind,
 };
 
 const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/protocol.md");
@@ -35,34 +38,6 @@ const SERVER_SECTION: &str = "## Server → client frames";
 /// The `##` headings holding the two code tables.
 const ERROR_SECTION: &str = "## Error codes";
 const CLOSE_SECTION: &str = "## Close codes";
-
-/// The `kind` of every [`AckResult`] variant. [`ack_result_kind`] stops compiling when a variant is
-/// added, which is the reminder to extend this list.
-const ACK_RESULT_KINDS: [&str; 9] = [
-    "ok",
-    "room",
-    "sent",
-    "history",
-    "notifications",
-    "friend",
-    "friends",
-    "rpc",
-    "auth",
-];
-
-fn ack_result_kind(result: &AckResult) -> &'static str {
-    match result {
-        AckResult::Ok => "ok",
-        AckResult::Room { .. } => "room",
-        AckResult::Sent { .. } => "sent",
-        AckResult::History { .. } => "history",
-        AckResult::Notifications { .. } => "notifications",
-        AckResult::Friend { .. } => "friend",
-        AckResult::Friends { .. } => "friends",
-        AckResult::Rpc { .. } => "rpc",
-        AckResult::Auth { .. } => "auth",
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // A minimal Markdown reader: headings, table rows and fenced code blocks, each with its line
