@@ -133,7 +133,11 @@ export class SwitchboardClient {
   readonly #rooms = new Map<RoomId, RoomState>();
   readonly #waiting = new Map<number, Waiting>();
   /** Sends made in this run, by clientMsgId: their promises. */
-  readonly #sends = new Map<string, { resolve: (sent: Sent) => void; reject: (e: SwitchboardError) => void }>();
+  readonly #sends = new Map<
+    string,
+    { promise: Promise<Sent>; resolve: (sent: Sent) => void; reject: (e: SwitchboardError) => void }
+  >();
+  readonly #webSocket: WebSocketFactory;
   readonly #ownIds = new Set<string>();
   readonly #typing = new Map<RoomId, ReturnType<typeof setTimeout>>();
   /** The user's read watermark per room, from every device. */
@@ -151,8 +155,10 @@ export class SwitchboardClient {
   #reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   #firstReady: { resolve: (ready: Ready) => void; reject: (e: SwitchboardError) => void } | undefined;
 
+  /** Throws when there is no WebSocket to use: no `webSocket` option and no global one. */
   constructor(options: ClientOptions) {
     this.#options = options;
+    this.#webSocket = options.webSocket ?? defaultWebSocket();
     this.#outbox = new Outbox(options.outboxLimit ?? 1_000, options.storage);
   }
 
@@ -381,20 +387,25 @@ export class SwitchboardClient {
   }
 
   #enqueue(send: PendingSend): Promise<Sent> {
-    return new Promise<Sent>((resolve, reject) => {
-      try {
-        this.#outbox.add(send);
-      } catch (error) {
-        if (error instanceof OutboxFullError) {
-          reject(new SwitchboardError("OUTBOX_FULL", error.message));
-          return;
-        }
-        throw error;
+    // The same clientMsgId while it is pending: the same send, and the same answer.
+    const pending = this.#sends.get(send.clientMsgId);
+    if (pending !== undefined) return pending.promise;
+    try {
+      this.#outbox.add(send);
+    } catch (error) {
+      if (error instanceof OutboxFullError) {
+        return Promise.reject(new SwitchboardError("OUTBOX_FULL", error.message));
       }
-      this.#sends.set(send.clientMsgId, { resolve, reject });
-      const ws = this.#ws;
-      if (this.#state === "connected" && ws !== undefined) this.#sendNow(ws, send);
+      throw error;
+    }
+    let settle: { resolve: (sent: Sent) => void; reject: (e: SwitchboardError) => void } | undefined;
+    const promise = new Promise<Sent>((resolve, reject) => {
+      settle = { resolve, reject };
     });
+    if (settle !== undefined) this.#sends.set(send.clientMsgId, { promise, ...settle });
+    const ws = this.#ws;
+    if (this.#state === "connected" && ws !== undefined) this.#sendNow(ws, send);
+    return promise;
   }
 
   #sendNow(ws: WebSocketLike, send: PendingSend): void {
@@ -448,8 +459,7 @@ export class SwitchboardClient {
     void this.#token().then(
       (token) => {
         if (this.#stopped) return;
-        const factory = this.#options.webSocket ?? defaultWebSocket;
-        const ws = factory(this.#options.url);
+        const ws = this.#webSocket(this.#options.url);
         this.#ws = ws;
         ws.onopen = () => this.#transmit(ws, { type: "auth", token });
         ws.onmessage = (event) => this.#onData(ws, event.data);
@@ -665,10 +675,10 @@ export class SwitchboardClient {
   }
 }
 
-function defaultWebSocket(url: string): WebSocketLike {
+function defaultWebSocket(): WebSocketFactory {
   const Ctor = (globalThis as { WebSocket?: new (url: string) => WebSocketLike }).WebSocket;
   if (Ctor === undefined) {
     throw new SwitchboardError("CLOSED", "no global WebSocket: pass the `webSocket` option (e.g. the ws package)");
   }
-  return new Ctor(url);
+  return (url) => new Ctor(url);
 }

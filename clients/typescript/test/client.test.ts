@@ -103,7 +103,11 @@ test("a send whose ack was lost resolves once from the retry's duplicate answer"
   const alice = client(gateway, "alice");
   await alice.connect();
   await alice.request({ type: "room:create", roomId: "notes" });
-  const first = await alice.send("notes", "once", { clientMsgId: "note-1" });
+  const [first, same] = await Promise.all([
+    alice.send("notes", "once", { clientMsgId: "note-1" }),
+    alice.send("notes", "once", { clientMsgId: "note-1" }),
+  ]);
+  assert.deepEqual(same, first, "sent twice while pending: one send, one answer");
   // The same clientMsgId again, as after a lost ack: the original answer, nothing stored twice.
   const again = await alice.send("notes", "once", { clientMsgId: "note-1" });
   assert.equal(again.duplicate, true);
