@@ -79,10 +79,6 @@ export class Outbox {
     return [...this.#pending.values()];
   }
 
-  get size(): number {
-    return this.#pending.size;
-  }
-
   #persist(): void {
     if (this.#storage === undefined) return;
     // A storage that fails loses persistence, not the sends held in memory.

@@ -162,10 +162,6 @@ impl PushBatch {
         self.users.entry(user).or_default().notifications = Some(notifications);
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
-    }
-
     /// One `push` webhook per user, rooms in id order.
     pub fn into_events(self) -> Vec<WebhookEvent> {
         self.users
@@ -194,17 +190,11 @@ pub fn preview(content: &str) -> String {
 }
 
 /// Runs the passes on this node.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct PushWorker {
     store: Arc<dyn Store>,
     /// Rings the delivery worker after a pass wrote webhooks.
     deliver: Arc<Notify>,
-}
-
-impl std::fmt::Debug for PushWorker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PushWorker").finish_non_exhaustive()
-    }
 }
 
 impl PushWorker {

@@ -322,7 +322,8 @@ impl Committer {
     /// For each room of `assigned.new_last_seqs`: when its new messages make it due for a push
     /// pass, if `push` is wanted for it (kept when the room is due already).
     fn push_due(&self, assigned: &Assigned) -> Vec<Option<SystemTime>> {
-        let Some(sink) = &self.events else {
+        // Without `push` subscribed, nothing to look up per room.
+        let Some(sink) = self.events.as_ref().filter(|sink| sink.push().is_some()) else {
             return vec![None; assigned.new_last_seqs.len()];
         };
         assigned
