@@ -4,6 +4,7 @@
 //! camelCase. A request carries an `id`; its reply is an `ack` with the same `id` holding either a
 //! `result` or an `error`. Events pushed by the server carry no `id`.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use strum::EnumDiscriminants;
 
@@ -25,7 +26,7 @@ pub fn is_event_name(name: &str) -> bool {
 }
 
 /// A frame sent by a client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, EnumDiscriminants)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, EnumDiscriminants)]
 #[strum_discriminants(name(ClientFrameKind), derive(strum::EnumIter, Hash))]
 #[serde(tag = "type")]
 pub enum ClientFrame {
@@ -296,7 +297,7 @@ impl ClientFrameKind {
 }
 
 /// A frame sent by the server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, EnumDiscriminants)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, EnumDiscriminants)]
 #[strum_discriminants(name(ServerFrameKind), derive(strum::EnumIter, Hash))]
 #[serde(tag = "type")]
 pub enum ServerFrame {
@@ -478,7 +479,7 @@ impl ServerFrameKind {
 }
 
 /// What a successful request returns, tagged by `kind`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum AckResult {
     /// Done; nothing to return (`room:leave`, `room:mute`, `presence:update`, `message:read`).
@@ -532,7 +533,7 @@ pub enum AckResult {
 }
 
 /// Why a request failed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorBody {
     pub code: ErrorCode,
     /// Human-readable; never contains server internals.
@@ -540,7 +541,7 @@ pub struct ErrorBody {
 }
 
 /// A stored message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Message {
     pub message_id: String,
@@ -554,7 +555,7 @@ pub struct Message {
     pub created_at: Millis,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageKind {
     #[default]
@@ -565,7 +566,7 @@ pub enum MessageKind {
     File,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RoomKind {
     /// Anyone may join.
@@ -581,7 +582,7 @@ pub enum RoomKind {
     Feed,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PresenceStatus {
     Online,
@@ -592,20 +593,20 @@ pub enum PresenceStatus {
 }
 
 /// A user as others see them.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub struct UserRef {
     pub id: UserId,
     pub name: String,
 }
 
 /// An online member of a room.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Member {
     pub user: UserRef,
     pub status: PresenceStatus,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RoomInfo {
     pub room_id: RoomId,
@@ -618,7 +619,7 @@ pub struct RoomInfo {
 }
 
 /// One of the user's rooms, as listed in `session:ready`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RoomSummary {
     pub room_id: RoomId,
@@ -638,7 +639,7 @@ pub struct RoomSummary {
 }
 
 /// Something the user should know about, kept until read.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Notification {
     pub id: u64,
@@ -654,13 +655,13 @@ pub struct Notification {
 }
 
 /// A friend or a pending request, from the user's side.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Friend {
     pub user: UserRef,
     pub status: FriendStatus,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FriendStatus {
     /// The user asked; the other has not answered.

@@ -14,6 +14,7 @@ mod codes;
 mod frames;
 mod ids;
 mod msgpack;
+mod schema;
 
 pub use codec::{Codec, DecodeError, EncodeError, UnsupportedSubprotocol};
 pub use codes::{CloseCode, ErrorCode};
@@ -23,6 +24,7 @@ pub use frames::{
     RoomSummary, ServerFrame, ServerFrameKind, UserRef, is_event_name,
 };
 pub use ids::{IdError, Role, RoomId, UserId};
+pub use schema::json_schema;
 
 /// Protocol version, part of both subprotocol names. Bumped on any incompatible change.
 pub const PROTOCOL_VERSION: u32 = 1;

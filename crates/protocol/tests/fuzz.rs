@@ -7,6 +7,7 @@
 //! it) and replayed first from then on; each finding also gets a named test next to the code.
 
 mod generate;
+mod schema_check;
 
 use generate::*;
 use proptest::prelude::*;
@@ -42,6 +43,8 @@ proptest! {
 
     #[test]
     fn every_valid_frame_decodes_to_itself_in_both_codecs(frame in valid_frame()) {
+        let json = serde_json::to_value(&frame).unwrap();
+        prop_assert_eq!(schema_check::schema_errors("ClientFrame", &json), None);
         for codec in [Codec::Json, Codec::MsgPack] {
             let bytes = codec.encode(&frame).unwrap();
             prop_assert_eq!(codec.decode_client(&bytes), Ok(frame.clone()), "{:?}", codec);

@@ -1,5 +1,8 @@
 #![allow(clippy::unwrap_used)] // test helpers; a panic is the failure report
-//! Every frame survives both codecs unchanged, and both codecs agree on its shape.
+//! Every frame survives both codecs unchanged, both codecs agree on its shape, and the shape is
+//! the one the protocol's JSON Schema describes.
+
+mod schema_check;
 
 use std::collections::HashSet;
 
@@ -305,8 +308,11 @@ fn server_samples() -> Vec<ServerFrame> {
     ]
 }
 
-fn assert_round_trips<T>(samples: &[T], wire_name: impl Fn(&T) -> &'static str)
-where
+fn assert_round_trips<T>(
+    samples: &[T],
+    schema: &'static str,
+    wire_name: impl Fn(&T) -> &'static str,
+) where
     T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
 {
     for frame in samples {
@@ -321,13 +327,16 @@ where
         let unpacked: serde_json::Value = rmp_serde::from_slice(&packed).unwrap();
         assert_eq!(json, unpacked);
         assert_eq!(json["type"], wire_name(frame), "type field");
+        if let Some(errors) = schema_check::schema_errors(schema, &json) {
+            panic!("{errors}");
+        }
     }
 }
 
 #[test]
 fn every_client_frame_round_trips_in_both_codecs() {
     let samples = client_samples();
-    assert_round_trips(&samples, |f| f.kind().wire_name());
+    assert_round_trips(&samples, "ClientFrame", |f| f.kind().wire_name());
     let covered: HashSet<_> = samples.iter().map(ClientFrame::kind).collect();
     for kind in ClientFrameKind::iter() {
         assert!(covered.contains(&kind), "no sample for {kind:?}");
@@ -341,7 +350,7 @@ fn every_client_frame_round_trips_in_both_codecs() {
 #[test]
 fn every_server_frame_round_trips_in_both_codecs() {
     let samples = server_samples();
-    assert_round_trips(&samples, |f| f.kind().wire_name());
+    assert_round_trips(&samples, "ServerFrame", |f| f.kind().wire_name());
     let covered: HashSet<_> = samples.iter().map(ServerFrame::kind).collect();
     for kind in ServerFrameKind::iter() {
         assert!(covered.contains(&kind), "no sample for {kind:?}");
