@@ -2,6 +2,7 @@
 // from the last seq held, hand each message to the app once and in order, send from the outbox
 // until acknowledged, refresh the token before it expires.
 
+import { jsonCodec, type Codec } from "./codec.js";
 import { Outbox, OutboxFullError, type OutboxStorage, type PendingSend } from "./outbox.js";
 import {
   closePolicy,
@@ -27,7 +28,9 @@ export type ConnectionState = "connecting" | "connected" | "reconnecting" | "clo
 /** The part of a WebSocket the client uses: the browser's and `ws`'s both fit. */
 export interface WebSocketLike {
   readonly readyState: number;
-  send(data: string): void;
+  /** Set to `arraybuffer` for a binary codec where the implementation has it. */
+  binaryType?: string;
+  send(data: string | Uint8Array): void;
   close(code?: number, reason?: string): void;
   onopen: ((event: unknown) => void) | null;
   onmessage: ((event: { data: unknown }) => void) | null;
@@ -35,7 +38,8 @@ export interface WebSocketLike {
   onerror: ((event: unknown) => void) | null;
 }
 
-export type WebSocketFactory = (url: string) => WebSocketLike;
+/** Opens a WebSocket offering `protocols` (pass them on: the codec depends on them). */
+export type WebSocketFactory = (url: string, protocols: string[]) => WebSocketLike;
 
 export type TokenSource = string | (() => string | Promise<string>);
 
@@ -54,6 +58,8 @@ export interface ClientOptions {
   storage?: OutboxStorage;
   /** How long a request (other than a send) waits for its ack (default 30 s). */
   requestTimeoutMs?: number;
+  /** The encoding: JSON by default; `msgpackCodec` from `switchboard-client/msgpack`. */
+  codec?: Codec;
 }
 
 export type ClientErrorCode = ErrorCode | "DISCONNECTED" | "TIMEOUT" | "OUTBOX_FULL" | "CLOSED";
@@ -138,6 +144,7 @@ export class SwitchboardClient {
     { promise: Promise<Sent>; resolve: (sent: Sent) => void; reject: (e: SwitchboardError) => void }
   >();
   readonly #webSocket: WebSocketFactory;
+  readonly #codec: Codec;
   readonly #ownIds = new Set<string>();
   readonly #typing = new Map<RoomId, ReturnType<typeof setTimeout>>();
   /** The user's read watermark per room, from every device. */
@@ -159,6 +166,7 @@ export class SwitchboardClient {
   constructor(options: ClientOptions) {
     this.#options = options;
     this.#webSocket = options.webSocket ?? defaultWebSocket();
+    this.#codec = options.codec ?? jsonCodec;
     this.#outbox = new Outbox(options.outboxLimit ?? 1_000, options.storage);
   }
 
@@ -459,7 +467,8 @@ export class SwitchboardClient {
     void this.#token().then(
       (token) => {
         if (this.#stopped) return;
-        const ws = this.#webSocket(this.#options.url);
+        const ws = this.#webSocket(this.#options.url, [this.#codec.subprotocol]);
+        if ("binaryType" in ws) ws.binaryType = "arraybuffer";
         this.#ws = ws;
         ws.onopen = () => this.#transmit(ws, { type: "auth", token });
         ws.onmessage = (event) => this.#onData(ws, event.data);
@@ -476,17 +485,13 @@ export class SwitchboardClient {
   }
 
   #transmit(ws: WebSocketLike, frame: ClientFrame): void {
-    if (ws.readyState === OPEN) ws.send(JSON.stringify(frame));
+    if (ws.readyState === OPEN) ws.send(this.#codec.encode(frame));
   }
 
   #onData(ws: WebSocketLike, data: unknown): void {
-    if (ws !== this.#ws || typeof data !== "string") return;
-    let frame: ServerFrame;
-    try {
-      frame = JSON.parse(data) as ServerFrame;
-    } catch {
-      return;
-    }
+    if (ws !== this.#ws) return;
+    const frame = this.#codec.decode(data);
+    if (frame === undefined) return;
     this.#emit("frame", frame);
     switch (frame.type) {
       case "session:ready":
@@ -676,9 +681,9 @@ export class SwitchboardClient {
 }
 
 function defaultWebSocket(): WebSocketFactory {
-  const Ctor = (globalThis as { WebSocket?: new (url: string) => WebSocketLike }).WebSocket;
+  const Ctor = (globalThis as { WebSocket?: new (url: string, protocols: string[]) => WebSocketLike }).WebSocket;
   if (Ctor === undefined) {
     throw new SwitchboardError("CLOSED", "no global WebSocket: pass the `webSocket` option (e.g. the ws package)");
   }
-  return (url) => new Ctor(url);
+  return (url, protocols) => new Ctor(url, protocols);
 }

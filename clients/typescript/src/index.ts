@@ -16,5 +16,7 @@ export {
   type WebSocketFactory,
   type WebSocketLike,
 } from "./client.js";
+export { jsonCodec, messageBytes, type Codec } from "./codec.js";
+export { indexedDbStorage } from "./indexeddb.js";
 export { Outbox, OutboxFullError, webStorage, type OutboxStorage, type PendingSend } from "./outbox.js";
 export * from "./protocol.js";

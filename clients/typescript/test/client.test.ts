@@ -3,7 +3,8 @@
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
 
-import { SwitchboardClient, type ConnectionState, type Message } from "../src/index.js";
+import { SwitchboardClient, type ClientOptions, type ConnectionState, type Message } from "../src/index.js";
+import { msgpackCodec } from "../src/msgpack.js";
 import { Gateway, Postgres, mint, nodeWebSocket, until } from "./harness.js";
 
 const stops: Array<() => Promise<void>> = [];
@@ -11,12 +12,18 @@ after(async () => {
   for (const stop of stops.reverse()) await stop();
 });
 
-function client(gateway: Gateway, user: string, token: () => string = () => mint(user)): SwitchboardClient {
+function client(
+  gateway: Gateway,
+  user: string,
+  token: () => string = () => mint(user),
+  options: Partial<ClientOptions> = {},
+): SwitchboardClient {
   const c = new SwitchboardClient({
     url: gateway.url,
     token,
     webSocket: nodeWebSocket,
     reconnect: { baseMs: 50, maxMs: 500 },
+    ...options,
   });
   stops.push(async () => c.close());
   return c;
@@ -152,4 +159,49 @@ test("a connection replaced by a newer one (4007) does not come back by itself",
   assert.deepEqual(closed, [4007]);
   assert.equal(first.state, "closed");
   assert.equal(second.state, "connected");
+});
+
+test("a MessagePack client and a JSON client chat, page history and relay events alike", async () => {
+  const gateway = await Gateway.start();
+  stops.push(() => gateway.stop());
+  const protocols: string[][] = [];
+  const alice = client(gateway, "alice", () => mint("alice"), {
+    codec: msgpackCodec,
+    webSocket: (url, offered) => {
+      protocols.push(offered);
+      return nodeWebSocket(url, offered);
+    },
+  });
+  const bob = client(gateway, "bob");
+  const aliceSees = watch(alice);
+  const bobSees = watch(bob);
+  const ready = await alice.connect();
+  assert.equal(ready.user.id, "alice");
+  assert.deepEqual(protocols, [["switchboard.v1.msgpack"]]);
+  await bob.connect();
+  await alice.request({ type: "room:create", roomId: "mixed" });
+  await bob.join("mixed");
+  assert.equal((await alice.send("mixed", "packed")).seq, 1);
+  assert.equal((await bob.send("mixed", "texted")).seq, 2);
+  await until(() => aliceSees.messages.length === 1 && bobSees.messages.length === 1, 10_000, "both messages");
+  assert.deepEqual(
+    [aliceSees.messages[0]?.content, aliceSees.messages[0]?.sender.id, aliceSees.messages[0]?.seq],
+    ["texted", "bob", 2],
+  );
+  assert.equal(bobSees.messages[0]?.content, "packed");
+  const page = await alice.history("mixed");
+  assert.deepEqual(
+    page.messages.map((m) => [m.seq, m.content]),
+    [
+      [1, "packed"],
+      [2, "texted"],
+    ],
+  );
+  const emitted: unknown[] = [];
+  bob.on("frame", (f) => {
+    if (f.type === "room:event") emitted.push(f.data);
+  });
+  await alice.emit("mixed", "cursor:move", { x: 3, y: [1, 2] });
+  await until(() => emitted.length === 1, 10_000, "the custom event");
+  assert.deepEqual(emitted, [{ x: 3, y: [1, 2] }]);
 });

@@ -46,7 +46,8 @@ export function mint(user: string, ttlSecs = 3_600): string {
 }
 
 /** The `ws` package as the client's WebSocket. */
-export const nodeWebSocket: WebSocketFactory = (url) => new WebSocket(url) as unknown as WebSocketLike;
+export const nodeWebSocket: WebSocketFactory = (url, protocols) =>
+  new WebSocket(url, protocols) as unknown as WebSocketLike;
 
 export class Gateway {
   readonly port: number;
