@@ -1,20 +1,32 @@
 #!/usr/bin/env bash
-# End-to-end test of the dev chat page in headless Chromium against the real gateway binary.
-# Installs what it needs (Chromium via apt-get when root, npm packages), builds the gateway when
-# GATEWAY_BIN does not exist yet, then runs scripts/browser-test/chat.test.mjs.
+# End-to-end tests in headless Chromium against the real gateway binary: the dev chat page
+# (scripts/browser-test/chat.test.mjs), and two users on the TypeScript client through nginx in
+# front of three nodes on PostgreSQL and Redis, one of them killed (cluster.test.mjs).
+# Installs what it needs (Chromium via apt-get when root, npm packages) and builds the binaries.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
-if [[ ! -x /usr/bin/chromium ]]; then
+missing=()
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+[[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+if [[ "${#missing[@]}" -gt 0 ]]; then
   if [[ "$(id -u)" -ne 0 ]]; then
-    echo "browser-test: /usr/bin/chromium is missing; run as root or: apt-get install chromium" >&2
+    echo "browser-test: ${missing[*]} missing; run as root or: apt-get install ${missing[*]}" >&2
     exit 1
   fi
-  echo "browser-test: installing chromium" >&2
+  echo "browser-test: installing ${missing[*]}" >&2
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+  # policy-rc.d answering 101 keeps the packages from starting their system services.
+  own_policy=0
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
+    own_policy=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  [[ "$own_policy" -eq 0 ]] || rm -f /usr/sbin/policy-rc.d
 fi
 
 (
@@ -26,11 +38,15 @@ fi
   fi
 )
 
-# The default binary is (re)built by cargo, which does nothing when it is up to date; a binary
-# named by GATEWAY_BIN is used as it is.
-if [[ -z "${GATEWAY_BIN:-}" ]]; then
-  cargo build -p switchboard-gateway --bin gateway
-  export GATEWAY_BIN=target/debug/gateway
+# The default binaries are (re)built by cargo, which does nothing when they are up to date;
+# binaries named by GATEWAY_BIN and TESTKIT_POSTGRES_BIN are used as they are.
+if [[ -z "${GATEWAY_BIN:-}" || -z "${TESTKIT_POSTGRES_BIN:-}" ]]; then
+  cargo build -p switchboard-gateway --bin gateway -p switchboard-testkit --bin testkit-postgres
+  export GATEWAY_BIN="${GATEWAY_BIN:-target/debug/gateway}"
+  export TESTKIT_POSTGRES_BIN="${TESTKIT_POSTGRES_BIN:-target/debug/testkit-postgres}"
 fi
+# initdb and postgres (for the cluster test's testkit-postgres) are off PATH on Debian.
+export PATH="$PATH:/usr/lib/postgresql/15/bin:/usr/sbin"
 
-exec node --test scripts/browser-test/chat.test.mjs
+# The dev chat page on one gateway, then the cluster: three nodes behind nginx, one killed.
+exec node --test --test-concurrency=1 scripts/browser-test/chat.test.mjs scripts/browser-test/cluster.test.mjs
