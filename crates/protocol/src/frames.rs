@@ -260,6 +260,33 @@ impl ClientFrame {
     pub fn kind(&self) -> ClientFrameKind {
         self.into()
     }
+
+    /// Sets the request id of a frame that carries one (a client numbers its requests as it
+    /// sends them); frames without one (`auth`, typing) are unchanged.
+    pub fn set_request_id(&mut self, request_id: u64) {
+        match self {
+            Self::AuthRefresh { id, .. }
+            | Self::RoomCreate { id, .. }
+            | Self::RoomJoin { id, .. }
+            | Self::RoomLeave { id, .. }
+            | Self::RoomMute { id, .. }
+            | Self::MessageSend { id, .. }
+            | Self::DmSend { id, .. }
+            | Self::HistoryFetch { id, .. }
+            | Self::NotificationsList { id, .. }
+            | Self::NotificationsRead { id, .. }
+            | Self::FriendRequest { id, .. }
+            | Self::FriendAccept { id, .. }
+            | Self::FriendRemove { id, .. }
+            | Self::FriendsList { id }
+            | Self::RoomEmit { id, .. }
+            | Self::Rpc { id, .. } => *id = request_id,
+            Self::Ping { id } | Self::PresenceUpdate { id, .. } | Self::MessageRead { id, .. } => {
+                *id = Some(request_id);
+            }
+            Self::Auth { .. } | Self::TypingStart { .. } | Self::TypingStop { .. } => {}
+        }
+    }
 }
 
 impl ClientFrameKind {
