@@ -205,6 +205,11 @@ async fn dev_mode_serves_the_page_and_the_client_modules_it_imports_as_committed
             "GET {path} is not assets/{file} as committed"
         );
     }
+    let page = gw.http_get("/").await.unwrap().text();
+    assert!(
+        page.contains("/client/index.js"),
+        "the page imports the client"
+    );
     for unknown in [
         "/client/",
         "/client/nope.js",
