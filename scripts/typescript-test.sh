@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The TypeScript client (clients/typescript): its strict build, then its tests against the real
-# gateway binary, and PostgreSQL started by testkit-postgres. Installs the client's npm
-# dev dependencies (npm ci) and builds both binaries when needed.
+# gateway binary, and PostgreSQL started by testkit-postgres; then checks that the copy of its
+# build the dev chat page imports (crates/gateway/assets/client/) is that build. Installs the
+# client's npm dev dependencies (npm ci) and builds both binaries when needed.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,3 +17,4 @@ export PATH="$PATH:/usr/lib/postgresql/15/bin"
 cd clients/typescript
 npm ci --no-audit --no-fund
 npm test
+npm run check-assets

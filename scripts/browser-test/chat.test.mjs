@@ -1,6 +1,7 @@
 // End-to-end tests of the dev chat page served by the real gateway binary, in headless Chromium:
 // what alice and bob see in their pages while they chat, start a direct message, load older
-// messages, leave a room, change their status, and live through a gateway restart. The tests run
+// messages, leave a room, change their status, live through a gateway restart, and send while the
+// gateway is down (the page runs on switchboard-client, served from /client/). The tests run
 // in order on one gateway and one browser; each waits on what a page shows, never on a timer.
 //
 // Builds nothing: scripts/browser-test.sh builds the gateway and installs Chromium first.
@@ -426,4 +427,38 @@ scenario('after an embedded gateway restart a direct room is never created with 
   await say(bob, 'general is back');
   await openRoom(alice, 'general');
   await alice.getByTestId('message').filter({ hasText: 'general is back' }).waitFor();
+});
+
+scenario('messages typed while the gateway is down go out once it is back, once each and in order', async () => {
+  const { alice, bob } = await users();
+  await openRoom(alice, 'general');
+  await openRoom(bob, 'general');
+  const texts = [`typed offline 1 (${process.pid})`, `typed offline 2 (${process.pid})`];
+
+  await stopGateway(fixture.gateway);
+  for (const page of [alice, bob]) await page.locator('[data-testid=connection-status][data-state=reconnecting]').waitFor();
+  // Sending stays possible: the client's outbox holds them, and the page shows them pending.
+  for (const text of texts) {
+    await alice.getByTestId('composer-input').fill(text);
+    await alice.getByTestId('composer-input').press('Enter');
+    await alice.getByTestId('message-pending').filter({ hasText: text }).waitFor();
+  }
+  assert.deepEqual(
+    await alice.locator('[data-testid=message-pending] .content').allInnerTexts(), texts, 'both pending, in order');
+
+  fixture.gateway = startGateway(fixture.listen);
+  await waitReady(fixture.base, fixture.gateway);
+  for (const page of [alice, bob]) {
+    await page.locator('[data-testid=connection-status][data-state=connected]').waitFor({ timeout: 30_000 });
+  }
+  await alice.waitForFunction(
+    () => document.querySelectorAll('[data-testid=message-pending]').length === 0, null,
+    { timeout: STEP_TIMEOUT_MS });
+  // The new in-memory store holds exactly those two messages: each page shows them once, in order.
+  for (const page of [alice, bob]) {
+    await page.getByTestId('message').filter({ hasText: texts[1] }).waitFor();
+    assert.deepEqual(await page.getByTestId('message-content').allInnerTexts(), texts);
+    const seqs = await page.getByTestId('message').evaluateAll((els) => els.map((e) => Number(e.dataset.seq)));
+    assert.deepEqual(seqs, [1, 2]);
+  }
 });

@@ -1,4 +1,5 @@
-//! Plain HTTP routes: health, readiness, metrics and, in dev mode, the chat page and its tokens.
+//! Plain HTTP routes: health, readiness, metrics and, in dev mode, the chat page, the client
+//! modules it imports and its tokens.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +20,28 @@ pub fn whole(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).boxed()
 }
 
-/// The dev-mode chat page: plain HTML and JS, no build step.
+/// The dev-mode chat page: HTML and a module script on top of [`CLIENT_MODULES`].
 const CHAT_PAGE: &str = include_str!("../assets/index.html");
+
+/// A file of `assets/client/` as its path under `/client/` and its text.
+macro_rules! client_module {
+    ($file:literal) => {
+        (
+            concat!("/client/", $file),
+            include_str!(concat!("../assets/client/", $file)),
+        )
+    };
+}
+
+/// The TypeScript client's build (`switchboard-client`), which the chat page imports from
+/// `/client/index.js`: committed copies of `clients/typescript/dist`, refreshed with
+/// `npm run assets` there (scripts/typescript-test.sh fails when they are stale).
+const CLIENT_MODULES: [(&str, &str); 4] = [
+    client_module!("index.js"),
+    client_module!("client.js"),
+    client_module!("outbox.js"),
+    client_module!("protocol.js"),
+];
 
 /// Lifetime of tokens handed out by the dev-mode page.
 const DEV_TOKEN_TTL: Duration = Duration::from_secs(24 * 3_600);
@@ -114,7 +135,10 @@ pub fn dev_route(app: &Arc<App>, path: &str, query: Option<&str>) -> Option<Resp
                 }
             })
         }
-        _ => None,
+        _ => CLIENT_MODULES
+            .iter()
+            .find(|(module, _)| *module == path)
+            .map(|(_, source)| respond(StatusCode::OK, "text/javascript; charset=utf-8", *source)),
     }
 }
 

@@ -33,6 +33,7 @@ async fn health_readiness_and_metrics_are_served() {
     }
     // Without dev mode there is no chat page.
     assert_eq!(gw.http_get("/").await.unwrap().status, 404);
+    assert_eq!(gw.http_get("/client/index.js").await.unwrap().status, 404);
     assert_eq!(gw.http_get("/dev/token?user=x").await.unwrap().status, 404);
 }
 
@@ -159,6 +160,68 @@ async fn dev_mode_serves_the_chat_page_and_tokens_for_any_name() {
             .status,
         400
     );
+}
+
+#[tokio::test]
+async fn dev_mode_serves_the_page_and_the_client_modules_it_imports_as_committed() {
+    let gw = GatewayBuilder::new(env!("CARGO_BIN_EXE_gateway"))
+        .start()
+        .await
+        .unwrap();
+    let assets = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+    let mut served = vec![(
+        "/".to_owned(),
+        "index.html".to_owned(),
+        "text/html; charset=utf-8",
+    )];
+    // Every module of the committed client build, so one added there but not served fails here.
+    let mut modules: Vec<String> = std::fs::read_dir(assets.join("client"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".js"))
+        .collect();
+    modules.sort();
+    assert_eq!(
+        modules,
+        ["client.js", "index.js", "outbox.js", "protocol.js"]
+    );
+    for module in modules {
+        served.push((
+            format!("/client/{module}"),
+            format!("client/{module}"),
+            "text/javascript; charset=utf-8",
+        ));
+    }
+    for (path, file, content_type) in served {
+        let reply = gw.http_get(&path).await.unwrap();
+        assert_eq!(reply.status, 200, "GET {path}");
+        assert_eq!(
+            reply.header("content-type"),
+            Some(content_type),
+            "GET {path}"
+        );
+        assert!(
+            reply.body == std::fs::read(assets.join(&file)).unwrap(),
+            "GET {path} is not assets/{file} as committed"
+        );
+    }
+    let page = gw.http_get("/").await.unwrap().text();
+    assert!(
+        page.contains("/client/index.js"),
+        "the page imports the client"
+    );
+    for unknown in [
+        "/client/",
+        "/client/nope.js",
+        "/client/index.js.map",
+        "/client/index.d.ts",
+    ] {
+        assert_eq!(
+            gw.http_get(unknown).await.unwrap().status,
+            404,
+            "GET {unknown}"
+        );
+    }
 }
 
 #[tokio::test]
