@@ -13,7 +13,9 @@ const assets = path.resolve(here, "..", "..", "..", "crates", "gateway", "assets
 const check = process.argv.includes("--check");
 
 const modules = (dir) => (existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith(".js")).sort() : []);
-const built = modules(dist);
+// The MessagePack codec imports `@msgpack/msgpack` by its package name, which a page without a
+// bundler cannot resolve; the chat page speaks JSON.
+const built = modules(dist).filter((f) => f !== "msgpack.js");
 if (built.length === 0) {
   console.error(`assets: no .js files in ${dist}: run npm run build first`);
   process.exit(1);

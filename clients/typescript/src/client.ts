@@ -115,6 +115,8 @@ interface Waiting {
 const OPEN = 1;
 /** A typing indicator stops this long after the last `typing()` (the server's own is 3 s). */
 const TYPING_IDLE_MS = 2_500;
+/** While `typing()` keeps being called, `typing:start` is sent again this often. */
+const TYPING_REPEAT_MS = 2_000;
 /** Own message ids remembered, so a replay does not hand the app its own sends again. */
 const OWN_IDS_KEPT = 10_000;
 
@@ -146,7 +148,7 @@ export class SwitchboardClient {
   readonly #webSocket: WebSocketFactory;
   readonly #codec: Codec;
   readonly #ownIds = new Set<string>();
-  readonly #typing = new Map<RoomId, ReturnType<typeof setTimeout>>();
+  readonly #typing = new Map<RoomId, { startedAt: number; timer: ReturnType<typeof setTimeout> }>();
   /** The user's read watermark per room, from every device. */
   readonly #reads = new Map<RoomId, number>();
   /** Each member room's last seq as `session:ready` listed it. */
@@ -269,19 +271,24 @@ export class SwitchboardClient {
 
   /** Shows the user typing in `roomId`; stops by itself `TYPING_IDLE_MS` after the last call. */
   typing(roomId: RoomId): void {
-    const timer = this.#typing.get(roomId);
-    if (timer !== undefined) clearTimeout(timer);
-    else this.notify({ type: "typing:start", roomId });
-    this.#typing.set(
-      roomId,
-      setTimeout(() => this.stopTyping(roomId), TYPING_IDLE_MS),
-    );
+    const now = Date.now();
+    const typing = this.#typing.get(roomId);
+    if (typing !== undefined) clearTimeout(typing.timer);
+    // The server's indicator lapses 3 s after the last start: repeat it while typing goes on.
+    const startedAt =
+      typing === undefined || now - typing.startedAt >= TYPING_REPEAT_MS
+        ? (this.notify({ type: "typing:start", roomId }), now)
+        : typing.startedAt;
+    this.#typing.set(roomId, {
+      startedAt,
+      timer: setTimeout(() => this.stopTyping(roomId), TYPING_IDLE_MS),
+    });
   }
 
   stopTyping(roomId: RoomId): void {
-    const timer = this.#typing.get(roomId);
-    if (timer === undefined) return;
-    clearTimeout(timer);
+    const typing = this.#typing.get(roomId);
+    if (typing === undefined) return;
+    clearTimeout(typing.timer);
     this.#typing.delete(roomId);
     this.notify({ type: "typing:stop", roomId });
   }
@@ -525,11 +532,24 @@ export class SwitchboardClient {
     this.#prompt = false;
     this.#setState("connected");
     this.#emit("ready", ready);
+    if (newEpoch) {
+      // Seqs and read marks of the old history mean nothing in the new one.
+      this.#known.clear();
+      this.#reads.clear();
+      for (const room of this.#rooms.values()) room.lastSeq = undefined;
+    }
+    const member = new Set<RoomId>();
     for (const summary of ready.rooms) {
+      member.add(summary.roomId);
       this.#read(summary.roomId, summary.lastReadSeq);
       this.#known.set(summary.roomId, Math.max(this.#known.get(summary.roomId) ?? 0, summary.lastSeq));
     }
-    for (const [roomId, room] of this.#rooms) this.#resume(roomId, room, newEpoch);
+    for (const [roomId, room] of this.#rooms) {
+      // Left on another device (or gone with the old history): joining again would make the
+      // user a member again, so it is not resumed.
+      if (member.has(roomId)) this.#resume(roomId, room, newEpoch);
+      else this.#rooms.delete(roomId);
+    }
     for (const send of this.#outbox.all()) this.#sendNow(ws, send);
     const first = this.#firstReady;
     this.#firstReady = undefined;
@@ -559,9 +579,14 @@ export class SwitchboardClient {
         }
         for (const message of held) this.#deliver(room, message);
       },
-      () => {
-        // Refused (left meanwhile, banned from it) or disconnected: the next ready tries again.
+      (error: unknown) => {
+        const held = room.held ?? [];
         room.held = undefined;
+        // Disconnected: the next ready resumes it again from the same seq.
+        if (error instanceof SwitchboardError && error.code === "DISCONNECTED") return;
+        // Refused (left meanwhile, banned, gone): stop resuming it; what arrived is still news.
+        this.#rooms.delete(roomId);
+        for (const message of held) this.#deliver(room, message);
       },
     );
   }

@@ -29,7 +29,10 @@ async fn main() -> anyhow::Result<()> {
     let token = token_source(&url, &user)?;
 
     let (client, mut events, ready) = Client::connect(ClientOptions::new(url, token)).await?;
-    say(format_args!("connected as {} ({})", ready.user.name, ready.conn_id));
+    say(format_args!(
+        "connected as {} ({})",
+        ready.user.name, ready.conn_id
+    ));
     join_or_create(&client, &room).await?;
     say(format_args!("in {room}; try !help there"));
 
@@ -145,7 +148,10 @@ async fn dev_token(authority: &str, user: &str) -> anyhow::Result<String> {
         .split_once("\r\n\r\n")
         .context("no HTTP response")?;
     if !head.starts_with("HTTP/1.1 200") {
-        bail!("GET /dev/token: {} (is the gateway in dev mode?)", head.lines().next().unwrap_or(""));
+        bail!(
+            "GET /dev/token: {} (is the gateway in dev mode?)",
+            head.lines().next().unwrap_or("")
+        );
     }
     let body: serde_json::Value = serde_json::from_str(body.trim())?;
     body["token"]

@@ -136,13 +136,19 @@ pub enum Event {
         messages: Vec<Message>,
     },
     /// A send restored from the [`OutboxStore`] was acknowledged (no caller awaits it).
-    Sent { sent: Sent, send: PendingSend },
+    Sent {
+        sent: Sent,
+        send: PendingSend,
+    },
     /// A server frame with no event of its own: typing, presence, receipts, custom events,
     /// notifications, friends.
     Frame(ServerFrame),
     /// The client stopped for good: closed by the app, or a close code that says not to
     /// reconnect (1000, 4001, 4007, 4008, 4009, 4010), or a refused handshake (HTTP status).
-    Closed { code: u16, reason: String },
+    Closed {
+        code: u16,
+        reason: String,
+    },
 }
 
 /// The app's side of the event stream.
@@ -211,6 +217,8 @@ impl std::fmt::Debug for Client {
 
 /// A typing indicator stops this long after the last [`Client::typing`] (the server's own is 3 s).
 const TYPING_IDLE: Duration = Duration::from_millis(2_500);
+/// While [`Client::typing`] keeps being called, `typing:start` is sent again this often.
+const TYPING_REPEAT: Duration = Duration::from_secs(2);
 /// Own message ids remembered, so a replay does not hand the app its own sends again.
 const OWN_IDS_KEPT: usize = 10_000;
 
@@ -424,8 +432,9 @@ impl Client {
         answer.await.map_err(|_| Error::Closed)?
     }
 
-    /// Shows the user typing in `room_id`; a `typing:stop` follows by itself 2.5 s after the
-    /// last call. Nothing is sent while disconnected.
+    /// Shows the user typing in `room_id`: call it on every keystroke. `typing:start` goes out
+    /// now and again every 2 s while calls go on, `typing:stop` 2.5 s after the last one.
+    /// Nothing is sent while disconnected.
     pub async fn typing(&self, room_id: &RoomId) {
         let _ = self
             .command(Command::Typing {
@@ -497,6 +506,13 @@ impl OwnIds {
     }
 }
 
+struct Typing {
+    /// When `typing:start` was last sent.
+    started: Instant,
+    /// When `typing:stop` goes out unless typing goes on.
+    until: Instant,
+}
+
 #[derive(Default)]
 struct RoomState {
     /// The last seq handed to the app; `None` until known.
@@ -565,8 +581,8 @@ struct Driver {
     sends: HashMap<String, Vec<oneshot::Sender<Result<Sent, Error>>>>,
     /// Sends refused with a retryable code, due again at the instant.
     retries: Vec<(Instant, String)>,
-    /// Rooms the user is shown typing in, and when it stops.
-    typing: HashMap<RoomId, Instant>,
+    /// Rooms the user is shown typing in.
+    typing: HashMap<RoomId, Typing>,
     own_ids: OwnIds,
     next_id: u64,
     epoch: Option<String>,
@@ -742,8 +758,18 @@ impl Driver {
     async fn session(&mut self, conn: &mut Connection, ready: Ready) -> End {
         let new_epoch = self.epoch.as_ref().is_some_and(|e| *e != ready.epoch);
         self.epoch = Some(ready.epoch.clone());
+        let member: HashSet<RoomId> = ready.rooms.iter().map(|r| r.room_id.clone()).collect();
         self.set_state(ConnectionState::Connected).await;
         self.emit(Event::Ready(ready)).await;
+        if new_epoch {
+            // Seqs of the old history mean nothing in the new one.
+            self.rooms
+                .values_mut()
+                .for_each(|room| room.last_seq = None);
+        }
+        // Left on another device (or gone with the old history): joining again would make the
+        // user a member again, so it is not resumed.
+        self.rooms.retain(|room_id, _| member.contains(room_id));
         let rooms: Vec<RoomId> = self.rooms.keys().cloned().collect();
         for room_id in rooms {
             self.resume(conn, room_id, new_epoch).await;
@@ -784,8 +810,7 @@ impl Driver {
             Command::Request { mut frame, reply } => {
                 let id = self.next_id();
                 frame.set_request_id(id);
-                self.waiting
-                    .insert(id, Waiter::Request { reply, deadline });
+                self.waiting.insert(id, Waiter::Request { reply, deadline });
                 transmit(conn, &frame).await;
             }
             Command::Join {
@@ -829,16 +854,35 @@ impl Driver {
                 }
             }
             Command::Typing { room_id, stop } => {
+                let now = Instant::now();
                 if stop {
                     if self.typing.remove(&room_id).is_some() {
                         transmit(conn, &ClientFrame::TypingStop { room_id }).await;
                     }
-                } else {
-                    let until = Instant::now() + TYPING_IDLE;
-                    if self.typing.insert(room_id.clone(), until).is_none() {
-                        transmit(conn, &ClientFrame::TypingStart { room_id }).await;
-                    }
+                    return;
                 }
+                // The server's indicator lapses 3 s after the last start: repeat it while
+                // typing goes on.
+                let started = match self.typing.get(&room_id) {
+                    Some(typing) if now < typing.started + TYPING_REPEAT => typing.started,
+                    _ => {
+                        transmit(
+                            conn,
+                            &ClientFrame::TypingStart {
+                                room_id: room_id.clone(),
+                            },
+                        )
+                        .await;
+                        now
+                    }
+                };
+                self.typing.insert(
+                    room_id,
+                    Typing {
+                        started,
+                        until: now + TYPING_IDLE,
+                    },
+                );
             }
             Command::Unsent(reply) => {
                 let _ = reply.send(self.outbox.all().to_vec());
@@ -1022,15 +1066,24 @@ impl Driver {
     ) {
         let room = self.rooms.entry(room_id.clone()).or_default();
         let held = room.held.take().unwrap_or_default();
-        let Ok(AckResult::Room {
-            room: info,
-            messages,
-            recovered,
-            ..
-        }) = outcome
-        else {
-            // Refused (left meanwhile, banned from it): the next session tries again.
-            return;
+        let (info, messages, recovered) = match outcome {
+            Ok(AckResult::Room {
+                room: info,
+                messages,
+                recovered,
+                ..
+            }) => (info, messages, recovered),
+            // Gone with the connection: the next session resumes it from the same seq.
+            Err(Error::Disconnected) => return,
+            _ => {
+                // Refused (left meanwhile, banned, gone): stop resuming it; what arrived while
+                // the resume was in flight is still news.
+                for message in held {
+                    self.deliver(message).await;
+                }
+                self.rooms.remove(&room_id);
+                return;
+            }
         };
         if since.is_none() || !recovered {
             room.last_seq = Some(info.last_seq);
@@ -1071,7 +1124,7 @@ impl Driver {
     fn next_deadline(&self) -> Option<Instant> {
         let waits = self.waiting.values().filter_map(Waiter::deadline);
         let retries = self.retries.iter().map(|(at, _)| *at);
-        let typing = self.typing.values().copied();
+        let typing = self.typing.values().map(|t| t.until);
         waits.chain(retries).chain(typing).min()
     }
 
@@ -1109,7 +1162,7 @@ impl Driver {
         let stopped: Vec<RoomId> = self
             .typing
             .iter()
-            .filter(|(_, until)| **until <= now)
+            .filter(|(_, typing)| typing.until <= now)
             .map(|(room, _)| room.clone())
             .collect();
         for room_id in stopped {

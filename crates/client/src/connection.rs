@@ -77,7 +77,10 @@ pub enum Incoming {
     /// garbage); the protocol says to ignore it.
     Unreadable(String),
     /// The connection ended: the server's close code and reason, or [`ABNORMAL_CLOSURE`].
-    Closed { code: u16, reason: String },
+    Closed {
+        code: u16,
+        reason: String,
+    },
 }
 
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -143,8 +146,8 @@ impl Connection {
             set(name, value)?;
         }
         // Brackets off an IPv6 literal for the socket address.
-        let tcp = TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']'), port))
-            .await?;
+        let tcp =
+            TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']'), port)).await?;
         tcp.set_nodelay(true)?;
         let stream: Box<dyn Io> = if tls {
             Box::new(tls_stream(host, tcp, options).await?)

@@ -33,9 +33,9 @@ mod client;
 mod connection;
 mod error;
 mod outbox;
-mod token;
 #[cfg(feature = "tls")]
 mod tls;
+mod token;
 
 pub use client::{
     Client, ClientOptions, ConnectionState, Event, Events, GapReason, History, Joined, Ready, Sent,

@@ -217,7 +217,11 @@ mod tests {
         assert!(!outbox.add(send(3)));
         assert_eq!(outbox.remove("c1"), Some(send(1)));
         assert!(outbox.add(send(3)));
-        let ids: Vec<_> = outbox.all().iter().map(PendingSend::client_msg_id).collect();
+        let ids: Vec<_> = outbox
+            .all()
+            .iter()
+            .map(PendingSend::client_msg_id)
+            .collect();
         assert_eq!(ids, ["c2", "c3"]);
     }
 

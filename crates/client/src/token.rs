@@ -78,7 +78,9 @@ mod mint {
 
     #[derive(Debug, thiserror::Error)]
     pub enum MintError {
-        #[error("the secret must be at least {MIN_SECRET_BYTES} bytes (the gateway refuses shorter ones)")]
+        #[error(
+            "the secret must be at least {MIN_SECRET_BYTES} bytes (the gateway refuses shorter ones)"
+        )]
         ShortSecret,
         #[error("signing the token: {0}")]
         Sign(#[from] jsonwebtoken::errors::Error),

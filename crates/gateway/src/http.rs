@@ -36,9 +36,11 @@ macro_rules! client_module {
 /// The TypeScript client's build (`switchboard-client`), which the chat page imports from
 /// `/client/index.js`: committed copies of `clients/typescript/dist`, refreshed with
 /// `npm run assets` there (scripts/typescript-test.sh fails when they are stale).
-const CLIENT_MODULES: [(&str, &str); 4] = [
+const CLIENT_MODULES: [(&str, &str); 6] = [
     client_module!("index.js"),
     client_module!("client.js"),
+    client_module!("codec.js"),
+    client_module!("indexeddb.js"),
     client_module!("outbox.js"),
     client_module!("protocol.js"),
 ];

@@ -172,7 +172,10 @@ async fn after_a_kill_9_and_restart_every_room_resumes_and_the_outbox_is_sent_on
     );
     let random: Vec<_> = got.iter().filter(|m| m.room_id == room("random")).collect();
     assert_eq!(
-        random.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(),
+        random
+            .iter()
+            .map(|m| m.content.as_str())
+            .collect::<Vec<_>>(),
         ["r1", "r2"]
     );
     assert!(
@@ -209,14 +212,14 @@ async fn the_same_client_msg_id_is_one_send_and_a_lost_ack_is_answered_by_the_du
         alice.send_pending(note.clone())
     );
     let (first, same) = (first.unwrap(), same.unwrap());
-    assert_eq!(same, first, "sent twice while pending: one send, one answer");
+    assert_eq!(
+        same, first,
+        "sent twice while pending: one send, one answer"
+    );
     // The same clientMsgId again, as after a lost ack: the original answer, stored once.
     let again = alice.send_pending(note).await.unwrap();
     assert!(again.duplicate);
-    assert_eq!(
-        (again.message_id, again.seq),
-        (first.message_id, first.seq)
-    );
+    assert_eq!((again.message_id, again.seq), (first.message_id, first.seq));
     let page = alice.history(&room("notes"), None, None).await.unwrap();
     assert_eq!(page.messages.len(), 1);
 }
@@ -247,9 +250,13 @@ async fn the_token_is_refreshed_before_it_expires_and_the_connection_lives_on() 
     })
     .await
     .unwrap();
-    assert_eq!(alice.send(&room("long"), "still here").await.unwrap().seq, 1);
+    assert_eq!(
+        alice.send(&room("long"), "still here").await.unwrap().seq,
+        1
+    );
     let mut states = Vec::new();
-    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(100), events.next()).await
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_millis(100), events.next()).await
     {
         if let Event::State(state) = event {
             states.push(state);
@@ -419,4 +426,40 @@ async fn custom_events_and_typing_reach_the_other_client_as_frames() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn after_an_embedded_store_restarts_old_seqs_do_not_hide_new_messages() {
+    let mut gw = gateway().await;
+    let (alice, _) = connect(&gw, "alice").await;
+    let (bob, mut bob_events) = connect(&gw, "bob").await;
+    alice.join_with(create("r")).await.unwrap();
+    bob.join(&room("r")).await.unwrap();
+    for text in ["old 1", "old 2"] {
+        alice.send(&room("r"), text).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    messages_until(&mut bob_events, &mut seen, |m| m.len() == 2).await;
+
+    // In memory, the restarted node has a new history: the room and its seqs are gone.
+    gw.kill_hard().await.unwrap();
+    let _gw = gw.same_ports().start().await.unwrap();
+    for client in [&alice, &bob] {
+        tokio::time::timeout(WAIT, async {
+            while client
+                .join(&room("nowhere"))
+                .await
+                .is_err_and(|e| matches!(e, Error::Disconnected))
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap();
+    }
+    alice.join_with(create("r")).await.unwrap();
+    bob.join(&room("r")).await.unwrap();
+    assert_eq!(alice.send(&room("r"), "new 1").await.unwrap().seq, 1);
+    let got = messages_until(&mut bob_events, &mut seen, |m| m.len() == 3).await;
+    assert_eq!(contents(&got[2..]), [(1, "new 1".to_owned())]);
 }

@@ -1,6 +1,7 @@
 // The connection: authenticate, reconnect with backoff as the close codes say, resume every room
 // from the last seq held, hand each message to the app once and in order, send from the outbox
 // until acknowledged, refresh the token before it expires.
+import { jsonCodec } from "./codec.js";
 import { Outbox, OutboxFullError } from "./outbox.js";
 import { closePolicy, RETRYABLE_CODES, } from "./protocol.js";
 export class SwitchboardError extends Error {
@@ -14,6 +15,8 @@ export class SwitchboardError extends Error {
 const OPEN = 1;
 /** A typing indicator stops this long after the last `typing()` (the server's own is 3 s). */
 const TYPING_IDLE_MS = 2_500;
+/** While `typing()` keeps being called, `typing:start` is sent again this often. */
+const TYPING_REPEAT_MS = 2_000;
 /** Own message ids remembered, so a replay does not hand the app its own sends again. */
 const OWN_IDS_KEPT = 10_000;
 let fallbackCounter = 0;
@@ -38,6 +41,7 @@ export class SwitchboardClient {
     /** Sends made in this run, by clientMsgId: their promises. */
     #sends = new Map();
     #webSocket;
+    #codec;
     #ownIds = new Set();
     #typing = new Map();
     /** The user's read watermark per room, from every device. */
@@ -58,6 +62,7 @@ export class SwitchboardClient {
     constructor(options) {
         this.#options = options;
         this.#webSocket = options.webSocket ?? defaultWebSocket();
+        this.#codec = options.codec ?? jsonCodec;
         this.#outbox = new Outbox(options.outboxLimit ?? 1_000, options.storage);
     }
     get state() {
@@ -149,18 +154,24 @@ export class SwitchboardClient {
     }
     /** Shows the user typing in `roomId`; stops by itself `TYPING_IDLE_MS` after the last call. */
     typing(roomId) {
-        const timer = this.#typing.get(roomId);
-        if (timer !== undefined)
-            clearTimeout(timer);
-        else
-            this.notify({ type: "typing:start", roomId });
-        this.#typing.set(roomId, setTimeout(() => this.stopTyping(roomId), TYPING_IDLE_MS));
+        const now = Date.now();
+        const typing = this.#typing.get(roomId);
+        if (typing !== undefined)
+            clearTimeout(typing.timer);
+        // The server's indicator lapses 3 s after the last start: repeat it while typing goes on.
+        const startedAt = typing === undefined || now - typing.startedAt >= TYPING_REPEAT_MS
+            ? (this.notify({ type: "typing:start", roomId }), now)
+            : typing.startedAt;
+        this.#typing.set(roomId, {
+            startedAt,
+            timer: setTimeout(() => this.stopTyping(roomId), TYPING_IDLE_MS),
+        });
     }
     stopTyping(roomId) {
-        const timer = this.#typing.get(roomId);
-        if (timer === undefined)
+        const typing = this.#typing.get(roomId);
+        if (typing === undefined)
             return;
-        clearTimeout(timer);
+        clearTimeout(typing.timer);
         this.#typing.delete(roomId);
         this.notify({ type: "typing:stop", roomId });
     }
@@ -337,7 +348,9 @@ export class SwitchboardClient {
         void this.#token().then((token) => {
             if (this.#stopped)
                 return;
-            const ws = this.#webSocket(this.#options.url);
+            const ws = this.#webSocket(this.#options.url, [this.#codec.subprotocol]);
+            if ("binaryType" in ws)
+                ws.binaryType = "arraybuffer";
             this.#ws = ws;
             ws.onopen = () => this.#transmit(ws, { type: "auth", token });
             ws.onmessage = (event) => this.#onData(ws, event.data);
@@ -351,18 +364,14 @@ export class SwitchboardClient {
     }
     #transmit(ws, frame) {
         if (ws.readyState === OPEN)
-            ws.send(JSON.stringify(frame));
+            ws.send(this.#codec.encode(frame));
     }
     #onData(ws, data) {
-        if (ws !== this.#ws || typeof data !== "string")
+        if (ws !== this.#ws)
             return;
-        let frame;
-        try {
-            frame = JSON.parse(data);
-        }
-        catch {
+        const frame = this.#codec.decode(data);
+        if (frame === undefined)
             return;
-        }
         this.#emit("frame", frame);
         switch (frame.type) {
             case "session:ready":
@@ -396,12 +405,27 @@ export class SwitchboardClient {
         this.#prompt = false;
         this.#setState("connected");
         this.#emit("ready", ready);
+        if (newEpoch) {
+            // Seqs and read marks of the old history mean nothing in the new one.
+            this.#known.clear();
+            this.#reads.clear();
+            for (const room of this.#rooms.values())
+                room.lastSeq = undefined;
+        }
+        const member = new Set();
         for (const summary of ready.rooms) {
+            member.add(summary.roomId);
             this.#read(summary.roomId, summary.lastReadSeq);
             this.#known.set(summary.roomId, Math.max(this.#known.get(summary.roomId) ?? 0, summary.lastSeq));
         }
-        for (const [roomId, room] of this.#rooms)
-            this.#resume(roomId, room, newEpoch);
+        for (const [roomId, room] of this.#rooms) {
+            // Left on another device (or gone with the old history): joining again would make the
+            // user a member again, so it is not resumed.
+            if (member.has(roomId))
+                this.#resume(roomId, room, newEpoch);
+            else
+                this.#rooms.delete(roomId);
+        }
         for (const send of this.#outbox.all())
             this.#sendNow(ws, send);
         const first = this.#firstReady;
@@ -434,9 +458,16 @@ export class SwitchboardClient {
             }
             for (const message of held)
                 this.#deliver(room, message);
-        }, () => {
-            // Refused (left meanwhile, banned from it) or disconnected: the next ready tries again.
+        }, (error) => {
+            const held = room.held ?? [];
             room.held = undefined;
+            // Disconnected: the next ready resumes it again from the same seq.
+            if (error instanceof SwitchboardError && error.code === "DISCONNECTED")
+                return;
+            // Refused (left meanwhile, banned, gone): stop resuming it; what arrived is still news.
+            this.#rooms.delete(roomId);
+            for (const message of held)
+                this.#deliver(room, message);
         });
     }
     #onMessage(message) {
@@ -560,6 +591,6 @@ function defaultWebSocket() {
     if (Ctor === undefined) {
         throw new SwitchboardError("CLOSED", "no global WebSocket: pass the `webSocket` option (e.g. the ws package)");
     }
-    return (url) => new Ctor(url);
+    return (url, protocols) => new Ctor(url, protocols);
 }
 //# sourceMappingURL=client.js.map

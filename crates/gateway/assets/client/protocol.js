@@ -1,6 +1,7 @@
 // The Switchboard protocol's frames and objects (docs/protocol.md), as JSON carries them.
-// Frame `type`s, result `kind`s and error codes are checked against the Rust protocol crate by
-// its test `typescript_types_name_every_frame`.
+// Checked field by field against docs/protocol.schema.json, which the Rust protocol crate
+// generates from its types (test/schema.test.ts), and by name by the crate's test
+// `typescript_types_name_every_frame`.
 /** The codes after which the same request may succeed later, unchanged. */
 export const RETRYABLE_CODES = new Set([
     "RATE_LIMITED",
