@@ -767,9 +767,12 @@ impl Driver {
                 .values_mut()
                 .for_each(|room| room.last_seq = None);
         }
-        // Left on another device (or gone with the old history): joining again would make the
-        // user a member again, so it is not resumed.
-        self.rooms.retain(|room_id, _| member.contains(room_id));
+        // Not a member any more in the same history: left on another device. Joining again
+        // would make the user a member again, so it is not resumed. (A new history remembers no
+        // member: every room is joined again, and one that is gone is refused.)
+        if !new_epoch {
+            self.rooms.retain(|room_id, _| member.contains(room_id));
+        }
         let rooms: Vec<RoomId> = self.rooms.keys().cloned().collect();
         for room_id in rooms {
             self.resume(conn, room_id, new_epoch).await;

@@ -179,9 +179,7 @@ async fn after_a_kill_9_and_restart_every_room_resumes_and_the_outbox_is_sent_on
         ["r1", "r2"]
     );
     assert!(
-        bob_seen
-            .iter()
-            .any(|e| *e == Event::State(ConnectionState::Reconnecting)),
+        bob_seen.contains(&Event::State(ConnectionState::Reconnecting)),
         "bob reconnected too"
     );
     assert!(
@@ -462,4 +460,33 @@ async fn after_an_embedded_store_restarts_old_seqs_do_not_hide_new_messages() {
     assert_eq!(alice.send(&room("r"), "new 1").await.unwrap().seq, 1);
     let got = messages_until(&mut bob_events, &mut seen, |m| m.len() == 3).await;
     assert_eq!(contents(&got[2..]), [(1, "new 1".to_owned())]);
+}
+
+#[tokio::test]
+async fn a_room_left_on_another_device_is_not_joined_again_by_a_resume() {
+    let pg = Postgres::start().await.unwrap();
+    let mut gw = builder()
+        .env("DATABASE_URL", pg.url())
+        .start()
+        .await
+        .unwrap();
+    let (phone, _) = connect(&gw, "alice").await;
+    let (laptop, _) = connect(&gw, "alice").await;
+    phone.join_with(create("x")).await.unwrap();
+    laptop.join(&room("x")).await.unwrap();
+    laptop.leave(&room("x")).await.unwrap();
+
+    gw.kill_hard().await.unwrap();
+    phone.wait_for(ConnectionState::Reconnecting).await;
+    let _gw = gw.same_ports().start().await.unwrap();
+    phone.wait_for(ConnectionState::Connected).await;
+    // Had the phone joined `x` again on its resume (sent before anything else), this would be
+    // stored; the user left it, so it is refused.
+    match phone.send(&room("x"), "still here?").await {
+        Err(Error::Refused {
+            code: switchboard_protocol::ErrorCode::NotAMember,
+            ..
+        }) => {}
+        other => panic!("expected NOT_A_MEMBER, got {other:?}"),
+    }
 }

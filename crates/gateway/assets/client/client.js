@@ -419,9 +419,10 @@ export class SwitchboardClient {
             this.#known.set(summary.roomId, Math.max(this.#known.get(summary.roomId) ?? 0, summary.lastSeq));
         }
         for (const [roomId, room] of this.#rooms) {
-            // Left on another device (or gone with the old history): joining again would make the
-            // user a member again, so it is not resumed.
-            if (member.has(roomId))
+            // Not a member any more in the same history: left on another device. Joining again
+            // would make the user a member again, so it is not resumed. (A new history remembers no
+            // member: every room is joined again, and one that is gone is refused.)
+            if (newEpoch || member.has(roomId))
                 this.#resume(roomId, room, newEpoch);
             else
                 this.#rooms.delete(roomId);
