@@ -153,24 +153,17 @@ pub enum Event {
 
 /// The app's side of the event stream.
 #[derive(Debug)]
-pub struct Events {
-    /// Read by [`Client::connect`] while it waited for the first session, handed over first.
-    early: VecDeque<Event>,
-    rx: mpsc::Receiver<Event>,
-}
+pub struct Events(mpsc::Receiver<Event>);
 
 impl Events {
     /// The next event; `None` once the client has stopped and every event was read.
     pub async fn next(&mut self) -> Option<Event> {
-        match self.early.pop_front() {
-            Some(event) => Some(event),
-            None => self.rx.recv().await,
-        }
+        self.0.recv().await
     }
 
     /// The next event if one is waiting, without waiting.
     pub fn try_next(&mut self) -> Option<Event> {
-        self.early.pop_front().or_else(|| self.rx.try_recv().ok())
+        self.0.try_recv().ok()
     }
 }
 
@@ -227,31 +220,20 @@ impl Client {
     /// refused for good (a bad token: HTTP 401) or the client is closed meanwhile; a node that
     /// is down is retried with backoff until one answers.
     pub async fn connect(options: ClientOptions) -> Result<(Self, Events, Ready), Error> {
-        let (client, mut events) = Self::start(options);
-        // The events read meanwhile stay in `events`, in order: the app sees every state.
-        let ready = loop {
-            match events.rx.recv().await {
-                Some(Event::Ready(ready)) => {
-                    events.early.push_back(Event::Ready(ready.clone()));
-                    break ready;
-                }
-                // A refused handshake reports its HTTP status as the code.
-                Some(Event::Closed { code, .. }) if (400..600).contains(&code) => {
-                    return Err(Error::Connect(ConnectError::Refused { status: code }));
-                }
-                Some(Event::Closed { code, reason }) => {
-                    return Err(Error::Connect(ConnectError::ClosedEarly { code, reason }));
-                }
-                Some(other) => events.early.push_back(other),
-                None => return Err(Error::Closed),
-            }
-        };
+        let (client, events, first) = Self::spawn(options);
+        let ready = first.await.map_err(|_| Error::Closed)??;
         Ok((client, events, ready))
     }
 
     /// Starts the client without waiting: it connects in the background ([`Event::State`],
     /// [`Event::Ready`] say when). Must be called within a tokio runtime.
     pub fn start(options: ClientOptions) -> (Self, Events) {
+        let (client, events, _) = Self::spawn(options);
+        (client, events)
+    }
+
+    fn spawn(options: ClientOptions) -> (Self, Events, oneshot::Receiver<Result<Ready, Error>>) {
+        let (first_tx, first) = oneshot::channel();
         let (commands, command_rx) = mpsc::channel(256);
         let (events, event_rx) = mpsc::channel(options.event_buffer.max(1));
         let (state_tx, state) = watch::channel(ConnectionState::Connecting);
@@ -273,13 +255,10 @@ impl Client {
             next_id: 1,
             epoch: None,
             stopped: false,
+            first_ready: Some(first_tx),
         };
         tokio::spawn(driver.run());
-        let events = Events {
-            early: VecDeque::new(),
-            rx: event_rx,
-        };
-        (Self { commands, state }, events)
+        (Self { commands, state }, Events(event_rx), first)
     }
 
     pub fn state(&self) -> ConnectionState {
@@ -587,6 +566,8 @@ struct Driver {
     next_id: u64,
     epoch: Option<String>,
     stopped: bool,
+    /// [`Client::connect`]'s answer: the first session, or why there is none.
+    first_ready: Option<oneshot::Sender<Result<Ready, Error>>>,
 }
 
 impl Driver {
@@ -622,10 +603,13 @@ impl Driver {
                     tracing::debug!(error = %e, attempt, "connect failed");
                     if !e.is_retryable() {
                         let (code, reason) = match &e {
-                            ConnectError::Refused { status } => (*status, e.to_string()),
+                            ConnectError::Refused { status, .. } => (*status, e.to_string()),
                             ConnectError::ClosedEarly { code, reason } => (*code, reason.clone()),
                             _ => (CloseCode::Normal.code(), e.to_string()),
                         };
+                        if let Some(first) = self.first_ready.take() {
+                            let _ = first.send(Err(Error::Connect(e)));
+                        }
                         self.stop(code, reason).await;
                         break;
                     }
@@ -760,6 +744,9 @@ impl Driver {
         self.epoch = Some(ready.epoch.clone());
         let member: HashSet<RoomId> = ready.rooms.iter().map(|r| r.room_id.clone()).collect();
         self.set_state(ConnectionState::Connected).await;
+        if let Some(first) = self.first_ready.take() {
+            let _ = first.send(Ok(ready.clone()));
+        }
         self.emit(Event::Ready(ready)).await;
         if new_epoch {
             // Seqs of the old history mean nothing in the new one.
@@ -1196,6 +1183,9 @@ impl Driver {
             return;
         }
         self.stopped = true;
+        if let Some(first) = self.first_ready.take() {
+            let _ = first.send(Err(Error::Closed));
+        }
         self.fail_waiting();
         // Callers of sends still in the outbox learn the client closed; the store keeps them.
         for (_, callers) in self.sends.drain() {

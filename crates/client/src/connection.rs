@@ -20,6 +20,8 @@ use crate::error::ConnectError;
 
 /// The close code reported when a connection ended without a close frame (RFC 6455's 1006).
 pub const ABNORMAL_CLOSURE: u16 = 1006;
+/// The close code reported for a close frame without a code (RFC 6455's 1005).
+pub const NO_STATUS: u16 = 1005;
 
 /// How to open a connection.
 #[derive(Clone)]
@@ -28,6 +30,9 @@ pub struct ConnectOptions {
     pub bearer: Option<String>,
     /// The encoding, offered as its subprotocol (`switchboard.v1.json` by default).
     pub codec: Codec,
+    /// Offers exactly these subprotocols instead of the codec's (none when empty): the codec is
+    /// then the one the server picks, JSON if none. For tests of the negotiation.
+    pub subprotocols: Option<Vec<String>>,
     /// Sent as `Origin` (servers that restrict origins refuse others with 403).
     pub origin: Option<String>,
     /// Any other request headers.
@@ -47,6 +52,7 @@ impl Default for ConnectOptions {
         Self {
             bearer: None,
             codec: Codec::Json,
+            subprotocols: None,
             origin: None,
             headers: Vec::new(),
             timeout: Duration::from_secs(10),
@@ -83,13 +89,18 @@ pub enum Incoming {
     },
 }
 
-trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+/// The byte stream under a connection: TCP, or TLS over TCP.
+pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Transport for T {}
+
+/// The WebSocket under a [`Connection`], for tools that need raw messages.
+pub type RawWebSocket = WebSocketStream<Box<dyn Transport>>;
 
 /// One open WebSocket and its codec.
 pub struct Connection {
-    ws: WebSocketStream<Box<dyn Io>>,
+    ws: RawWebSocket,
     codec: Codec,
+    subprotocol: Option<String>,
     closed: Option<(u16, String)>,
 }
 
@@ -132,10 +143,16 @@ impl Connection {
             };
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| header())?;
             let value = HeaderValue::from_str(value).map_err(|_| header())?;
-            headers.insert(name, value);
+            headers.append(name, value);
             Ok(())
         };
-        set("sec-websocket-protocol", options.codec.subprotocol())?;
+        let offers = match &options.subprotocols {
+            Some(offers) => offers.join(", "),
+            None => options.codec.subprotocol().to_owned(),
+        };
+        if !offers.is_empty() {
+            set("sec-websocket-protocol", &offers)?;
+        }
         if let Some(token) = &options.bearer {
             set("authorization", &format!("Bearer {token}"))?;
         }
@@ -149,7 +166,7 @@ impl Connection {
         let tcp =
             TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']'), port)).await?;
         tcp.set_nodelay(true)?;
-        let stream: Box<dyn Io> = if tls {
+        let stream: Box<dyn Transport> = if tls {
             Box::new(tls_stream(host, tcp, options).await?)
         } else {
             Box::new(tcp)
@@ -163,19 +180,36 @@ impl Connection {
                 .map_err(|e| match e {
                     tungstenite::Error::Http(response) => ConnectError::Refused {
                         status: response.status().as_u16(),
+                        headers: response
+                            .headers()
+                            .iter()
+                            .map(|(name, value)| {
+                                let value = String::from_utf8_lossy(value.as_bytes());
+                                (name.to_string(), value.into_owned())
+                            })
+                            .collect(),
+                        body: response
+                            .body()
+                            .as_deref()
+                            .map(|b| String::from_utf8_lossy(b).into_owned())
+                            .unwrap_or_default(),
                     },
                     other => ConnectError::WebSocket(other),
                 })?;
-        // A server that picked no subprotocol speaks JSON.
-        let codec = response
+        let subprotocol = response
             .headers()
             .get("sec-websocket-protocol")
             .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_owned());
+        // A server that picked no subprotocol speaks JSON.
+        let codec = subprotocol
+            .as_deref()
             .and_then(Codec::from_subprotocol)
             .unwrap_or(Codec::Json);
         Ok(Self {
             ws,
             codec,
+            subprotocol,
             closed: None,
         })
     }
@@ -183,6 +217,17 @@ impl Connection {
     /// The codec the server picked.
     pub fn codec(&self) -> Codec {
         self.codec
+    }
+
+    /// The `Sec-WebSocket-Protocol` the server answered with.
+    pub fn subprotocol(&self) -> Option<&str> {
+        self.subprotocol.as_deref()
+    }
+
+    /// The WebSocket itself, for raw messages (what a client must not send, in tests). Reading
+    /// from it bypasses [`recv`](Self::recv)'s bookkeeping of how the connection ended.
+    pub fn raw(&mut self) -> &mut RawWebSocket {
+        &mut self.ws
     }
 
     /// Sends one frame.
@@ -211,13 +256,19 @@ impl Connection {
                     reason: reason.clone(),
                 };
             }
-            let decoded = match self.ws.next().await {
-                Some(Ok(Message::Text(text))) => self.codec.decode::<ServerFrame>(text.as_bytes()),
-                Some(Ok(Message::Binary(bytes))) => self.codec.decode::<ServerFrame>(&bytes),
+            let (bytes, binary) = match self.ws.next().await {
+                Some(Ok(Message::Text(text))) => (Vec::from(text.as_bytes()), false),
+                Some(Ok(Message::Binary(bytes))) => (bytes.to_vec(), true),
                 Some(Ok(Message::Close(frame))) => {
-                    self.closed = Some(frame.map_or((ABNORMAL_CLOSURE, String::new()), |f| {
+                    self.closed = Some(frame.map_or((NO_STATUS, String::new()), |f| {
                         (u16::from(f.code), f.reason.to_string())
                     }));
+                    // Reading on lets tungstenite send its close reply: a complete closing
+                    // handshake.
+                    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                        while let Some(Ok(_)) = self.ws.next().await {}
+                    })
+                    .await;
                     continue;
                 }
                 // Pings are answered by tungstenite; pongs and raw frames carry nothing.
@@ -227,13 +278,22 @@ impl Connection {
                     continue;
                 }
                 None => {
-                    self.closed = Some((ABNORMAL_CLOSURE, "connection lost".into()));
+                    self.closed = Some((ABNORMAL_CLOSURE, String::new()));
                     continue;
                 }
             };
-            return match decoded {
+            let excerpt = || String::from_utf8_lossy(&bytes[..bytes.len().min(500)]).into_owned();
+            if binary != self.codec.is_binary() {
+                let kind = if binary { "binary" } else { "text" };
+                return Incoming::Unreadable(format!(
+                    "a {kind} frame on a {:?} connection: {:?}",
+                    self.codec,
+                    excerpt()
+                ));
+            }
+            return match self.codec.decode::<ServerFrame>(&bytes) {
                 Ok(frame) => Incoming::Frame(frame),
-                Err(why) => Incoming::Unreadable(why),
+                Err(why) => Incoming::Unreadable(format!("{why}: {:?}", excerpt())),
             };
         }
     }

@@ -64,9 +64,14 @@ pub enum ConnectError {
     Url { url: String, why: String },
     #[error("invalid header {name:?}")]
     Header { name: String },
-    /// Refused before the upgrade, with the HTTP status (docs/protocol.md, "Handshake refusals").
-    #[error("handshake refused with HTTP {status}")]
-    Refused { status: u16 },
+    /// Refused before the upgrade, with the HTTP response (docs/protocol.md, "Handshake
+    /// refusals"): its status, headers (`Retry-After`) and body.
+    #[error("handshake refused with HTTP {status}: {body}")]
+    Refused {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    },
     #[error("no session within {0:?}")]
     Timeout(std::time::Duration),
     #[error("connection closed before the session started (close code {code})")]
@@ -88,7 +93,7 @@ impl ConnectError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Url { .. } | Self::Header { .. } => false,
-            Self::Refused { status } => !matches!(status, 400 | 401 | 403),
+            Self::Refused { status, .. } => !matches!(status, 400 | 401 | 403),
             Self::ClosedEarly { code, .. } => {
                 switchboard_protocol::CloseCode::from_code(*code).is_none_or(|c| c.reconnect())
             }

@@ -40,7 +40,9 @@ mod token;
 pub use client::{
     Client, ClientOptions, ConnectionState, Event, Events, GapReason, History, Joined, Ready, Sent,
 };
-pub use connection::{ABNORMAL_CLOSURE, ConnectOptions, Connection, Incoming};
+pub use connection::{
+    ABNORMAL_CLOSURE, ConnectOptions, Connection, Incoming, NO_STATUS, RawWebSocket, Transport,
+};
 pub use error::{BoxError, ConnectError, Error};
 pub use outbox::{JsonFileStore, OutboxStore, PendingSend};
 #[cfg(feature = "tls")]

@@ -291,7 +291,7 @@ async fn a_connection_replaced_by_a_newer_one_does_not_come_back_and_a_bad_token
     let mut bad = options(&gw, "mallory");
     bad.token = TokenSource::Fixed("not-a-jwt".into());
     match Client::connect(bad).await {
-        Err(Error::Connect(ConnectError::Refused { status: 401 })) => {}
+        Err(Error::Connect(ConnectError::Refused { status: 401, .. })) => {}
         other => panic!("expected a 401 refusal, got {other:?}"),
     }
 }

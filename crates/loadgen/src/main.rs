@@ -38,7 +38,6 @@ mod raw;
 mod socketio;
 mod sse;
 mod storm;
-mod token;
 mod webhook_sink;
 
 use std::io::Write;

@@ -1,4 +1,7 @@
-//! A small WebSocket test client that speaks the Switchboard protocol.
+//! A small WebSocket test client that speaks the Switchboard protocol, on the Rust client's
+//! connection layer ([`switchboard_client::Connection`]) plus what tests need on top: waits
+//! with deadlines that name what was awaited, frames kept while waiting for a reply, and raw
+//! messages a real client must never send.
 //!
 //! Every wait has a deadline (default [`DEFAULT_TIMEOUT`]) and fails with a message naming what
 //! was awaited, so a broken server fails a test quickly instead of hanging it. Frames read while
@@ -19,23 +22,19 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use futures_util::{SinkExt as _, StreamExt as _};
+use switchboard_client::{Connection, Incoming};
 use switchboard_protocol::{
     AckResult, ClientFrame, Codec, MessageKind, RoomId, RoomKind, ServerFrame,
 };
-use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
-use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub use switchboard_client::ABNORMAL_CLOSURE;
 
 /// How long a connect or a wait for a frame may take unless set otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The close code reported when the connection ended without a close frame (RFC 6455 1006).
-pub const ABNORMAL_CLOSURE: u16 = 1006;
 
 /// How to open a connection. `Default` is: no token, no subprotocol offered (the server then
 /// speaks JSON), no `Origin`.
@@ -130,16 +129,10 @@ pub struct Closed {
     pub reason: String,
 }
 
-type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
 /// A connected test client.
 #[derive(Debug)]
 pub struct WsClient {
-    ws: Stream,
-    /// How frames are encoded: the subprotocol the server picked, JSON if none.
-    codec: Codec,
-    /// The subprotocol the server answered with.
-    subprotocol: Option<String>,
+    ws: Connection,
     /// Frames read while waiting for something else, returned first by `recv`.
     pending: VecDeque<ServerFrame>,
     /// Set once the connection ended.
@@ -153,74 +146,35 @@ impl WsClient {
     /// Opens a WebSocket connection. A refused upgrade is [`ConnectError::Http`] with its status.
     pub async fn connect(url: &str, opts: ConnectOptions) -> Result<Self, ConnectError> {
         let timeout = opts.timeout.unwrap_or(DEFAULT_TIMEOUT);
-        let mut request = url
-            .into_client_request()
-            .map_err(|e| ConnectError::Other(format!("bad url {url:?}: {e}")))?;
-        let headers = request.headers_mut();
-        let mut set = |name: &str, value: &str| -> Result<(), ConnectError> {
-            let name = tungstenite::http::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|e| ConnectError::Other(format!("bad header name {name:?}: {e}")))?;
-            let value = HeaderValue::from_str(value)
-                .map_err(|e| ConnectError::Other(format!("bad header value {value:?}: {e}")))?;
-            headers.append(name, value);
-            Ok(())
+        let options = switchboard_client::ConnectOptions {
+            bearer: opts.bearer,
+            codec: opts.codec.unwrap_or(Codec::Json),
+            // No codec and no offers: no subprotocol header at all (the server then speaks JSON).
+            subprotocols: match (opts.subprotocols, opts.codec) {
+                (Some(offers), _) => Some(offers),
+                (None, Some(_)) => None,
+                (None, None) => Some(Vec::new()),
+            },
+            origin: opts.origin,
+            headers: opts.headers,
+            timeout,
+            ..switchboard_client::ConnectOptions::default()
         };
-        if let Some(token) = &opts.bearer {
-            set("authorization", &format!("Bearer {token}"))?;
-        }
-        let offers = match (&opts.subprotocols, opts.codec) {
-            (Some(offers), _) => offers.join(", "),
-            (None, Some(codec)) => codec.subprotocol().to_owned(),
-            (None, None) => String::new(),
-        };
-        if !offers.is_empty() {
-            set("sec-websocket-protocol", &offers)?;
-        }
-        if let Some(origin) = &opts.origin {
-            set("origin", origin)?;
-        }
-        for (name, value) in &opts.headers {
-            set(name, value)?;
-        }
-        let (ws, response) =
-            match tokio::time::timeout(timeout, tokio_tungstenite::connect_async(request)).await {
-                Err(_) => return Err(ConnectError::Timeout(timeout)),
-                Ok(Err(tungstenite::Error::Http(response))) => {
-                    return Err(ConnectError::Http {
-                        status: response.status().as_u16(),
-                        headers: response
-                            .headers()
-                            .iter()
-                            .map(|(n, v)| {
-                                (
-                                    n.to_string(),
-                                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                                )
-                            })
-                            .collect(),
-                        body: response
-                            .body()
-                            .as_deref()
-                            .map(|b| String::from_utf8_lossy(b).into_owned())
-                            .unwrap_or_default(),
-                    });
-                }
-                Ok(Err(e)) => return Err(ConnectError::Other(e.to_string())),
-                Ok(Ok(pair)) => pair,
-            };
-        let subprotocol = response
-            .headers()
-            .get("sec-websocket-protocol")
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.trim().to_owned());
-        let codec = subprotocol
-            .as_deref()
-            .and_then(Codec::from_subprotocol)
-            .unwrap_or(Codec::Json);
+        let ws = Connection::open(url, &options).await.map_err(|e| match e {
+            switchboard_client::ConnectError::Refused {
+                status,
+                headers,
+                body,
+            } => ConnectError::Http {
+                status,
+                headers,
+                body,
+            },
+            switchboard_client::ConnectError::Timeout(after) => ConnectError::Timeout(after),
+            other => ConnectError::Other(other.to_string()),
+        })?;
         Ok(Self {
             ws,
-            codec,
-            subprotocol,
             pending: VecDeque::new(),
             closed: None,
             timeout,
@@ -268,12 +222,12 @@ impl WsClient {
 
     /// The codec in use: the one the server picked, JSON if it picked none.
     pub fn codec(&self) -> Codec {
-        self.codec
+        self.ws.codec()
     }
 
     /// The `Sec-WebSocket-Protocol` the server answered with.
     pub fn subprotocol(&self) -> Option<&str> {
-        self.subprotocol.as_deref()
+        self.ws.subprotocol()
     }
 
     /// The default deadline of every wait.
@@ -295,29 +249,31 @@ impl WsClient {
 
     /// Encodes and sends a frame with the connection's codec.
     pub async fn send(&mut self, frame: &ClientFrame) -> anyhow::Result<()> {
-        let bytes = self.codec.encode(frame)?;
-        let message = if self.codec.is_binary() {
-            Message::binary(bytes)
-        } else {
-            Message::text(String::from_utf8(bytes).context("JSON is UTF-8")?)
-        };
-        self.send_message(message).await
+        tokio::time::timeout(self.timeout, self.ws.send(frame))
+            .await
+            .with_context(|| format!("send did not complete within {:?}", self.timeout))?
+            .context("sending a frame")
     }
 
     /// Sends several frames in one write, as a client with a backlog of requests does: the
     /// server finds them all queued behind the first.
     pub async fn send_all(&mut self, frames: &[ClientFrame]) -> anyhow::Result<()> {
         let feed = async {
+            let codec = self.ws.codec();
             for frame in frames {
-                let bytes = self.codec.encode(frame)?;
-                let message = if self.codec.is_binary() {
+                let bytes = codec.encode(frame)?;
+                let message = if codec.is_binary() {
                     Message::binary(bytes)
                 } else {
                     Message::text(String::from_utf8(bytes).context("JSON is UTF-8")?)
                 };
-                self.ws.feed(message).await.context("queueing a frame")?;
+                self.ws
+                    .raw()
+                    .feed(message)
+                    .await
+                    .context("queueing a frame")?;
             }
-            self.ws.flush().await.context("sending the frames")
+            self.ws.raw().flush().await.context("sending the frames")
         };
         tokio::time::timeout(self.timeout, feed)
             .await
@@ -336,7 +292,7 @@ impl WsClient {
 
     /// Sends any WebSocket message (e.g. a `Ping`).
     pub async fn send_message(&mut self, message: Message) -> anyhow::Result<()> {
-        tokio::time::timeout(self.timeout, self.ws.send(message))
+        tokio::time::timeout(self.timeout, self.ws.raw().send(message))
             .await
             .with_context(|| format!("send did not complete within {:?}", self.timeout))?
             .context("sending a frame")
@@ -548,7 +504,7 @@ impl WsClient {
             reason: "bye".into(),
         };
         // Fails when the server closed first, which the read below then reports.
-        let _ = self.ws.send(Message::Close(Some(frame))).await;
+        let _ = self.ws.raw().send(Message::Close(Some(frame))).await;
         let _ = self.expect_close_within(Duration::from_secs(2)).await;
         Ok(())
     }
@@ -556,7 +512,7 @@ impl WsClient {
     /// Reads the next WebSocket message, bypassing the frame buffer and decoding: to assert on
     /// opcodes or raw payloads. Control frames are returned too.
     pub async fn recv_message(&mut self) -> anyhow::Result<Message> {
-        match tokio::time::timeout(self.timeout, self.ws.next()).await {
+        match tokio::time::timeout(self.timeout, self.ws.raw().next()).await {
             Err(_) => bail!("no message within {:?}", self.timeout),
             Ok(None) => bail!("the connection is closed"),
             Ok(Some(result)) => Ok(result?),
@@ -573,71 +529,18 @@ impl WsClient {
     }
 
     /// Reads one server frame, skipping control frames. `Ok(None)`: the connection ended and
-    /// `closed` says how.
+    /// `closed` says how. A frame that is not a server frame of the connection's codec fails.
     async fn read_frame(&mut self) -> anyhow::Result<Option<ServerFrame>> {
         if self.closed.is_some() {
             return Ok(None);
         }
-        loop {
-            let message = match self.ws.next().await {
-                None => {
-                    self.closed.get_or_insert(Closed {
-                        code: ABNORMAL_CLOSURE,
-                        reason: String::new(),
-                    });
-                    return Ok(None);
-                }
-                Some(Err(e)) => {
-                    self.closed.get_or_insert(Closed {
-                        code: ABNORMAL_CLOSURE,
-                        reason: e.to_string(),
-                    });
-                    return Ok(None);
-                }
-                Some(Ok(message)) => message,
-            };
-            let (bytes, is_binary) = match message {
-                Message::Text(text) => (text.as_bytes().to_vec(), false),
-                Message::Binary(bytes) => (bytes.to_vec(), true),
-                Message::Close(frame) => {
-                    self.closed = Some(match frame {
-                        Some(frame) => Closed {
-                            code: u16::from(frame.code),
-                            reason: frame.reason.as_str().to_owned(),
-                        },
-                        None => Closed {
-                            code: 1005,
-                            reason: String::new(),
-                        },
-                    });
-                    // Reading on lets tungstenite send its close reply, so the server sees a
-                    // complete closing handshake.
-                    let _ = tokio::time::timeout(Duration::from_millis(500), async {
-                        while let Some(Ok(_)) = self.ws.next().await {}
-                    })
-                    .await;
-                    return Ok(None);
-                }
-                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
-            };
-            if is_binary != self.codec.is_binary() {
-                bail!(
-                    "the server sent a {} frame on a {:?} connection: {:?}",
-                    if is_binary { "binary" } else { "text" },
-                    self.codec,
-                    String::from_utf8_lossy(&bytes)
-                );
+        match self.ws.recv().await {
+            Incoming::Frame(frame) => Ok(Some(frame)),
+            Incoming::Unreadable(why) => bail!("undecodable server frame: {why}"),
+            Incoming::Closed { code, reason } => {
+                self.closed = Some(Closed { code, reason });
+                Ok(None)
             }
-            return self
-                .codec
-                .decode::<ServerFrame>(&bytes)
-                .map(Some)
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "undecodable server frame ({e}): {:?}",
-                        String::from_utf8_lossy(&bytes)
-                    )
-                });
         }
     }
 }
