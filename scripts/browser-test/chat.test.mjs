@@ -12,13 +12,14 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
+
+import { freePort, stopProcess } from './procs.mjs';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const GATEWAY_BIN = path.resolve(REPO, process.env.GATEWAY_BIN ?? 'target/debug/gateway');
@@ -38,18 +39,6 @@ const fixture = {
   listen: null, base: null, gateway: null, gatewayLog: [], context: null, userDataDir: null, pages: [],
   failed: false, users: null,
 };
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 /** Starts the gateway in dev mode (no JWT key configured) on `listen`. */
 function startGateway(listen) {
@@ -85,15 +74,6 @@ async function waitReady(base, child) {
   }
 }
 
-async function stopGateway(child) {
-  if (!child || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 12_000);
-  await exited;
-  clearTimeout(timer);
-}
-
 /** Opens a page that records its console and uncaught errors under `who`. */
 async function openPage(who) {
   const page = await fixture.context.newPage();
@@ -127,7 +107,7 @@ after(async () => {
   }
   // Bounded: a wedged browser must not keep the gateway alive. The timer must not keep node alive.
   await Promise.race([fixture.context?.close(), new Promise((r) => setTimeout(r, 10_000).unref())]).catch(() => {});
-  await stopGateway(fixture.gateway);
+  await stopProcess(fixture.gateway);
   if (fixture.userDataDir) await rm(fixture.userDataDir, { recursive: true, force: true });
 });
 
@@ -400,7 +380,7 @@ scenario('after an embedded gateway restart a direct room is never created with 
   await roomItem(bob, dm).waitFor();
 
   // A new process: the in-memory store starts over with another epoch.
-  await stopGateway(fixture.gateway);
+  await stopProcess(fixture.gateway);
   for (const page of [alice, bob]) await page.locator('[data-testid=connection-status][data-state=reconnecting]').waitFor();
   fixture.gateway = startGateway(fixture.listen);
   await waitReady(fixture.base, fixture.gateway);
@@ -435,7 +415,7 @@ scenario('messages typed while the gateway is down go out once it is back, once 
   await openRoom(bob, 'general');
   const texts = [`typed offline 1 (${process.pid})`, `typed offline 2 (${process.pid})`];
 
-  await stopGateway(fixture.gateway);
+  await stopProcess(fixture.gateway);
   for (const page of [alice, bob]) await page.locator('[data-testid=connection-status][data-state=reconnecting]').waitFor();
   // Sending stays possible: the client's outbox holds them, and the page shows them pending.
   for (const text of texts) {

@@ -26,6 +26,8 @@ import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
 
+import { freePort, stopProcess } from './procs.mjs';
+
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const bin = (name, fallback) => path.resolve(REPO, process.env[name] ?? fallback);
 const GATEWAY_BIN = bin('GATEWAY_BIN', 'target/debug/gateway');
@@ -45,18 +47,6 @@ const STEP_TIMEOUT_MS = 30_000;
 
 /** Everything to tear down (in reverse), and the logs to print when the test fails. */
 const fixture = { stops: [], logs: new Map(), pages: [], failed: false };
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 /** An HS256 token for `user`, valid for an hour. */
 function mint(user) {
@@ -79,17 +69,8 @@ function run(name, command, args, { env = process.env, stdin = 'ignore' } = {}) 
   child.stderr.on('data', keep);
   child.on('exit', (code, signal) => log.push(`\n[${name} exited: ${code ?? signal}]\n`));
   process.on('exit', () => child.kill('SIGKILL'));
-  fixture.stops.push(() => stop(child));
+  fixture.stops.push(() => stopProcess(child));
   return child;
-}
-
-async function stop(child) {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 12_000);
-  await exited;
-  clearTimeout(timer);
 }
 
 /** Polls `probe` until it returns a value other than undefined; fails after `ms`. */

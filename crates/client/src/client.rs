@@ -783,9 +783,8 @@ impl Driver {
                     Some(command) => self.online_command(conn, command).await,
                 },
                 Some(token) = self.refreshed.recv() => {
-                    let id = self.next_id();
-                    self.waiting.insert(id, Waiter::Refresh);
-                    transmit(conn, &ClientFrame::AuthRefresh { id, token }).await;
+                    let refresh = ClientFrame::AuthRefresh { id: 0, token };
+                    self.ask(conn, refresh, Waiter::Refresh).await;
                 }
                 () = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
                     self.on_deadlines(conn).await;
@@ -797,44 +796,33 @@ impl Driver {
     async fn online_command(&mut self, conn: &mut Connection, command: Command) {
         let deadline = Instant::now() + self.options.request_timeout;
         match command {
-            Command::Request { mut frame, reply } => {
-                let id = self.next_id();
-                frame.set_request_id(id);
-                self.waiting.insert(id, Waiter::Request { reply, deadline });
-                transmit(conn, &frame).await;
+            Command::Request { frame, reply } => {
+                self.ask(conn, frame, Waiter::Request { reply, deadline })
+                    .await;
             }
             Command::Join {
-                mut frame,
+                frame,
                 room_id,
                 reply,
             } => {
-                let id = self.next_id();
-                frame.set_request_id(id);
-                self.waiting.insert(
-                    id,
-                    Waiter::Join {
-                        room_id,
-                        reply,
-                        deadline,
-                    },
-                );
-                transmit(conn, &frame).await;
+                let waiter = Waiter::Join {
+                    room_id,
+                    reply,
+                    deadline,
+                };
+                self.ask(conn, frame, waiter).await;
             }
             Command::Leave { room_id, reply } => {
-                let id = self.next_id();
                 let frame = ClientFrame::RoomLeave {
-                    id,
+                    id: 0,
                     room_id: room_id.clone(),
                 };
-                self.waiting.insert(
-                    id,
-                    Waiter::Leave {
-                        room_id,
-                        reply,
-                        deadline,
-                    },
-                );
-                transmit(conn, &frame).await;
+                let waiter = Waiter::Leave {
+                    room_id,
+                    reply,
+                    deadline,
+                };
+                self.ask(conn, frame, waiter).await;
             }
             Command::Send { send, reply } => {
                 let fresh = !self.sends.contains_key(send.client_msg_id());
@@ -897,10 +885,16 @@ impl Driver {
     }
 
     async fn transmit_send(&mut self, conn: &mut Connection, send: &PendingSend) {
+        let waiter = Waiter::Send(send.client_msg_id().to_owned());
+        self.ask(conn, send.frame(0), waiter).await;
+    }
+
+    /// Numbers `frame`, remembers who waits for its answer, and sends it.
+    async fn ask(&mut self, conn: &mut Connection, mut frame: ClientFrame, waiter: Waiter) {
         let id = self.next_id();
-        self.waiting
-            .insert(id, Waiter::Send(send.client_msg_id().to_owned()));
-        transmit(conn, &send.frame(id)).await;
+        frame.set_request_id(id);
+        self.waiting.insert(id, waiter);
+        transmit(conn, &frame).await;
     }
 
     /// Joins `room_id` again from the last seq handed over; live messages wait meanwhile.
@@ -908,22 +902,18 @@ impl Driver {
         let room = self.rooms.entry(room_id.clone()).or_default();
         let since = if new_epoch { None } else { room.last_seq };
         room.held = Some(Vec::new());
-        let id = self.next_id();
-        self.waiting.insert(
-            id,
-            Waiter::Resume {
-                room_id: room_id.clone(),
-                since,
-                new_epoch,
-            },
-        );
+        let waiter = Waiter::Resume {
+            room_id: room_id.clone(),
+            since,
+            new_epoch,
+        };
         let frame = ClientFrame::RoomJoin {
-            id,
+            id: 0,
             room_id,
             password: None,
             since_seq: since,
         };
-        transmit(conn, &frame).await;
+        self.ask(conn, frame, waiter).await;
     }
 
     async fn on_frame(&mut self, frame: ServerFrame) {

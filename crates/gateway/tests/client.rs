@@ -31,6 +31,17 @@ async fn connect(gw: &Gateway, user: &str) -> (Client, Events) {
     (client, events)
 }
 
+/// A gateway on a private PostgreSQL (keep the `Postgres` alive as long as the gateway).
+async fn durable_gateway() -> (Postgres, Gateway) {
+    let pg = Postgres::start().await.unwrap();
+    let gw = builder()
+        .env("DATABASE_URL", pg.url())
+        .start()
+        .await
+        .unwrap();
+    (pg, gw)
+}
+
 fn create(room_id: &str) -> ClientFrame {
     ClientFrame::RoomCreate {
         id: 0,
@@ -112,9 +123,7 @@ async fn two_users_chat_each_message_handed_over_once_and_each_send_answered_onc
 
 #[tokio::test]
 async fn after_a_kill_9_and_restart_every_room_resumes_and_the_outbox_is_sent_once() {
-    let pg = Postgres::start().await.unwrap();
-    let durable = || builder().env("DATABASE_URL", pg.url());
-    let mut gw = durable().start().await.unwrap();
+    let (_pg, mut gw) = durable_gateway().await;
     let (alice, mut alice_events) = connect(&gw, "alice").await;
     let (bob, mut bob_events) = connect(&gw, "bob").await;
     for name in ["team", "random"] {
@@ -298,12 +307,7 @@ async fn a_connection_replaced_by_a_newer_one_does_not_come_back_and_a_bad_token
 
 #[tokio::test]
 async fn a_messagepack_client_and_the_outbox_on_disk_survive_a_client_restart() {
-    let pg = Postgres::start().await.unwrap();
-    let mut gw = builder()
-        .env("DATABASE_URL", pg.url())
-        .start()
-        .await
-        .unwrap();
+    let (_pg, mut gw) = durable_gateway().await;
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(JsonFileStore::new(dir.path().join("outbox.json")));
     let packed = |gw: &Gateway| {
@@ -464,12 +468,7 @@ async fn after_an_embedded_store_restarts_old_seqs_do_not_hide_new_messages() {
 
 #[tokio::test]
 async fn a_room_left_on_another_device_is_not_joined_again_by_a_resume() {
-    let pg = Postgres::start().await.unwrap();
-    let mut gw = builder()
-        .env("DATABASE_URL", pg.url())
-        .start()
-        .await
-        .unwrap();
+    let (_pg, mut gw) = durable_gateway().await;
     let (phone, _) = connect(&gw, "alice").await;
     let (laptop, _) = connect(&gw, "alice").await;
     phone.join_with(create("x")).await.unwrap();
