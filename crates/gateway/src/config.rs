@@ -289,6 +289,9 @@ pub struct Config {
     /// Allowed `Origin` values, comma-separated; any origin when empty.
     #[arg(long, env = "SWITCHBOARD_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// Where `socket.io-client` apps connect (docs/socketio.md); empty turns Socket.IO off.
+    #[arg(long, env = "SWITCHBOARD_SOCKETIO_PATH", default_value = "/socket.io/")]
+    pub socketio_path: String,
     /// Frames queued for one connection before it is closed as a slow consumer (4005).
     #[arg(long, env = "SWITCHBOARD_OUTBOUND_QUEUE", default_value_t = 1_024)]
     pub outbound_queue: usize,

@@ -26,6 +26,7 @@ pub mod room_pattern;
 pub mod server;
 pub mod session;
 pub mod signing;
+pub mod socketio;
 pub mod store;
 pub mod wall_clock;
 pub mod webhooks;

@@ -102,7 +102,13 @@ async fn route(app: &Arc<App>, req: Request<Incoming>, role: Role, peer: IpAddr)
         return routes::text(StatusCode::NOT_FOUND, "not found\n");
     }
     if path == "/ws" {
-        return upgrade(app, req, peer).await;
+        return upgrade(app, req, peer, Wire::WebSocket).await;
+    }
+    if !app.config.socketio_path.is_empty() && path == app.config.socketio_path {
+        if let Err(refusal) = crate::socketio::check_query(req.uri().query()) {
+            return refusal.response();
+        }
+        return upgrade(app, req, peer, Wire::SocketIo).await;
     }
     if path == "/sse" {
         // A stream asked for on a connection hyper already serves (a reused keep-alive
@@ -114,11 +120,30 @@ async fn route(app: &Arc<App>, req: Request<Incoming>, role: Role, peer: IpAddr)
         .unwrap_or_else(|| routes::text(StatusCode::NOT_FOUND, "not found\n"))
 }
 
+/// The wire an upgrade opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    /// `/ws`: the protocol's frames.
+    WebSocket,
+    /// `/socket.io/`: Socket.IO packets; the token comes in the connect packet.
+    SocketIo,
+}
+
 /// Checks an upgrade request and, when it passes, answers 101 and spawns the session.
-async fn upgrade(app: &Arc<App>, mut req: Request<Incoming>, peer: IpAddr) -> Response<Body> {
+async fn upgrade(
+    app: &Arc<App>,
+    mut req: Request<Incoming>,
+    peer: IpAddr,
+    wire: Wire,
+) -> Response<Body> {
     let (codec, identity, key) = match check_upgrade(app, req.headers(), peer).await {
         Ok(checked) => checked,
         Err(refusal) => return refusal.into_response(),
+    };
+    // Socket.IO speaks JSON in its own packets, and authenticates in its connect packet.
+    let (codec, identity) = match wire {
+        Wire::WebSocket => (codec, identity),
+        Wire::SocketIo => (None, None),
     };
     let guard = match admit(app) {
         Ok(guard) => guard,
@@ -126,30 +151,19 @@ async fn upgrade(app: &Arc<App>, mut req: Request<Incoming>, peer: IpAddr) -> Re
     };
     let upgrade = hyper::upgrade::on(&mut req);
     let session_app = Arc::clone(app);
-    // Boxed and freed once the session is live: an idle connection's task keeps none of it.
-    let start = Box::pin(async move {
-        match upgrade.await {
-            Ok(upgraded) => {
-                let socket = TokioIo::new(upgraded);
-                let codec = codec.unwrap_or_default();
-                let wire = session::WebSocket::accept(socket, codec, &session_app).await;
-                session::start(session_app, wire, identity).await
-            }
-            Err(error) => {
-                tracing::debug!(%error, "upgrade failed");
-                None
-            }
-        }
-    });
-    app.sessions.spawn(
-        async move {
-            let _guard = guard;
-            if let Some(session) = start.await {
-                session.live().await;
-            }
-        }
-        .instrument(tracing::debug_span!("ws")),
-    );
+    match wire {
+        Wire::WebSocket => spawn_session(app, guard, async move {
+            let socket = upgraded(upgrade.await)?;
+            let codec = codec.unwrap_or_default();
+            let wire = session::WebSocket::accept(socket, codec, &session_app).await;
+            session::start(session_app, wire, identity).await
+        }),
+        Wire::SocketIo => spawn_session(app, guard, async move {
+            let socket = upgraded(upgrade.await)?;
+            let wire = session::SocketIo::accept(socket, &session_app).await?;
+            session::start(session_app, wire, None).await
+        }),
+    }
     let mut response = Response::new(routes::whole(Bytes::new()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
@@ -171,6 +185,35 @@ async fn upgrade(app: &Arc<App>, mut req: Request<Incoming>, peer: IpAddr) -> Re
         );
     }
     response
+}
+
+/// The upgraded socket, or `None` (logged) when the upgrade failed.
+fn upgraded(
+    outcome: Result<hyper::upgrade::Upgraded, hyper::Error>,
+) -> Option<TokioIo<hyper::upgrade::Upgraded>> {
+    outcome
+        .map_err(|error| tracing::debug!(%error, "upgrade failed"))
+        .ok()
+        .map(TokioIo::new)
+}
+
+/// Runs a session on its own task once `start` (the upgrade, the handshake) opened it. `start`
+/// is boxed and freed once the session is live: an idle connection's task keeps none of it.
+fn spawn_session<C, F>(app: &App, guard: OpenGuard, start: F)
+where
+    C: session::Connection,
+    F: Future<Output = Option<Box<session::Session<C>>>> + Send + 'static,
+{
+    let start = Box::pin(start);
+    app.sessions.spawn(
+        async move {
+            let _guard = guard;
+            if let Some(session) = start.await {
+                session.live().await;
+            }
+        }
+        .instrument(tracing::debug_span!("ws")),
+    );
 }
 
 /// Gives the connection slot back when the session task ends, however it ends.

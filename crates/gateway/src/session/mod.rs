@@ -1,7 +1,8 @@
 //! One task owns one client connection and runs the rules of the protocol on it.
 //!
 //! - `connection.rs` — the [`Connection`] trait: what a session needs from its wire;
-//!   `websocket.rs` its implementation for `/ws`;
+//!   `websocket.rs` its implementation for `/ws`, `sse.rs` for `/sse`, `socketio.rs` for
+//!   `/socket.io/`;
 //! - `mod.rs` — the session's start (handshake, registration, `session:ready`), its live loop
 //!   (the wire, the queue, the timers) and its end;
 //! - `dispatch.rs` — a decoded request to its handler, and the answer back;
@@ -26,6 +27,7 @@ mod rooms;
 mod rpc;
 mod signals;
 mod social;
+mod socketio;
 mod sse;
 mod token;
 mod websocket;
@@ -48,6 +50,7 @@ use crate::metrics;
 use crate::outbound::{Next, Outbound, QueueRx, queue};
 pub(crate) use connection::{Connection, End, Inbound, within};
 use signals::Typing;
+pub(crate) use socketio::SocketIo;
 pub(crate) use sse::{MAX_SSE_ROOMS, Sse, SseOutput, parse_positions};
 pub(crate) use websocket::WebSocket;
 

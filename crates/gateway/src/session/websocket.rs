@@ -174,7 +174,7 @@ where
 
 /// A write's outcome: done, the peer gone, or too slow (the caller treats the client as a slow
 /// consumer).
-fn written(outcome: Option<Result<(), WsError>>) -> Result<(), SessionError> {
+pub(super) fn written(outcome: Option<Result<(), WsError>>) -> Result<(), SessionError> {
     match outcome {
         Some(Ok(())) => Ok(()),
         Some(Err(error)) => {
