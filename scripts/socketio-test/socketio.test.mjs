@@ -2,7 +2,7 @@
 // a Socket.IO app's client service is: io(url, { auth: { token } }), emit with an ack callback,
 // socket.on(event). Everything is real: the gateway binary on a free port of 127.0.0.1.
 //
-// Env: GATEWAY_BIN (default target/debug/gateway, relative to the repo root).
+// Env: GATEWAY_BIN, TESTKIT_POSTGRES_BIN (default target/debug/..., relative to the repo root).
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -10,16 +10,18 @@ import { createHmac } from 'node:crypto';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 import { io } from 'socket.io-client';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const GATEWAY_BIN = path.resolve(REPO, process.env.GATEWAY_BIN ?? 'target/debug/gateway');
+const TESTKIT_POSTGRES_BIN = path.resolve(REPO, process.env.TESTKIT_POSTGRES_BIN ?? 'target/debug/testkit-postgres');
 const SECRET = 'switchboard-socketio-test-secret-0123456789abcdef';
 const WAIT_MS = 10_000;
 
-const fixture = { gateways: [], log: [], url: null, sockets: [] };
+const fixture = { gateways: [], log: [], url: null, sockets: [], postgres: [] };
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -70,9 +72,10 @@ async function connected(user) {
   return { socket, ready: await ready };
 }
 
-/** Starts the gateway binary with `extra` settings; resolves once /readyz answers. */
-async function startGateway(extra = {}) {
-  const port = await freePort();
+/** Starts the gateway binary with `extra` settings (on `port`, else a free one); resolves with
+ *  its URL once /readyz answers. */
+async function startGateway(extra = {}, port = undefined) {
+  port ??= await freePort();
   const url = `http://127.0.0.1:${port}`;
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SWITCHBOARD_')));
   Object.assign(env, {
@@ -87,6 +90,7 @@ async function startGateway(extra = {}) {
   }
   process.on('exit', () => child.kill('SIGKILL'));
   fixture.gateways.push(child);
+  fixture.last = child;
   const deadline = Date.now() + 20_000;
   for (;;) {
     try {
@@ -106,11 +110,31 @@ before(async () => {
 after(async () => {
   for (const socket of fixture.sockets) socket.disconnect();
   for (const child of fixture.gateways) {
+    if (child.exitCode !== null || child.signalCode !== null) continue;
     const exited = new Promise((resolve) => child.once('exit', resolve));
     child.kill('SIGTERM');
     await exited;
   }
+  for (const child of fixture.postgres) child.stdin.end();
 });
+
+/** A private PostgreSQL from testkit-postgres (it stops when its stdin closes): its URL. */
+async function startPostgres() {
+  const child = spawn(TESTKIT_POSTGRES_BIN, [], { stdio: ['pipe', 'pipe', 'pipe'] });
+  child.stderr.on('data', (chunk) => fixture.log.push(chunk.toString()));
+  fixture.postgres.push(child);
+  return new Promise((resolve, reject) => {
+    createInterface({ input: child.stdout }).once('line', resolve);
+    child.once('exit', (code) => reject(new Error(`testkit-postgres exited with ${code}`)));
+  });
+}
+
+/** kill -9 of a gateway: no goodbye. */
+async function killHard(child) {
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGKILL');
+  await exited;
+}
 
 /** Fails with the gateway's log attached. */
 function scenario(name, body) {
@@ -218,4 +242,68 @@ scenario('Engine.IO pings keep a quiet socket alive, answered by the client', as
   assert.deepEqual(disconnected, []);
   assert.equal(socket.connected, true);
   assert.equal((await socket.emitWithAck('friends:list', {})).kind, 'friends');
+});
+
+scenario('a socket back after a kill -9 is recovered: every missed event once, in order, then live', async () => {
+  const postgres = await startPostgres();
+  const port = await freePort();
+  const url = await startGateway({ DATABASE_URL: postgres }, port);
+  const node = fixture.last;
+  const alice = connect('henry', { reconnection: true, reconnectionDelay: 50, reconnectionDelayMax: 200 }, url);
+  await next(alice, 'connect');
+  await alice.emitWithAck('room:create', { roomId: 'sio-recover' });
+  const bob = connect('ivy', {}, url);
+  await next(bob, 'connect');
+  assert.equal(bob.recovered, false, 'a first connect recovers nothing');
+  await bob.emitWithAck('room:join', { roomId: 'sio-recover' });
+  const seen = [];
+  bob.on('message:new', ({ message }) => seen.push([message.seq, message.content]));
+  const say = async (content) => {
+    const sent = await alice.emitWithAck('message:send', { roomId: 'sio-recover', content, clientMsgId: `rec-${content}` });
+    assert.equal(sent.kind, 'sent', JSON.stringify(sent));
+  };
+  const saw = (count) => new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`bob saw ${JSON.stringify(seen)}`)), WAIT_MS);
+    const check = () => {
+      if (seen.length >= count) { clearTimeout(timer); resolve(); } else setTimeout(check, 20);
+    };
+    check();
+  });
+  await say('one');
+  await saw(1);
+
+  const bobDropped = next(bob, 'disconnect');
+  const aliceDropped = next(alice, 'disconnect');
+  await killHard(node);
+  assert.equal(await bobDropped, 'transport close');
+  await aliceDropped;
+  await startGateway({ DATABASE_URL: postgres }, port);
+  // Alice comes back by herself and talks while bob is away.
+  await next(alice, 'connect');
+  await say('two');
+  await say('three');
+
+  bob.connect();
+  await next(bob, 'connect');
+  assert.equal(bob.recovered, true, 'bob is recovered');
+  await saw(3);
+  await say('four');
+  await saw(4);
+  assert.deepEqual(seen, [[1, 'one'], [2, 'two'], [3, 'three'], [4, 'four']]);
+});
+
+scenario("a pid presented with another user's token recovers nothing", async () => {
+  const { socket: carol } = await connected('jack');
+  const pid = carol._pid;
+  assert.equal(typeof pid, 'string');
+  // Kate's client holds jack's pid, as if she had copied it: it presents it on connect.
+  const thief = connect('kate', { autoConnect: false });
+  thief._pid = pid;
+  thief._lastOffset = '';
+  thief.connect();
+  await next(thief, 'connect');
+  assert.equal(thief.recovered, false);
+  assert.notEqual(thief._pid, pid, 'a new pid, not the one presented');
+
+  // Past the window: the claim's age is checked by the unit tests of socketio/recovery.rs.
 });

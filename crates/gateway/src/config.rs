@@ -292,6 +292,14 @@ pub struct Config {
     /// Where `socket.io-client` apps connect (docs/socketio.md); empty turns Socket.IO off.
     #[arg(long, env = "SWITCHBOARD_SOCKETIO_PATH", default_value = "/socket.io/")]
     pub socketio_path: String,
+    /// How long after its first connect a Socket.IO socket may be recovered (its missed events
+    /// replayed from the store); 0 turns recovery off.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_SOCKETIO_RECOVERY_WINDOW_MS",
+        default_value_t = 7_200_000
+    )]
+    pub socketio_recovery_window_ms: u64,
     /// Frames queued for one connection before it is closed as a slow consumer (4005).
     #[arg(long, env = "SWITCHBOARD_OUTBOUND_QUEUE", default_value_t = 1_024)]
     pub outbound_queue: usize,
@@ -893,6 +901,9 @@ impl Config {
     pub fn token_refresh_notice(&self) -> Option<Duration> {
         (self.token_refresh_notice_ms > 0)
             .then(|| Duration::from_millis(self.token_refresh_notice_ms))
+    }
+    pub fn socketio_recovery_window(&self) -> Duration {
+        Duration::from_millis(self.socketio_recovery_window_ms)
     }
     pub fn heartbeat_interval(&self) -> Duration {
         Duration::from_millis(self.heartbeat_interval_ms)

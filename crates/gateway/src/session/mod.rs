@@ -51,7 +51,7 @@ use crate::outbound::{Next, Outbound, QueueRx, queue};
 pub(crate) use connection::{Connection, End, Inbound, within};
 use signals::Typing;
 pub(crate) use socketio::SocketIo;
-pub(crate) use sse::{MAX_SSE_ROOMS, Sse, SseOutput, parse_positions};
+pub(crate) use sse::{MAX_SSE_ROOMS, Sse, SseOutput, format_positions, parse_positions};
 pub(crate) use websocket::WebSocket;
 
 /// Authenticates and opens a session on a client's connection: then [`Session::live`] runs it.

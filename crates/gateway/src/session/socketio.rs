@@ -4,11 +4,17 @@
 //! carry the replies, and Engine.IO pings probe liveness. The session's rules are the same as
 //! on `/ws`; only the wire differs.
 
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::time::Duration;
 
+use bytes::Bytes;
+use serde::Deserialize;
+
 use futures_util::{SinkExt, StreamExt};
-use switchboard_protocol::{CloseCode, Codec, ErrorBody, ErrorCode, ServerFrame};
+use switchboard_protocol::{
+    AckResult, ClientFrame, CloseCode, Codec, ErrorBody, ErrorCode, Message, RoomId, ServerFrame,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Error as WsError;
@@ -23,6 +29,8 @@ use crate::error::SessionError;
 use crate::outbound::Outbound;
 use crate::socketio::mapping::{auth_frame, event_of_frame, frame_of_event};
 use crate::socketio::packet::{self, EnginePacket, MAIN_NAMESPACE, SocketKind, SocketPacket};
+use crate::socketio::recovery::{Claim, Pid, offset};
+use crate::wall_clock;
 
 /// Queued frames written per flush.
 const MAX_BATCH: usize = 256;
@@ -31,6 +39,10 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Request ids the connection gives events sent without an ack: their replies are not
 /// written. Above any id `socket.io-client` counts to.
 const UNACKED_IDS: u64 = 1 << 53;
+/// Request ids of the `room:join`s a recovery makes up (above the unacked ones).
+const RESUME_IDS: u64 = 1 << 62;
+/// Frames held while a recovery gathers its replay; past it, the socket connects unrecovered.
+const MAX_HELD: usize = 4_096;
 
 /// A Socket.IO client's WebSocket.
 pub(crate) struct SocketIo<S> {
@@ -42,6 +54,79 @@ pub(crate) struct SocketIo<S> {
     next_unacked: u64,
     /// Binary attachments still to skip (binary events are not supported).
     skip_attachments: usize,
+    /// How long after its first connect a socket may be recovered.
+    recovery_window: Duration,
+    /// What the client's connect packet claimed, to recover.
+    claim: Option<Claim>,
+    /// This socket's pid once connected, and its offsets' base.
+    pid: Option<(String, Pid)>,
+    /// Where each room stands on this socket: the last seq handed over, or where it stood at
+    /// connect. What the offset of every `message:new` says.
+    positions: BTreeMap<RoomId, u64>,
+    /// The last seq a recovery replayed in each room: live messages up to it were handed over.
+    replayed: BTreeMap<RoomId, u64>,
+    /// Made-up `room:join`s of a recovery, not handed to the session yet.
+    joins: VecDeque<Bytes>,
+    /// A recovery gathering its replay: the connect answer waits for it.
+    gathering: Option<Gathering>,
+}
+
+/// A recovery under way: `session:ready` and everything after it wait until every made-up
+/// `room:join` is answered, so that the connect answer can say whether the socket recovered.
+#[derive(Debug)]
+struct Gathering {
+    ready: ReadyPeek,
+    ready_json: String,
+    /// The made-up joins not answered yet.
+    pending: BTreeSet<u64>,
+    /// Every join recovered its room exactly.
+    recovered: bool,
+    /// The missed messages, room by room in seq order.
+    replay: Vec<Message>,
+    /// Frames that came meanwhile (live messages among them), as JSON.
+    held: Vec<String>,
+}
+
+/// What the connect answer needs of `session:ready`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReadyPeek {
+    conn_id: String,
+    user: UserPeek,
+    rooms: Vec<RoomPeek>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct UserPeek {
+    id: switchboard_protocol::UserId,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RoomPeek {
+    room_id: RoomId,
+    last_seq: u64,
+}
+
+/// The room and seq of a `message:new`, read without decoding the message.
+#[derive(Debug, Deserialize)]
+struct MessagePeek {
+    message: MessagePosition,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MessagePosition {
+    room_id: RoomId,
+    seq: u64,
+}
+
+/// What the wire has for the session next.
+#[derive(Debug)]
+pub(crate) enum SocketIoIncoming {
+    Ws(Option<Result<WsMessage, WsError>>),
+    /// A made-up `room:join` is waiting in `joins`.
+    Join,
 }
 
 impl<S> std::fmt::Debug for SocketIo<S> {
@@ -67,6 +152,13 @@ where
             connected: false,
             next_unacked: UNACKED_IDS,
             skip_attachments: 0,
+            recovery_window: app.config.socketio_recovery_window(),
+            claim: None,
+            pid: None,
+            positions: BTreeMap::new(),
+            replayed: BTreeMap::new(),
+            joins: VecDeque::new(),
+            gathering: None,
         };
         let interval = app.config.heartbeat_interval();
         let open = packet::open(
@@ -112,6 +204,7 @@ where
         }
         match socket.kind {
             SocketKind::Connect if !self.connected => {
+                self.claim = Claim::of_connect(socket.data);
                 Ok(Inbound::Frame(auth_frame(socket.data).into()))
             }
             SocketKind::Connect | SocketKind::Ack => Ok(Inbound::Alive),
@@ -142,24 +235,221 @@ where
         }
     }
 
-    /// Writes `frame` (its JSON, `type` first) as the packets the client expects.
-    fn packets_of(&mut self, json: &str) -> Vec<String> {
+    /// The packets the client expects for `json`, a frame (`type` first), appended to `out`.
+    fn outgoing(&mut self, json: &str, out: &mut Vec<String>) {
+        if let Some(gathering) = &mut self.gathering {
+            if let Some((id, outcome)) = resume_answer(json) {
+                gathering.pending.remove(&id);
+                match outcome {
+                    Some((messages, true)) => gathering.replay.extend(messages),
+                    _ => gathering.recovered = false,
+                }
+            } else if gathering.held.len() < MAX_HELD {
+                gathering.held.push(json.to_owned());
+            } else {
+                gathering.recovered = false;
+                gathering.held.push(json.to_owned());
+                gathering.pending.clear();
+            }
+            if gathering.pending.is_empty() {
+                self.finish_recovery(out);
+            }
+            return;
+        }
         let Some((name, argument)) = event_of_frame(json) else {
-            return Vec::new();
+            return;
         };
         match name.as_str() {
-            "session:ready" if !self.connected => {
-                self.connected = true;
-                let conn_id = serde_json::from_str::<serde_json::Value>(json)
-                    .ok()
-                    .and_then(|ready| ready["connId"].as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                vec![packet::connected(&conn_id), packet::event(&name, &argument)]
+            "session:ready" if !self.connected => self.on_ready(json, out),
+            "ack" => {
+                self.follow_join(json);
+                out.extend(ack_packet(json));
             }
-            "ack" => ack_packet(json).into_iter().collect(),
-            _ => vec![packet::event(&name, &argument)],
+            "message:new" => {
+                let Ok(MessagePeek { message }) = serde_json::from_str(json) else {
+                    return;
+                };
+                if self
+                    .replayed
+                    .get(&message.room_id)
+                    .is_some_and(|&replayed| message.seq <= replayed)
+                {
+                    // Handed over by the recovery's replay already.
+                    return;
+                }
+                let seen = self.positions.entry(message.room_id).or_insert(0);
+                *seen = (*seen).max(message.seq);
+                out.push(self.with_offset(&name, &argument));
+            }
+            _ => out.push(packet::event(&name, &argument)),
         }
     }
+
+    /// `session:ready`: connects the socket, new or recovered. A claim that holds makes up
+    /// one `room:join` per room to resume and waits for their answers.
+    fn on_ready(&mut self, json: &str, out: &mut Vec<String>) {
+        let Ok(ready) = serde_json::from_str::<ReadyPeek>(json) else {
+            return;
+        };
+        let members: BTreeSet<RoomId> = ready.rooms.iter().map(|r| r.room_id.clone()).collect();
+        let points = self.claim.as_ref().and_then(|claim| {
+            claim.resume_points(
+                &ready.user.id,
+                wall_clock::now_millis(),
+                self.recovery_window,
+                &members,
+            )
+        });
+        let Some(points) = points else {
+            self.connect_new(&ready, json, out);
+            return;
+        };
+        self.joins = points
+            .iter()
+            .enumerate()
+            .map(|(i, (room, since))| {
+                let join = ClientFrame::RoomJoin {
+                    id: RESUME_IDS + i as u64,
+                    room_id: room.clone(),
+                    password: None,
+                    since_seq: Some(*since),
+                };
+                Bytes::from(serde_json::to_vec(&join).unwrap_or_default())
+            })
+            .collect();
+        self.positions = points;
+        self.gathering = Some(Gathering {
+            ready,
+            ready_json: json.to_owned(),
+            pending: (0..self.joins.len() as u64)
+                .map(|i| RESUME_IDS + i)
+                .collect(),
+            recovered: true,
+            replay: Vec::new(),
+            held: Vec::new(),
+        });
+        if self.joins.is_empty() {
+            self.finish_recovery(out);
+        }
+    }
+
+    /// Connects with a new pid: where every room of the user stands now.
+    fn connect_new(&mut self, ready: &ReadyPeek, ready_json: &str, out: &mut Vec<String>) {
+        let pid = Pid {
+            user: ready.user.id.clone(),
+            issued_ms: wall_clock::now_millis(),
+            base: ready
+                .rooms
+                .iter()
+                .map(|r| (r.room_id.clone(), r.last_seq))
+                .collect(),
+        };
+        self.positions = pid.base.clone();
+        // Without a window, no pid: the client asks for no recovery.
+        let pid = (!self.recovery_window.is_zero()).then(|| (pid.encode(), pid));
+        self.connect(&ready.conn_id, pid, ready_json, out);
+    }
+
+    fn connect(
+        &mut self,
+        conn_id: &str,
+        pid: Option<(String, Pid)>,
+        ready_json: &str,
+        out: &mut Vec<String>,
+    ) {
+        self.connected = true;
+        out.push(packet::connected(
+            conn_id,
+            pid.as_ref().map(|(text, _)| text.as_str()),
+        ));
+        self.pid = pid;
+        if let Some((name, argument)) = event_of_frame(ready_json) {
+            out.push(packet::event(&name, &argument));
+        }
+    }
+
+    /// Every made-up join answered: connects recovered (same pid, the replay, then what was
+    /// held) or not (a new pid, what was held).
+    fn finish_recovery(&mut self, out: &mut Vec<String>) {
+        let Some(gathering) = self.gathering.take() else {
+            return;
+        };
+        let claim = self.claim.take();
+        match claim {
+            Some(claim) if gathering.recovered => {
+                self.connect(
+                    &gathering.ready.conn_id,
+                    Some((claim.pid_text, claim.pid)),
+                    &gathering.ready_json,
+                    out,
+                );
+                for message in gathering.replay {
+                    let (room, seq) = (message.room_id.clone(), message.seq);
+                    let frame = ServerFrame::MessageNew { message };
+                    if let Ok(json) = serde_json::to_string(&frame) {
+                        self.outgoing(&json, out);
+                    }
+                    self.replayed.insert(room, seq);
+                }
+            }
+            _ => self.connect_new(&gathering.ready, &gathering.ready_json, out),
+        }
+        for json in gathering.held {
+            self.outgoing(&json, out);
+        }
+    }
+
+    /// A room the client joined or created on this socket counts in its offsets from then on.
+    fn follow_join(&mut self, json: &str) {
+        if let Ok(ServerFrame::Ack {
+            id,
+            result: Some(AckResult::Room { room, .. }),
+            ..
+        }) = serde_json::from_str::<ServerFrame>(json)
+            && id < UNACKED_IDS
+        {
+            let seen = self.positions.entry(room.room_id).or_insert(0);
+            *seen = (*seen).max(room.last_seq);
+        }
+    }
+
+    /// `42["message:new",{...},"<offset>"]`: the offset is what a recovery resumes from.
+    fn with_offset(&self, name: &str, argument: &str) -> String {
+        let Some((_, pid)) = &self.pid else {
+            return packet::event(name, argument);
+        };
+        let offset = offset(&self.positions, &pid.base);
+        let offset = serde_json::Value::from(offset).to_string();
+        packet::event(name, &format!("{argument},{offset}"))
+    }
+}
+
+/// What a made-up `room:join` brought: the replay and whether it is exact; `None` for a refusal.
+type Resumed = Option<(Vec<Message>, bool)>;
+
+/// The answer to a made-up `room:join`: its id and what it brought. `None` for any other frame.
+fn resume_answer(json: &str) -> Option<(u64, Resumed)> {
+    if !json.starts_with(r#"{"type":"ack""#) {
+        return None;
+    }
+    let ServerFrame::Ack { id, result, .. } = serde_json::from_str::<ServerFrame>(json).ok()?
+    else {
+        return None;
+    };
+    if id < RESUME_IDS {
+        return None;
+    }
+    Some((
+        id,
+        match result {
+            Some(AckResult::Room {
+                messages,
+                recovered,
+                ..
+            }) => Some((messages, recovered)),
+            _ => None,
+        },
+    ))
 }
 
 /// `43<id>[result]` or `43<id>[{"error": ...}]`; nothing for an event sent without an ack.
@@ -187,13 +477,31 @@ where
         Codec::Json
     }
 
-    type Incoming = Option<Result<WsMessage, WsError>>;
+    type Incoming = SocketIoIncoming;
 
     fn incoming(&mut self) -> impl Future<Output = Self::Incoming> + Send {
-        self.ws.next()
+        // The join stays in `joins` until `inbound` takes it: a dropped future loses nothing.
+        let join_waiting = !self.joins.is_empty();
+        let next = self.ws.next();
+        async move {
+            if join_waiting {
+                SocketIoIncoming::Join
+            } else {
+                SocketIoIncoming::Ws(next.await)
+            }
+        }
     }
 
     async fn inbound(&mut self, incoming: Self::Incoming) -> Result<Inbound, SessionError> {
+        let incoming = match incoming {
+            SocketIoIncoming::Join => {
+                return Ok(match self.joins.pop_front() {
+                    Some(join) => Inbound::Frame(join),
+                    None => Inbound::Alive,
+                });
+            }
+            SocketIoIncoming::Ws(incoming) => incoming,
+        };
         let text = match incoming {
             None | Some(Err(_)) => return Err(SessionError::Gone),
             Some(Ok(WsMessage::Text(text))) => text,
@@ -237,7 +545,8 @@ where
             tracing::error!(%error, "cannot encode frame");
             SessionError::Close(CloseCode::InternalError)
         })?;
-        let packets = self.packets_of(&json);
+        let mut packets = Vec::new();
+        self.outgoing(&json, &mut packets);
         let ws = &mut self.ws;
         let batch = async {
             for packet in packets {
@@ -257,7 +566,7 @@ where
         let mut next = Some(first);
         while let Some(outbound) = next.take() {
             if let WsMessage::Text(json) = &*outbound {
-                packets.extend(self.packets_of(json.as_str()));
+                self.outgoing(json.as_str(), &mut packets);
             }
             if packets.len() < MAX_BATCH {
                 next = more();

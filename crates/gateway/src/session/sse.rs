@@ -46,7 +46,7 @@ pub fn parse_positions(text: &str) -> Option<BTreeMap<RoomId, u64>> {
     Some(positions)
 }
 
-fn format_positions(positions: &BTreeMap<RoomId, u64>) -> String {
+pub fn format_positions(positions: &BTreeMap<RoomId, u64>) -> String {
     let mut id = String::new();
     for (room, seq) in positions {
         if !id.is_empty() {

@@ -5,6 +5,7 @@
 
 pub mod mapping;
 pub mod packet;
+pub mod recovery;
 
 use hyper::{Response, StatusCode};
 

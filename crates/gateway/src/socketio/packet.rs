@@ -139,9 +139,14 @@ pub const PING: &str = "2";
 /// The answer to the client's `2probe`.
 pub const PROBE_PONG: &str = "3probe";
 
-/// `40{"sid":...}`: the main namespace's connect, accepted.
-pub fn connected(sid: &str) -> String {
-    format!("40{}", serde_json::json!({ "sid": sid }))
+/// `40{"sid":...,"pid":...}`: the main namespace's connect, accepted; with a private id, the
+/// client can be recovered (`socket.recovered`) when it comes back with it.
+pub fn connected(sid: &str, pid: Option<&str>) -> String {
+    let mut body = serde_json::json!({ "sid": sid });
+    if let Some(pid) = pid {
+        body["pid"] = serde_json::Value::from(pid);
+    }
+    format!("40{body}")
 }
 
 /// `44[<namespace>,]{"message":...,"data":...}`: a connect refused.
@@ -254,7 +259,11 @@ mod tests {
 
     #[test]
     fn server_packets_are_what_socket_io_client_reads() {
-        assert_eq!(connected("n1-0001"), r#"40{"sid":"n1-0001"}"#);
+        assert_eq!(connected("n1-0001", None), r#"40{"sid":"n1-0001"}"#);
+        assert_eq!(
+            connected("n1-0001", Some("p")),
+            r#"40{"pid":"p","sid":"n1-0001"}"#
+        );
         assert_eq!(
             connect_error("/", "authentication failed", None),
             r#"44{"message":"authentication failed"}"#
