@@ -271,6 +271,9 @@ scenario('a socket back after a kill -9 is recovered: every missed event once, i
   });
   await say('one');
   await saw(1);
+  // Bob's own message gets no message:new back, and must not come back with his recovery.
+  const own = await bob.emitWithAck('message:send', { roomId: 'sio-recover', content: 'from bob', clientMsgId: 'rec-bob' });
+  assert.equal(own.seq, 2);
 
   const bobDropped = next(bob, 'disconnect');
   const aliceDropped = next(alice, 'disconnect');
@@ -289,7 +292,7 @@ scenario('a socket back after a kill -9 is recovered: every missed event once, i
   await saw(3);
   await say('four');
   await saw(4);
-  assert.deepEqual(seen, [[1, 'one'], [2, 'two'], [3, 'three'], [4, 'four']]);
+  assert.deepEqual(seen, [[1, 'one'], [3, 'two'], [4, 'three'], [5, 'four']]);
 });
 
 scenario("a pid presented with another user's token recovers nothing", async () => {

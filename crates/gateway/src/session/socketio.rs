@@ -29,7 +29,7 @@ use crate::error::SessionError;
 use crate::outbound::Outbound;
 use crate::socketio::mapping::{auth_frame, event_of_frame, frame_of_event};
 use crate::socketio::packet::{self, EnginePacket, MAIN_NAMESPACE, SocketKind, SocketPacket};
-use crate::socketio::recovery::{Claim, Pid, offset};
+use crate::socketio::recovery::{Claim, Pid, Positions, offset};
 use crate::wall_clock;
 
 /// Queued frames written per flush.
@@ -60,9 +60,8 @@ pub(crate) struct SocketIo<S> {
     claim: Option<Claim>,
     /// This socket's pid once connected, and its offsets' base.
     pid: Option<(String, Pid)>,
-    /// Where each room stands on this socket: the last seq handed over, or where it stood at
-    /// connect. What the offset of every `message:new` says.
-    positions: BTreeMap<RoomId, u64>,
+    /// Where each room stands on this socket: what the offset of every `message:new` says.
+    positions: Positions,
     /// The last seq a recovery replayed in each room: live messages up to it were handed over.
     replayed: BTreeMap<RoomId, u64>,
     /// Made-up `room:join`s of a recovery, not handed to the session yet.
@@ -155,7 +154,7 @@ where
             recovery_window: app.config.socketio_recovery_window(),
             claim: None,
             pid: None,
-            positions: BTreeMap::new(),
+            positions: Positions::default(),
             replayed: BTreeMap::new(),
             joins: VecDeque::new(),
             gathering: None,
@@ -262,8 +261,15 @@ where
         match name.as_str() {
             "session:ready" if !self.connected => self.on_ready(json, out),
             "ack" => {
-                self.follow_join(json);
+                let sent = self.follow_reply(json);
                 out.extend(ack_packet(json));
+                // The client learns offsets from events only: a stored message of its own moves
+                // its position, and this event carries the new offset.
+                if let Some(sent) = sent
+                    && self.pid.is_some()
+                {
+                    out.push(self.with_offset("message:sent", &sent));
+                }
             }
             "message:new" => {
                 let Ok(MessagePeek { message }) = serde_json::from_str(json) else {
@@ -277,8 +283,7 @@ where
                     // Handed over by the recovery's replay already.
                     return;
                 }
-                let seen = self.positions.entry(message.room_id).or_insert(0);
-                *seen = (*seen).max(message.seq);
+                self.positions.advance(&message.room_id, message.seq);
                 out.push(self.with_offset(&name, &argument));
             }
             _ => out.push(packet::event(&name, &argument)),
@@ -317,7 +322,7 @@ where
                 Bytes::from(serde_json::to_vec(&join).unwrap_or_default())
             })
             .collect();
-        self.positions = points;
+        self.positions = Positions::new(points);
         self.gathering = Some(Gathering {
             ready,
             ready_json: json.to_owned(),
@@ -344,7 +349,7 @@ where
                 .map(|r| (r.room_id.clone(), r.last_seq))
                 .collect(),
         };
-        self.positions = pid.base.clone();
+        self.positions = Positions::new(pid.base.clone());
         // Without a window, no pid: the client asks for no recovery.
         let pid = (!self.recovery_window.is_zero()).then(|| (pid.encode(), pid));
         self.connect(&ready.conn_id, pid, ready_json, out);
@@ -374,6 +379,8 @@ where
         let Some(gathering) = self.gathering.take() else {
             return;
         };
+        // Given up early (too much held): joins not handed over yet are not needed.
+        self.joins.clear();
         let claim = self.claim.take();
         match claim {
             Some(claim) if gathering.recovered => {
@@ -399,17 +406,35 @@ where
         }
     }
 
-    /// A room the client joined or created on this socket counts in its offsets from then on.
-    fn follow_join(&mut self, json: &str) {
-        if let Ok(ServerFrame::Ack {
+    /// What a reply means for the positions: a room the client joined or created counts in
+    /// its offsets from then on; a message it sent is one it does not need replayed (then the
+    /// `message:sent` argument, `{"roomId","messageId","seq"}`, is returned).
+    fn follow_reply(&mut self, json: &str) -> Option<String> {
+        let Ok(ServerFrame::Ack {
             id,
-            result: Some(AckResult::Room { room, .. }),
+            result: Some(result),
             ..
         }) = serde_json::from_str::<ServerFrame>(json)
-            && id < UNACKED_IDS
-        {
-            let seen = self.positions.entry(room.room_id).or_insert(0);
-            *seen = (*seen).max(room.last_seq);
+        else {
+            return None;
+        };
+        match result {
+            AckResult::Room { room, .. } if id < UNACKED_IDS => {
+                self.positions.advance(&room.room_id, room.last_seq);
+                None
+            }
+            AckResult::Sent {
+                room_id,
+                message_id,
+                seq,
+                ..
+            } => {
+                self.positions.sent(&room_id, seq);
+                let sent =
+                    serde_json::json!({ "roomId": room_id, "messageId": message_id, "seq": seq });
+                Some(sent.to_string())
+            }
+            _ => None,
         }
     }
 
@@ -418,7 +443,7 @@ where
         let Some((_, pid)) = &self.pid else {
             return packet::event(name, argument);
         };
-        let offset = offset(&self.positions, &pid.base);
+        let offset = offset(self.positions.seen(), &pid.base);
         let offset = serde_json::Value::from(offset).to_string();
         packet::event(name, &format!("{argument},{offset}"))
     }

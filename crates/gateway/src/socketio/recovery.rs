@@ -64,6 +64,57 @@ pub fn offset(positions: &BTreeMap<RoomId, u64>, base: &BTreeMap<RoomId, u64>) -
     format_positions(&moved)
 }
 
+/// Where each room stands on a socket: the last seq handed over (or where the room stood when
+/// the socket connected), what its offsets say. The socket's own sends get no `message:new`
+/// back, so their seqs are kept until the position reaches them and moves on through: a
+/// recovery then neither replays the socket's own messages nor skips one it has not seen.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Positions {
+    seen: BTreeMap<RoomId, u64>,
+    own: BTreeMap<RoomId, BTreeSet<u64>>,
+}
+
+/// Own sends kept per room beyond its position; more are not counted (at worst replayed).
+const MAX_OWN: usize = 4_096;
+
+impl Positions {
+    pub fn new(seen: BTreeMap<RoomId, u64>) -> Self {
+        Self {
+            seen,
+            own: BTreeMap::new(),
+        }
+    }
+
+    pub fn seen(&self) -> &BTreeMap<RoomId, u64> {
+        &self.seen
+    }
+
+    /// `seq` of `room` was handed over (or the room stands there): the position moves to it
+    /// if that is further, then on through the socket's own messages that follow.
+    pub fn advance(&mut self, room: &RoomId, seq: u64) {
+        let position = self.seen.entry(room.clone()).or_insert(0);
+        *position = (*position).max(seq);
+        if let Some(own) = self.own.get_mut(room) {
+            while let Some(first) = own.first().copied().filter(|&first| first <= *position + 1) {
+                own.pop_first();
+                *position = (*position).max(first);
+            }
+            if own.is_empty() {
+                self.own.remove(room);
+            }
+        }
+    }
+
+    /// The socket's own message `seq` of `room` was stored.
+    pub fn sent(&mut self, room: &RoomId, seq: u64) {
+        let own = self.own.entry(room.clone()).or_default();
+        if own.len() < MAX_OWN {
+            own.insert(seq);
+        }
+        self.advance(room, 0);
+    }
+}
+
 /// What a client that comes back claims in its connect packet: `{"pid", "offset", ...}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
@@ -148,6 +199,25 @@ mod tests {
         positions.insert(room("general"), 7);
         positions.insert(room("new"), 1);
         assert_eq!(offset(&positions, &pid().base), "general:7,new:1");
+    }
+
+    #[test]
+    fn positions_move_through_the_sockets_own_messages_but_never_past_a_gap() {
+        let general = room("general");
+        let mut positions = Positions::new([(general.clone(), 3)].into());
+        // Its own 5 is stored while 4 (someone else's) is still on its way: 4 must not be skipped.
+        positions.sent(&general, 5);
+        assert_eq!(positions.seen()[&general], 3);
+        positions.advance(&general, 4);
+        assert_eq!(
+            positions.seen()[&general],
+            5,
+            "4 handed over, then through its own 5"
+        );
+        positions.sent(&general, 6);
+        assert_eq!(positions.seen()[&general], 6, "nothing before it: at once");
+        positions.advance(&room("other"), 2);
+        assert_eq!(positions.seen().len(), 2);
     }
 
     #[test]
