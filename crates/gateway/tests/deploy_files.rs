@@ -715,23 +715,30 @@ fn kubernetes_objects_select_the_gateway_pods_and_route_websockets_sticky() {
     let paths = ingress["spec"]["rules"][0]["http"]["paths"]
         .as_sequence()
         .unwrap();
-    assert_eq!(paths.len(), 1, "only /ws is public");
-    assert_eq!(scalar(&paths[0]["path"], "path"), "/ws");
-    let backend = &paths[0]["backend"]["service"];
-    let service = &objects[&format!("Service/{}", scalar(&backend["name"], "backend"))];
-    let port = scalar(&backend["port"]["name"], "backend port");
-    assert!(
-        service["spec"]["ports"]
-            .as_sequence()
-            .unwrap()
-            .iter()
-            .any(|p| scalar(&p["name"], "port") == port),
-        "the ingress routes to a port its Service lacks"
-    );
+    let routed: Vec<String> = paths.iter().map(|p| scalar(&p["path"], "path")).collect();
+    let socketio_path = k8s_gateway_config(&objects).socketio_path;
     assert_eq!(
-        scalar(&service["spec"]["ports"][0]["targetPort"], "targetPort"),
-        "http"
+        routed,
+        ["/ws".to_owned(), socketio_path],
+        "only /ws and the Socket.IO path are public"
     );
+    for path in paths {
+        let backend = &path["backend"]["service"];
+        let service = &objects[&format!("Service/{}", scalar(&backend["name"], "backend"))];
+        let port = scalar(&backend["port"]["name"], "backend port");
+        assert!(
+            service["spec"]["ports"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|p| scalar(&p["name"], "port") == port),
+            "the ingress routes to a port its Service lacks"
+        );
+        assert_eq!(
+            scalar(&service["spec"]["ports"][0]["targetPort"], "targetPort"),
+            "http"
+        );
+    }
 
     let pdb = &objects["PodDisruptionBudget/switchboard"];
     assert!(selects(&pdb["spec"]["selector"]["matchLabels"], &labels));
@@ -824,23 +831,32 @@ fn nginx_config_outlasts_the_heartbeat_and_sizes_for_many_websockets() {
 
     let (compose, gateways) = compose();
     let heartbeat_timeout = compose_gateway_config(&compose, &gateways[0]).heartbeat_timeout();
-    let websockets = nginx_directives(nginx_block(&conf, "location = /ws {"));
-    let ws = |name: &str| -> String {
-        let found = websockets.iter().find(|(n, _)| n == name);
-        found
-            .unwrap_or_else(|| panic!("/ws: {name} is not set"))
-            .1
-            .clone()
-    };
-    for name in ["proxy_read_timeout", "proxy_send_timeout"] {
-        let secs = seconds(&ws(name));
+    let socketio = compose_gateway_config(&compose, &gateways[0]).socketio_path;
+    for path in ["/ws".to_owned(), socketio] {
+        let websockets = nginx_directives(nginx_block(&conf, &format!("location = {path} {{")));
+        let ws = |name: &str| -> String {
+            let found = websockets.iter().find(|(n, _)| n == name);
+            found
+                .unwrap_or_else(|| panic!("{path}: {name} is not set"))
+                .1
+                .clone()
+        };
+        for name in ["proxy_read_timeout", "proxy_send_timeout"] {
+            let secs = seconds(&ws(name));
+            assert!(
+                secs > heartbeat_timeout.as_secs(),
+                "{path}: {name} {secs}s must outlast the heartbeat timeout {heartbeat_timeout:?}"
+            );
+        }
+        assert_eq!(ws("proxy_http_version"), "1.1");
+        assert_eq!(ws("proxy_buffering"), "off");
         assert!(
-            secs > heartbeat_timeout.as_secs(),
-            "/ws: {name} {secs}s must outlast the heartbeat timeout {heartbeat_timeout:?}"
+            websockets
+                .iter()
+                .any(|(n, a)| n == "proxy_set_header" && a == "Upgrade $http_upgrade"),
+            "{path} passes the upgrade on"
         );
     }
-    assert_eq!(ws("proxy_http_version"), "1.1");
-    assert_eq!(ws("proxy_buffering"), "off");
     let metrics = nginx_directives(nginx_block(&conf, "location /metrics {"));
     assert!(
         metrics
@@ -1037,6 +1053,33 @@ async fn nginx_serves_websockets_sticky_by_client_address_fails_over_and_hides_m
     writer.send_text("board", "live", "sse-1").await.unwrap();
     let event = stream.next_named("message:new").await.unwrap();
     assert_eq!(event.json().unwrap()["message"]["content"], "live");
+
+    // socket.io-client's WebSocket transport passes through too: the Engine.IO open packet, then
+    // the Socket.IO connect with the token, answered with the socket's id and session:ready.
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", nginx.addr());
+    let mut socketio = WsClient::connect(&url, ConnectOptions::default())
+        .await
+        .unwrap();
+    let open = socketio.recv_message().await.unwrap();
+    assert!(open.to_text().unwrap().starts_with(r#"0{"#), "{open:?}");
+    let token = jwt::mint_hs256(SECRET, "io", "Io", 600);
+    socketio
+        .send_raw_text(&format!(r#"40{{"token":"{token}"}}"#))
+        .await
+        .unwrap();
+    let connected = socketio.recv_message().await.unwrap();
+    assert!(
+        connected.to_text().unwrap().starts_with(r#"40{"#),
+        "{connected:?}"
+    );
+    let ready = socketio.recv_message().await.unwrap();
+    assert!(
+        ready
+            .to_text()
+            .unwrap()
+            .starts_with(r#"42["session:ready","#),
+        "{ready:?}"
+    );
 
     // Every connection from this address lands on the same node.
     let (mut first, home) = connect_through(&nginx, "ada").await;
