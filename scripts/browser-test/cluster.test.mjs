@@ -26,7 +26,7 @@ import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
 
-import { freePort, stopProcess } from './procs.mjs';
+import { freePort, stopProcess } from '../lib/procs.mjs';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const bin = (name, fallback) => path.resolve(REPO, process.env[name] ?? fallback);

@@ -7,13 +7,14 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
-import net from 'node:net';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 import { io } from 'socket.io-client';
+
+import { freePort } from '../lib/procs.mjs';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const GATEWAY_BIN = path.resolve(REPO, process.env.GATEWAY_BIN ?? 'target/debug/gateway');
@@ -22,18 +23,6 @@ const SECRET = 'switchboard-socketio-test-secret-0123456789abcdef';
 const WAIT_MS = 10_000;
 
 const fixture = { gateways: [], log: [], url: null, sockets: [], postgres: [] };
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 function mint(user, ttlSecs = 3600) {
   const now = Math.floor(Date.now() / 1000);

@@ -171,6 +171,18 @@ where
         Some(wire)
     }
 
+    /// Writes `packets` with one flush.
+    async fn write_packets(&mut self, packets: Vec<String>) -> Result<(), SessionError> {
+        let ws = &mut self.ws;
+        let batch = async {
+            for packet in packets {
+                ws.feed(WsMessage::text(packet)).await?;
+            }
+            ws.flush().await
+        };
+        written(within(self.write_timeout, batch).await)
+    }
+
     async fn write_text(&mut self, text: String) -> Result<(), SessionError> {
         written(within(self.write_timeout, self.ws.send(WsMessage::text(text))).await)
     }
@@ -572,14 +584,7 @@ where
         })?;
         let mut packets = Vec::new();
         self.outgoing(&json, &mut packets);
-        let ws = &mut self.ws;
-        let batch = async {
-            for packet in packets {
-                ws.feed(WsMessage::text(packet)).await?;
-            }
-            ws.flush().await
-        };
-        written(within(self.write_timeout, batch).await)
+        self.write_packets(packets).await
     }
 
     async fn send_queued(
@@ -597,14 +602,7 @@ where
                 next = more();
             }
         }
-        let ws = &mut self.ws;
-        let batch = async {
-            for packet in packets {
-                ws.feed(WsMessage::text(packet)).await?;
-            }
-            ws.flush().await
-        };
-        written(within(self.write_timeout, batch).await)
+        self.write_packets(packets).await
     }
 
     async fn probe(&mut self) -> Result<(), SessionError> {

@@ -1,4 +1,4 @@
-// What the browser tests share: free ports and stopping the processes they start.
+// What the Node tests of scripts/ share: free ports and stopping the processes they start.
 
 import net from 'node:net';
 
