@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end tests in headless Chromium against the real gateway binary: the dev chat page
 # (scripts/browser-test/chat.test.mjs), and two users on the TypeScript client through nginx in
-# front of three nodes on PostgreSQL and Redis, one of them killed (cluster.test.mjs).
+# front of three nodes on PostgreSQL and Redis, one of them killed, and socket.io-client's own
+# browser build recovering its socket on another node after its node was killed (cluster.test.mjs).
 # Installs what it needs (Chromium via apt-get when root, npm packages) and builds the binaries.
 set -euo pipefail
 

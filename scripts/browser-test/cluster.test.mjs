@@ -34,6 +34,8 @@ const GATEWAY_BIN = bin('GATEWAY_BIN', 'target/debug/gateway');
 const TESTKIT_POSTGRES_BIN = bin('TESTKIT_POSTGRES_BIN', 'target/debug/testkit-postgres');
 const CLIENT_DIR = bin('CLIENT_DIR', 'crates/gateway/assets/client');
 const CHROMIUM_BIN = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
+/** socket.io-client's own browser build, from this directory's npm packages. */
+const SOCKETIO_BUNDLE = path.join(REPO, 'scripts/browser-test/node_modules/socket.io-client/dist/socket.io.esm.min.js');
 const CHROMIUM_ARGS = [
   '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic',
   '--no-first-run', '--disable-component-update', '--disable-sync',
@@ -177,7 +179,19 @@ http {
       proxy_read_timeout 120s;
       proxy_next_upstream error timeout;
     }
+    location = /socket.io/ {
+      proxy_pass http://switchboard;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
+      proxy_set_header Host $host;
+      proxy_connect_timeout 2s;
+      proxy_read_timeout 120s;
+      proxy_next_upstream error timeout;
+    }
     location = /chat.html { alias ${REPO}/scripts/browser-test/cluster.html; }
+    location = /socketio.html { alias ${REPO}/scripts/browser-test/socketio.html; }
+    location = /vendor/socket.io.esm.min.js { alias ${SOCKETIO_BUNDLE}; }
     location /client/ { alias ${CLIENT_DIR}/; }
   }
 }
@@ -189,8 +203,8 @@ http {
   return base;
 }
 
-/** A page of `user` in room ROOM, connected and joined. */
-async function openChat(context, base, user, { create = false } = {}) {
+/** A new page of `user`, its console and errors kept for the failure report. */
+async function openPage(context, user) {
   const page = await context.newPage();
   page.setDefaultTimeout(STEP_TIMEOUT_MS);
   const entry = { who: user, page, logs: [], errors: [] };
@@ -198,6 +212,12 @@ async function openChat(context, base, user, { create = false } = {}) {
   page.on('pageerror', (e) => entry.errors.push(String(e)));
   fixture.pages.push(entry);
   await page.exposeFunction('mintToken', (id) => mint(id));
+  return page;
+}
+
+/** A page of `user` in room ROOM, connected and joined. */
+async function openChat(context, base, user, { create = false } = {}) {
+  const page = await openPage(context, user);
   await page.goto(`${base}/chat.html?user=${user}&room=${ROOM}${create ? '&create=1' : ''}`);
   await page.locator('#joined', { hasText: 'yes' }).waitFor();
   return page;
@@ -231,23 +251,28 @@ before(() => {
   assert.ok(existsSync(path.join(CLIENT_DIR, 'index.js')), `no client build in ${CLIENT_DIR}`);
 });
 
+/** redis-server, PostgreSQL, three nodes (`<prefix>-a`..`-c`) and nginx, and a Chromium. */
+async function startCluster(prefix) {
+  const { url: redis } = await startRedis();
+  const postgres = await startPostgres();
+  // One first: it migrates the schema; the others find it done.
+  const nodes = [await startNode(`${prefix}-a`, { redis, postgres })];
+  nodes.push(...(await Promise.all(['b', 'c'].map((n) => startNode(`${prefix}-${n}`, { redis, postgres })))));
+  const base = await startNginx(nodes);
+  const userDataDir = await mkdtemp(path.join(os.tmpdir(), 'switchboard-chromium-'));
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM_BIN, headless: true, args: CHROMIUM_ARGS, timeout: 30_000,
+  });
+  fixture.stops.push(async () => {
+    await Promise.race([context.close(), new Promise((r) => setTimeout(r, 10_000).unref())]).catch(() => {});
+    await rm(userDataDir, { recursive: true, force: true });
+  });
+  return { nodes, base, context };
+}
+
 test('kill -9 of a node while two users type through nginx: identical, complete, ordered transcripts', { timeout: 240_000 }, async () => {
   try {
-    const { url: redis } = await startRedis();
-    const postgres = await startPostgres();
-    // One first: it migrates the schema; the others find it done.
-    const nodes = [await startNode('node-a', { redis, postgres })];
-    nodes.push(...(await Promise.all(['node-b', 'node-c'].map((n) => startNode(n, { redis, postgres })))));
-    const base = await startNginx(nodes);
-
-    const userDataDir = await mkdtemp(path.join(os.tmpdir(), 'switchboard-chromium-'));
-    const context = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: CHROMIUM_BIN, headless: true, args: CHROMIUM_ARGS, timeout: 30_000,
-    });
-    fixture.stops.push(async () => {
-      await Promise.race([context.close(), new Promise((r) => setTimeout(r, 10_000).unref())]).catch(() => {});
-      await rm(userDataDir, { recursive: true, force: true });
-    });
+    const { nodes, base, context } = await startCluster('e2e');
 
     // Which node each user is on, from the nodes' own connection gauges.
     const nodeWith = async (count) => eventually('a node with the new connection', async () => {
@@ -304,6 +329,58 @@ test('kill -9 of a node while two users type through nginx: identical, complete,
     const left = nodes.filter((n) => n !== aliceNode);
     const after = await Promise.all(left.map(connections));
     assert.equal(after.reduce((a, b) => a + b, 0), 2, `connections on the nodes left: ${after}`);
+    for (const { who, errors } of fixture.pages) assert.deepEqual(errors, [], `uncaught errors on ${who}'s page`);
+  } catch (e) {
+    fixture.failed = true;
+    throw e;
+  }
+});
+
+test('socket.io-client in Chromium, through nginx: after a kill -9 of its node the socket is recovered on another', { timeout: 240_000 }, async () => {
+  try {
+    const { nodes, base, context } = await startCluster('sio');
+    const open = async (user) => {
+      const page = await openPage(context, user);
+      await page.goto(`${base}/socketio.html?user=${user}`);
+      await page.locator('#state', { hasText: 'connected' }).waitFor();
+      return page;
+    };
+    const emit = (page, event, data) => page.evaluate(([e, d]) => window.sio.socket.emitWithAck(e, d), [event, data]);
+    const seen = (page) => page.evaluate(() => window.sio.seen);
+    const seenCount = async (page, count) => eventually(`${count} messages`, async () => ((await seen(page)).length >= count ? true : undefined));
+
+    const alice = await open('alice');
+    assert.equal((await emit(alice, 'room:create', { roomId: 'sio-e2e' })).kind, 'room');
+    const counts = await Promise.all(nodes.map(connections));
+    const bob = await open('bob');
+    const after = await Promise.all(nodes.map(connections));
+    const bobNode = nodes[after.findIndex((c, i) => c > counts[i])];
+    assert.ok(bobNode, `bob's node from the gauges ${counts} -> ${after}`);
+    assert.equal(counts[nodes.indexOf(bobNode)], 0, 'alice is on another node than bob');
+    assert.equal((await emit(bob, 'room:join', { roomId: 'sio-e2e' })).kind, 'room');
+    const say = async (content) => {
+      const sent = await emit(alice, 'message:send', { roomId: 'sio-e2e', content, clientMsgId: `sio-${content}` });
+      assert.equal(sent.kind, 'sent', JSON.stringify(sent));
+    };
+    await say('one');
+    await seenCount(bob, 1);
+
+    bobNode.child.kill('SIGKILL');
+    await bob.locator('#state', { hasText: 'disconnected' }).waitFor();
+    // While bob's socket waits to reconnect (1 s), alice, on another node, goes on.
+    await say('two');
+    await say('three');
+    await bob.locator('#state', { hasText: 'connected' }).waitFor();
+    await seenCount(bob, 3);
+    await say('four');
+    await seenCount(bob, 4);
+
+    const sio = await bob.evaluate(() => ({ recovered: window.sio.recovered, seenAtConnect: window.sio.seenAtConnect }));
+    assert.deepEqual(sio.recovered, [false, true], 'the first connect is new, the second recovered');
+    assert.deepEqual(sio.seenAtConnect, [0, 1], 'two and three came after the reconnect');
+    assert.deepEqual(await seen(bob), [[1, 'alice', 'one'], [2, 'alice', 'two'], [3, 'alice', 'three'], [4, 'alice', 'four']]);
+    const left = await Promise.all(nodes.filter((n) => n !== bobNode).map(connections));
+    assert.equal(left.reduce((a, b) => a + b, 0), 2, `both sockets on the nodes left: ${left}`);
     for (const { who, errors } of fixture.pages) assert.deepEqual(errors, [], `uncaught errors on ${who}'s page`);
   } catch (e) {
     fixture.failed = true;
