@@ -143,6 +143,21 @@ async function connections(node) {
  * one node, and this test wants them on two (their chat then crosses Redis). It also serves the
  * page and the client build.
  */
+/** An nginx location that proxies WebSocket upgrades on `path` to the gateways. */
+function websocketLocation(path) {
+  return `    location = ${path} {
+      proxy_pass http://switchboard;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
+      proxy_set_header Host $host;
+      proxy_connect_timeout 2s;
+      proxy_read_timeout 120s;
+      proxy_next_upstream error timeout;
+    }
+`;
+}
+
 async function startNginx(nodes) {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'switchboard-nginx-'));
   fixture.stops.push(() => rm(dir, { recursive: true, force: true }));
@@ -169,27 +184,7 @@ http {
   }
   server {
     listen 127.0.0.1:${port};
-    location = /ws {
-      proxy_pass http://switchboard;
-      proxy_http_version 1.1;
-      proxy_set_header Upgrade $http_upgrade;
-      proxy_set_header Connection $connection_upgrade;
-      proxy_set_header Host $host;
-      proxy_connect_timeout 2s;
-      proxy_read_timeout 120s;
-      proxy_next_upstream error timeout;
-    }
-    location = /socket.io/ {
-      proxy_pass http://switchboard;
-      proxy_http_version 1.1;
-      proxy_set_header Upgrade $http_upgrade;
-      proxy_set_header Connection $connection_upgrade;
-      proxy_set_header Host $host;
-      proxy_connect_timeout 2s;
-      proxy_read_timeout 120s;
-      proxy_next_upstream error timeout;
-    }
-    location = /chat.html { alias ${REPO}/scripts/browser-test/cluster.html; }
+${['/ws', '/socket.io/'].map(websocketLocation).join('')}    location = /chat.html { alias ${REPO}/scripts/browser-test/cluster.html; }
     location = /socketio.html { alias ${REPO}/scripts/browser-test/socketio.html; }
     location = /vendor/socket.io.esm.min.js { alias ${SOCKETIO_BUNDLE}; }
     location /client/ { alias ${CLIENT_DIR}/; }

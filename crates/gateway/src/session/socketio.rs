@@ -273,8 +273,11 @@ where
         match name.as_str() {
             "session:ready" if !self.connected => self.on_ready(json, out),
             "ack" => {
-                let sent = self.follow_reply(json);
-                out.extend(ack_packet(json));
+                let Ok(reply) = serde_json::from_str::<ServerFrame>(json) else {
+                    return;
+                };
+                let sent = self.follow_reply(&reply);
+                out.extend(ack_packet(&reply));
                 // The client learns offsets from events only: a stored message of its own moves
                 // its position, and this event carries the new offset.
                 if let Some(sent) = sent
@@ -421,17 +424,17 @@ where
     /// What a reply means for the positions: a room the client joined or created counts in
     /// its offsets from then on; a message it sent is one it does not need replayed (then the
     /// `message:sent` argument, `{"roomId","messageId","seq"}`, is returned).
-    fn follow_reply(&mut self, json: &str) -> Option<String> {
-        let Ok(ServerFrame::Ack {
+    fn follow_reply(&mut self, reply: &ServerFrame) -> Option<String> {
+        let ServerFrame::Ack {
             id,
             result: Some(result),
             ..
-        }) = serde_json::from_str::<ServerFrame>(json)
+        } = reply
         else {
             return None;
         };
         match result {
-            AckResult::Room { room, .. } if id < UNACKED_IDS => {
+            AckResult::Room { room, .. } if *id < UNACKED_IDS => {
                 self.positions.advance(&room.room_id, room.last_seq);
                 None
             }
@@ -441,7 +444,7 @@ where
                 seq,
                 ..
             } => {
-                self.positions.sent(&room_id, seq);
+                self.positions.sent(room_id, *seq);
                 let sent =
                     serde_json::json!({ "roomId": room_id, "messageId": message_id, "seq": seq });
                 Some(sent.to_string())
@@ -490,12 +493,11 @@ fn resume_answer(json: &str) -> Option<(u64, Resumed)> {
 }
 
 /// `43<id>[result]` or `43<id>[{"error": ...}]`; nothing for an event sent without an ack.
-fn ack_packet(json: &str) -> Option<String> {
-    let Ok(ServerFrame::Ack { id, result, error }) = serde_json::from_str::<ServerFrame>(json)
-    else {
+fn ack_packet(reply: &ServerFrame) -> Option<String> {
+    let ServerFrame::Ack { id, result, error } = reply else {
         return None;
     };
-    if id >= UNACKED_IDS {
+    if *id >= UNACKED_IDS {
         return None;
     }
     let payload = match (result, error) {
@@ -503,7 +505,7 @@ fn ack_packet(json: &str) -> Option<String> {
         (None, Some(error)) => serde_json::json!({ "error": error }).to_string(),
         (None, None) => "{}".to_owned(),
     };
-    Some(packet::ack(id, &payload))
+    Some(packet::ack(*id, &payload))
 }
 
 impl<S> Connection for SocketIo<S>
@@ -668,17 +670,19 @@ mod tests {
     #[test]
     fn replies_go_to_acks_and_unacked_events_get_none() {
         let ok = r#"{"type":"ack","id":3,"result":{"kind":"ok"}}"#;
-        assert_eq!(ack_packet(ok).as_deref(), Some(r#"433[{"kind":"ok"}]"#));
+        let ack =
+            |json: &str| ack_packet(&serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(ack(ok).as_deref(), Some(r#"433[{"kind":"ok"}]"#));
         let refused =
             r#"{"type":"ack","id":4,"error":{"code":"NOT_A_MEMBER","message":"join first"}}"#;
         assert_eq!(
-            ack_packet(refused).as_deref(),
+            ack(refused).as_deref(),
             Some(r#"434[{"error":{"code":"NOT_A_MEMBER","message":"join first"}}]"#)
         );
         let unacked = format!(
             r#"{{"type":"ack","id":{},"result":{{"kind":"ok"}}}}"#,
             UNACKED_IDS + 1
         );
-        assert_eq!(ack_packet(&unacked), None);
+        assert_eq!(ack(&unacked), None);
     }
 }
