@@ -390,6 +390,14 @@ async fn every_message_acked_before_a_mid_traffic_outage_is_in_the_table() {
                                 refused += 1;
                                 tokio::time::sleep(Duration::from_millis(50)).await;
                             }
+                            // The connection died with the commit in flight: it may have landed.
+                            // A client retries with the same clientMsgId, and the table below
+                            // must still hold the message once.
+                            Err(StoreError::OutcomeUnknown(_)) => {
+                                assert!(Instant::now() < deadline, "no recovery");
+                                refused += 1;
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
                             Err(other) => panic!("unexpected {other:?}"),
                         }
                     }
